@@ -1,0 +1,3 @@
+from nvdocker_setup.cli.main import main
+
+main()

@@ -1,0 +1,31 @@
+"""Every exit code the CLI can return, in one place (scripts and the packages depend on them)."""
+
+import enum
+
+
+@enum.unique
+class ExitStatus(enum.IntEnum):
+    """Process exit codes. 0 means success whether or not anything changed."""
+
+    SUCCESS = 0
+    #: An unexpected failure (a bug, or an I/O error we did not anticipate).
+    ERROR = 1
+    #: The command line was wrong (click also uses 2 for its own usage errors).
+    USAGE = 2
+    #: The existing daemon.json cannot be read or parsed; nothing was written.
+    INVALID_CONFIG = 3
+    #: The candidate daemon.json failed schema, runtime-rule or `dockerd --validate` checks.
+    VALIDATION_FAILED = 4
+    #: Another nvdocker-setup holds the lock and did not release it in time.
+    LOCK_BUSY = 5
+    #: The runtime binary (or a parent directory) is missing, unsafe or not executable.
+    TRUST_CHECK_FAILED = 6
+    #: The change conflicts with the admin's configuration (another default runtime,
+    #: an entry changed since install, the file changed under us); use --force or re-run.
+    CONFLICT = 7
+    #: Writing the file, its backup or our state failed (e.g. a bind-mounted daemon.json).
+    WRITE_FAILED = 8
+    #: A named backup or recorded state does not exist.
+    NOT_FOUND = 9
+    #: Interrupted by SIGINT.
+    INTERRUPTED = 130
