@@ -1,0 +1,220 @@
+"""What install and uninstall change in daemon.json: pure functions from a document to a plan.
+
+A plan holds the new document and an :class:`InstallRecord`, the memory of what install changed.
+Uninstall reads that record and undoes exactly those changes, and only while they are still ours:
+an entry whose path the admin changed since, or a default runtime they switched, is left alone.
+"""
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Dict, List, Optional, Tuple
+
+from nvdocker_setup.core.jsondoc import JsonDocument
+from nvdocker_setup.errors import ConfigReadError, Conflict, UsageError
+
+#: Runtimes whose place as default we may take without --force: they are Docker's own.
+DOCKER_DEFAULT_RUNTIMES = ("runc", "io.containerd.runc.v2")
+
+ABSENT = None  # a recorded "previous value" of None means the key did not exist
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    runtime_name: str
+    runtime_path: str
+    runtime_args: Tuple[str, ...] = ()
+    set_default: bool = False
+    enable_cdi: bool = False
+    force: bool = False
+
+    def entry(self) -> Dict[str, Any]:
+        """The runtimes.<name> value we write: dockerd reads ``runtimeArgs``, never ``args``."""
+        entry: Dict[str, Any] = {"path": self.runtime_path}
+        if self.runtime_args:
+            entry["runtimeArgs"] = list(self.runtime_args)
+        return entry
+
+
+@dataclass(frozen=True)
+class InstallRecord:
+    """What install changed, kept in the state file so that uninstall can undo exactly that.
+
+    Values describe the file as it was before the *first* install that touched them; a later
+    install (say, adding --default-runtime) only adds to the record.
+    """
+
+    runtime_name: str
+    entry: Dict[str, Any]
+    file_existed: bool = True
+    #: The entry under our name before we replaced it (None: there was none).
+    previous_entry: Optional[Dict[str, Any]] = None
+    runtimes_created: bool = False
+    default_changed: bool = False
+    previous_default: Optional[str] = None
+    cdi_changed: bool = False
+    previous_cdi: Optional[Any] = None
+    features_created: bool = False
+    #: Backup taken before the first change and sha256 of the file after the last one:
+    #: when the file still has that hash, uninstall restores the backup byte for byte.
+    original_backup: Optional[str] = None
+    installed_sha256: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "InstallRecord":
+        known = {name for name in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass
+class Plan:
+    """A computed change: the new document, what it does in words, and the updated record."""
+
+    before: JsonDocument
+    after: JsonDocument
+    changes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    record: Optional[InstallRecord] = None
+
+    @property
+    def changed(self) -> bool:
+        return self.after.text != self.before.text
+
+
+def validate_runtime_name(name: str) -> None:
+    if not name:
+        raise UsageError("the runtime name must not be empty")
+    if name == "runc":
+        raise UsageError("the runtime name 'runc' is reserved by dockerd", hint="choose another --runtime-name, e.g. nvidia")
+    if "/" in name or name != name.strip():
+        raise UsageError("invalid runtime name {!r}: no '/' or surrounding spaces".format(name))
+
+
+def check_shape(document: JsonDocument) -> None:
+    """Refuse to edit a document whose ``runtimes`` or ``features`` is not an object."""
+    for key in ("runtimes", "features"):
+        node = document.node_at([key])
+        if node is not None and node.kind != "object":
+            raise ConfigReadError(
+                "{}: '{}' must be an object, found {}".format(document.source, key, node.kind),
+                reference="daemon-json-bad-{}".format(key),
+                hint="dockerd refuses this file too; fix '{}' by hand".format(key),
+            )
+
+
+def plan_install(document: JsonDocument, request: InstallRequest, record: Optional[InstallRecord] = None) -> Plan:
+    """Merge our runtime entry (and optionally default-runtime and features.cdi) into ``document``."""
+    validate_runtime_name(request.runtime_name)
+    if not os.path.isabs(request.runtime_path):
+        raise UsageError(
+            "the runtime path must be absolute, got {!r}".format(request.runtime_path),
+            hint="dockerd resolves bare names on its own PATH, which differs between hosts",
+        )
+    check_shape(document)
+    current = document.value
+    name = request.runtime_name
+    entry = request.entry()
+    fresh = record is None
+    plan = Plan(before=document, after=document)
+    runtimes = current.get("runtimes")
+    existing = runtimes.get(name) if isinstance(runtimes, dict) else None
+    if record is None:
+        # The file's own state before our first change; the engine adds file_existed and hashes.
+        record = InstallRecord(
+            runtime_name=name, entry=entry, previous_entry=existing, runtimes_created=runtimes is None
+        )
+    if existing != entry:
+        plan.after = plan.after.with_member(["runtimes"], name, entry)
+        plan.changes.append(
+            "{} runtimes.{} -> {}".format("replace" if existing is not None else "add", name, request.runtime_path)
+        )
+        if existing is not None and fresh:
+            plan.warnings.append("replacing the existing runtimes.{} entry {}; uninstall puts it back".format(name, existing))
+    record = replace(record, entry=entry)
+
+    if request.set_default:
+        previous = current.get("default-runtime")
+        if previous != name:
+            if previous is not None and previous not in DOCKER_DEFAULT_RUNTIMES and not request.force:
+                raise Conflict(
+                    "default-runtime is {!r}, set by someone else; not replacing it".format(previous),
+                    hint="pass --force to make {!r} the default anyway (uninstall restores {!r})".format(name, previous),
+                )
+            plan.after = plan.after.with_member([], "default-runtime", name)
+            plan.changes.append("set default-runtime -> {} (was {})".format(name, previous if previous is not None else "unset"))
+            if not record.default_changed:
+                record = replace(record, default_changed=True, previous_default=previous)
+
+    if request.enable_cdi:
+        features = current.get("features")
+        previous_cdi = features.get("cdi") if isinstance(features, dict) else None
+        if previous_cdi is not True:
+            plan.after = plan.after.with_member(["features"], "cdi", True)
+            plan.changes.append("set features.cdi -> true (other feature flags kept)")
+            if not record.cdi_changed:
+                record = replace(record, cdi_changed=True, previous_cdi=previous_cdi, features_created=features is None)
+
+    plan.record = record
+    return plan
+
+
+def plan_uninstall(
+    document: JsonDocument, name: str, record: Optional[InstallRecord], force: bool = False
+) -> Plan:
+    """Undo what ``record`` says install changed, leaving the admin's later edits alone."""
+    validate_runtime_name(name)
+    check_shape(document)
+    current = document.value
+    plan = Plan(before=document, after=document)
+    runtimes = current.get("runtimes") if isinstance(current.get("runtimes"), dict) else {}
+    existing = runtimes.get(name)
+
+    if record is None:
+        if not force:
+            if existing is not None:
+                plan.warnings.append(
+                    "runtimes.{} exists but nvdocker-setup has no record of installing it; left in place "
+                    "(--force removes it)".format(name)
+                )
+            return plan
+        record = InstallRecord(runtime_name=name, entry=existing or {}, default_changed=True)
+
+    if existing is not None:
+        ours = isinstance(existing, dict) and existing.get("path") == record.entry.get("path")
+        if ours or force:
+            if record.previous_entry is not None:
+                plan.after = plan.after.with_member(["runtimes"], name, record.previous_entry)
+                plan.changes.append("restore the previous runtimes.{} entry".format(name))
+            else:
+                plan.after = plan.after.without_member(["runtimes"], name)
+                plan.changes.append("remove runtimes.{}".format(name))
+                if record.runtimes_created and plan.after.value.get("runtimes") == {}:
+                    plan.after = plan.after.without_member([], "runtimes")
+        else:
+            plan.warnings.append(
+                "runtimes.{} now points at {!r}, not {!r} as installed; left in place (--force removes it)".format(
+                    name, existing.get("path") if isinstance(existing, dict) else existing, record.entry.get("path")
+                )
+            )
+
+    if record.default_changed and current.get("default-runtime") == name:
+        if record.previous_default is None:
+            plan.after = plan.after.without_member([], "default-runtime")
+            plan.changes.append("remove default-runtime (dockerd falls back to runc)")
+        else:
+            plan.after = plan.after.with_member([], "default-runtime", record.previous_default)
+            plan.changes.append("restore default-runtime -> {}".format(record.previous_default))
+
+    features = current.get("features")
+    if record.cdi_changed and isinstance(features, dict) and features.get("cdi") is True:
+        if record.previous_cdi is None:
+            plan.after = plan.after.without_member(["features"], "cdi")
+            if record.features_created and plan.after.value.get("features") == {}:
+                plan.after = plan.after.without_member([], "features")
+            plan.changes.append("remove features.cdi")
+        else:
+            plan.after = plan.after.with_member(["features"], "cdi", record.previous_cdi)
+            plan.changes.append("restore features.cdi -> {}".format(str(record.previous_cdi).lower()))
+    return plan
