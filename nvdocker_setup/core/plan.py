@@ -92,6 +92,16 @@ def validate_runtime_name(name: str) -> None:
         raise UsageError("invalid runtime name {!r}: no '/' or surrounding spaces".format(name))
 
 
+def validate_request(request: InstallRequest) -> None:
+    """Refuse requests that are wrong whatever the file says."""
+    validate_runtime_name(request.runtime_name)
+    if not os.path.isabs(request.runtime_path):
+        raise UsageError(
+            "the runtime path must be absolute, got {!r}".format(request.runtime_path),
+            hint="dockerd resolves bare names on its own PATH, which differs between hosts",
+        )
+
+
 def check_shape(document: JsonDocument) -> None:
     """Refuse to edit a document whose ``runtimes`` or ``features`` is not an object."""
     for key in ("runtimes", "features"):
@@ -106,12 +116,7 @@ def check_shape(document: JsonDocument) -> None:
 
 def plan_install(document: JsonDocument, request: InstallRequest, record: Optional[InstallRecord] = None) -> Plan:
     """Merge our runtime entry (and optionally default-runtime and features.cdi) into ``document``."""
-    validate_runtime_name(request.runtime_name)
-    if not os.path.isabs(request.runtime_path):
-        raise UsageError(
-            "the runtime path must be absolute, got {!r}".format(request.runtime_path),
-            hint="dockerd resolves bare names on its own PATH, which differs between hosts",
-        )
+    validate_request(request)
     check_shape(document)
     current = document.value
     name = request.runtime_name

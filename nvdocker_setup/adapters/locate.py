@@ -1,0 +1,416 @@
+"""Find the daemon.json that dockerd actually reads.
+
+Editing ``/etc/docker/daemon.json`` is useless when the daemon was started with ``--config-file``
+elsewhere, runs rootless, or comes from the snap. The rules below are tried in order and the first
+that applies wins; :class:`ConfigLocation` records which rule it was so the CLI can explain itself.
+
+Every host access goes through the :class:`~nvdocker_setup.context.Context`: ``/proc``,
+``/run`` and ``/var/snap`` are read under ``ctx.host_path()`` and ``systemctl`` runs via
+``ctx.run``, so tests use a fake root. Returned paths are host paths (not prefixed by the root).
+"""
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from nvdocker_setup.context import Context
+from nvdocker_setup.errors import UsageError
+
+#: Environment variable that names the daemon.json to edit (below --config, above detection).
+ENV_VAR = "NVDOCKER_DOCKER_CONFIG"
+#: dockerd's built-in default for a rootful daemon.
+DEFAULT_CONFIG = "/etc/docker/daemon.json"
+#: Directory the docker snap keeps its daemon.json in (``$SNAP_DATA/config``).
+SNAP_CONFIG_DIR = "/var/snap/docker/current/config"
+SNAP_CONFIG = SNAP_CONFIG_DIR + "/daemon.json"
+#: The systemd unit of a rootful, packaged dockerd.
+SYSTEMD_UNIT = "docker.service"
+#: How long ``systemctl show`` may take before we give up on it and move on.
+SYSTEMCTL_TIMEOUT = 10.0
+#: How many ancestors to walk when looking for rootlesskit above a dockerd.
+_ANCESTOR_LIMIT = 8
+
+RULES = ("option", "env", "systemd-execstart", "running-dockerd", "rootless", "snap", "default")
+
+
+@dataclass(frozen=True)
+class ConfigLocation:
+    """Where daemon.json is, and which rule said so (``rule`` is a stable id from :data:`RULES`)."""
+
+    path: str
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DockerdProcess:
+    """A running dockerd as seen in ``/proc`` (doctor reuses this to compare flags)."""
+
+    pid: int
+    argv: Tuple[str, ...]
+    uid: int
+    #: Parent pid, 0 when unknown.
+    ppid: int = 0
+    #: Host path of the working directory, None when ``/proc/<pid>/cwd`` is unreadable.
+    cwd: Optional[str] = None
+    #: True when it runs under RootlessKit (``--rootless``, a rootlesskit ancestor or its env).
+    rootless: bool = False
+
+    @property
+    def config_file(self) -> Optional[str]:
+        """The ``--config-file`` argument as given, if any."""
+        return config_file_from_argv(self.argv)
+
+
+def config_file_from_argv(argv: Sequence[str]) -> Optional[str]:
+    """Return the last ``--config-file`` value (pflag keeps the last one), or None."""
+    found: Optional[str] = None
+    args = list(argv)
+    i = 1
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            break
+        if arg == "--config-file":
+            if i + 1 < len(args):
+                found = args[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--config-file="):
+            found = arg[len("--config-file="):]
+        i += 1
+    return found or None
+
+
+def parse_execstart(text: str) -> List[Tuple[str, ...]]:
+    """Split ``systemctl show -p ExecStart`` output into one argv per ``argv[]=`` entry.
+
+    systemd prints ``{ path=... ; argv[]=/usr/bin/dockerd -H fd:// ; ignore_errors=no ; ... }``
+    and does not quote spaces, so whitespace splitting is the best available.
+    """
+    argvs: List[Tuple[str, ...]] = []
+    for match in re.finditer(r"argv\[\]=(.*?)(?: ;|$)", text, flags=re.MULTILINE):
+        words = tuple(match.group(1).split())
+        if words and words[-1] == "}":
+            words = words[:-1]
+        if words:
+            argvs.append(words)
+    return argvs
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _read_bytes(path: str) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _status_fields(text: str) -> Dict[str, str]:
+    fields: Dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def _split_cmdline(raw: bytes) -> Tuple[str, ...]:
+    parts = raw.split(b"\0")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    return tuple(part.decode("utf-8", "surrogateescape") for part in parts)
+
+
+class _ProcReader:
+    """Reads one (possibly fake) /proc; caches comm and parents while walking ancestors."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.proc = ctx.host_path("/proc")
+
+    def entry(self, pid: int, name: str) -> str:
+        return os.path.join(self.proc, str(pid), name)
+
+    def pids(self) -> List[int]:
+        try:
+            names = os.listdir(self.proc)
+        except OSError:
+            return []
+        return sorted(int(name) for name in names if name.isdigit())
+
+    def comm(self, pid: int) -> Optional[str]:
+        text = _read_text(self.entry(pid, "comm"))
+        return None if text is None else text.rstrip("\n")
+
+    def argv(self, pid: int) -> Tuple[str, ...]:
+        raw = _read_bytes(self.entry(pid, "cmdline"))
+        return _split_cmdline(raw) if raw else ()
+
+    def status(self, pid: int) -> Dict[str, str]:
+        text = _read_text(self.entry(pid, "status"))
+        return _status_fields(text) if text is not None else {}
+
+    def uid(self, pid: int, status: Dict[str, str]) -> Optional[int]:
+        """Effective uid from ``status``; falls back to the owner of ``/proc/<pid>``."""
+        values = status.get("Uid", "").split()
+        if len(values) >= 2 and values[1].isdigit():
+            return int(values[1])
+        try:
+            return os.stat(os.path.join(self.proc, str(pid))).st_uid
+        except OSError:
+            return None
+
+    def ppid(self, status: Dict[str, str]) -> int:
+        value = status.get("PPid", "")
+        return int(value) if value.isdigit() else 0
+
+    def cwd(self, pid: int) -> Optional[str]:
+        try:
+            target = os.readlink(self.entry(pid, "cwd"))
+        except OSError:
+            return None
+        if not os.path.isabs(target) or target.endswith(" (deleted)"):
+            return None
+        return target
+
+    def has_rootlesskit_env(self, pid: int) -> bool:
+        raw = _read_bytes(self.entry(pid, "environ"))
+        return bool(raw) and any(
+            item.startswith(b"ROOTLESSKIT_STATE_DIR=") for item in raw.split(b"\0")
+        )
+
+    def under_rootlesskit(self, ppid: int) -> bool:
+        """True when an ancestor is rootlesskit (its re-exec'd child shows up as ``exe``)."""
+        seen = set()
+        pid = ppid
+        for _ in range(_ANCESTOR_LIMIT):
+            if pid <= 1 or pid in seen:
+                return False
+            seen.add(pid)
+            argv = self.argv(pid)
+            if self.comm(pid) == "rootlesskit" or (
+                argv and os.path.basename(argv[0]) == "rootlesskit"
+            ):
+                return True
+            pid = self.ppid(self.status(pid))
+        return False
+
+
+def _is_rootless_flag(argv: Sequence[str]) -> bool:
+    return any(arg == "--rootless" or arg == "--rootless=true" for arg in argv[1:])
+
+
+def dockerd_processes(ctx: Context) -> List[DockerdProcess]:
+    """Every process whose ``/proc/<pid>/comm`` is ``dockerd`` (by pid); skips vanished ones."""
+    reader = _ProcReader(ctx)
+    found: List[DockerdProcess] = []
+    for pid in reader.pids():
+        if reader.comm(pid) != "dockerd":
+            continue
+        argv = reader.argv(pid)
+        if not argv:
+            continue  # exited between listdir and read, or a kernel thread
+        status = reader.status(pid)
+        uid = reader.uid(pid, status)
+        if uid is None:
+            continue
+        ppid = reader.ppid(status)
+        rootless = (
+            _is_rootless_flag(argv)
+            or reader.has_rootlesskit_env(pid)
+            or reader.under_rootlesskit(ppid)
+        )
+        found.append(
+            DockerdProcess(
+                pid=pid, argv=argv, uid=uid, ppid=ppid, cwd=reader.cwd(pid), rootless=rootless
+            )
+        )
+    return found
+
+
+def _from_explicit(ctx: Context, explicit: Optional[str]) -> Optional[ConfigLocation]:
+    if explicit is None:
+        return None
+    if not explicit.strip():
+        raise UsageError("--config was given an empty path", hint="Pass the daemon.json to edit.")
+    path = os.path.abspath(explicit)
+    return ConfigLocation(path, "option", "given with --config")
+
+
+def _from_env(ctx: Context) -> Optional[ConfigLocation]:
+    value = ctx.env.get(ENV_VAR, "").strip()
+    if not value:
+        return None
+    return ConfigLocation(os.path.abspath(value), "env", "{} is set".format(ENV_VAR))
+
+
+def _from_systemd(ctx: Context) -> Optional[ConfigLocation]:
+    """``--config-file`` in docker.service's ExecStart; any failure means "no answer"."""
+    systemctl = ctx.which("systemctl")
+    if systemctl is None:
+        return None
+    argv = [systemctl, "show", SYSTEMD_UNIT, "-p", "ExecStart", "--value"]
+    try:
+        result = ctx.run(argv, timeout=SYSTEMCTL_TIMEOUT, env=dict(ctx.env))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0 or not result.stdout:
+        return None
+    for words in parse_execstart(result.stdout):
+        value = config_file_from_argv(words)
+        if value is None:
+            continue
+        if os.path.isabs(value):
+            return ConfigLocation(
+                os.path.normpath(value),
+                "systemd-execstart",
+                "--config-file in {}'s ExecStart".format(SYSTEMD_UNIT),
+            )
+        # systemd starts system services in / unless WorkingDirectory= says otherwise.
+        return ConfigLocation(
+            os.path.normpath(os.path.join("/", value)),
+            "systemd-execstart",
+            "relative --config-file {!r} in {}'s ExecStart, resolved against / "
+            "(systemd's default WorkingDirectory)".format(value, SYSTEMD_UNIT),
+        )
+    return None
+
+
+def _location_of_process(proc: DockerdProcess, rule: str, what: str) -> Optional[ConfigLocation]:
+    value = proc.config_file
+    if value is None:
+        return None
+    if os.path.isabs(value):
+        return ConfigLocation(
+            os.path.normpath(value),
+            rule,
+            "--config-file of the running {} (pid {})".format(what, proc.pid),
+        )
+    if proc.cwd is not None:
+        return ConfigLocation(
+            os.path.normpath(os.path.join(proc.cwd, value)),
+            rule,
+            "relative --config-file of the running {} (pid {}), resolved against its "
+            "working directory {}".format(what, proc.pid, proc.cwd),
+        )
+    return ConfigLocation(
+        value,
+        rule,
+        "relative --config-file of the running {} (pid {}); its working directory is "
+        "unreadable, so the path is left as given".format(what, proc.pid),
+    )
+
+
+def _system_dockerds(procs: Sequence[DockerdProcess]) -> List[DockerdProcess]:
+    return [proc for proc in procs if proc.uid == 0 and not proc.rootless]
+
+
+def _from_running(procs: Sequence[DockerdProcess]) -> Optional[ConfigLocation]:
+    for proc in _system_dockerds(procs):
+        location = _location_of_process(proc, "running-dockerd", "dockerd")
+        if location is not None:
+            return location
+    return None
+
+
+def _home(ctx: Context) -> Optional[str]:
+    """``$HOME``, else the passwd entry of ``ctx.euid`` (read under the root prefix)."""
+    home = ctx.env.get("HOME", "")
+    if os.path.isabs(home):
+        return home
+    text = _read_text(ctx.host_path("/etc/passwd"))
+    for line in (text or "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2] == str(ctx.euid) and os.path.isabs(fields[5]):
+            return fields[5]
+    return None
+
+
+def _rootless_config_path(ctx: Context) -> Optional[Tuple[str, str]]:
+    """Return (path, how it was derived) per the XDG base-dir rules dockerd uses."""
+    xdg_config = ctx.env.get("XDG_CONFIG_HOME", "")
+    if os.path.isabs(xdg_config):
+        return os.path.join(xdg_config, "docker", "daemon.json"), "$XDG_CONFIG_HOME"
+    home = _home(ctx)
+    if home is None:
+        return None
+    return os.path.join(home, ".config", "docker", "daemon.json"), "$HOME/.config"
+
+
+def _from_rootless(ctx: Context, procs: Sequence[DockerdProcess]) -> Optional[ConfigLocation]:
+    """A rootless daemon of ``ctx.euid``: its own --config-file, else the XDG path."""
+    if ctx.euid == 0:
+        return None
+    mine = [proc for proc in procs if proc.uid == ctx.euid and proc.rootless]
+    for proc in mine:
+        location = _location_of_process(proc, "rootless", "rootless dockerd")
+        if location is not None:
+            return location
+    runtime_dir = ctx.env.get("XDG_RUNTIME_DIR", "")
+    if not os.path.isabs(runtime_dir):
+        runtime_dir = "/run/user/{}".format(ctx.euid)
+    socket_path = os.path.join(runtime_dir, "docker.sock")
+    if mine:
+        evidence = "a rootless dockerd (pid {}) runs as uid {}".format(mine[0].pid, ctx.euid)
+    elif os.path.exists(ctx.host_path(socket_path)):
+        evidence = "{} exists".format(socket_path)
+    else:
+        return None
+    derived = _rootless_config_path(ctx)
+    if derived is None:
+        return None
+    path, source = derived
+    return ConfigLocation(
+        path,
+        "rootless",
+        "rootless dockerd detected ({}); it reads daemon.json under {}".format(evidence, source),
+    )
+
+
+def _from_snap(ctx: Context) -> Optional[ConfigLocation]:
+    if not os.path.isdir(ctx.host_path(SNAP_CONFIG_DIR)):
+        return None
+    return ConfigLocation(
+        SNAP_CONFIG,
+        "snap",
+        "the docker snap is installed ({} exists); its wrapper passes this "
+        "--config-file".format(SNAP_CONFIG_DIR),
+    )
+
+
+def locate_config(ctx: Context, explicit: Optional[str] = None) -> ConfigLocation:
+    """Decide which daemon.json to edit: option > env > systemd > /proc > rootless > snap > default.
+
+    A running system dockerd without ``--config-file`` reads the default file, so in that case the
+    snap rule (which only looks at leftover directories) is skipped in favour of the default.
+    """
+    for found in (_from_explicit(ctx, explicit), _from_env(ctx), _from_systemd(ctx)):
+        if found is not None:
+            return found
+    procs = dockerd_processes(ctx)
+    found = _from_running(procs) or _from_rootless(ctx, procs)
+    if found is not None:
+        return found
+    system = _system_dockerds(procs)
+    if system:
+        return ConfigLocation(
+            DEFAULT_CONFIG,
+            "default",
+            "the running dockerd (pid {}) has no --config-file, so it reads dockerd's "
+            "default".format(system[0].pid),
+        )
+    found = _from_snap(ctx)
+    if found is not None:
+        return found
+    return ConfigLocation(DEFAULT_CONFIG, "default", "dockerd's default for a rootful daemon")

@@ -1,0 +1,38 @@
+"""`nvdocker-setup backups list`: the backups taken before each change."""
+
+from typing import Optional
+
+import typer
+
+from nvdocker_setup.cli import common
+
+app = typer.Typer(help="Inspect the backups taken before every change.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_backups(
+    state_dir: Optional[str] = common.state_dir_option(),
+    as_json: bool = common.json_option(),
+) -> None:
+    """List backups, oldest first."""
+    from dataclasses import asdict
+
+    from nvdocker_setup import operations
+
+    with common.reporting(as_json):
+        ctx = common.make_context(state_dir)
+        backups = operations.list_backups(ctx)
+        if as_json:
+            common.print_json({"ok": True, "backups": [asdict(b) for b in backups]})
+            return
+        out = common.console()
+        if not backups:
+            out.print("no backups in {}".format(ctx.backups_dir))
+            return
+        from rich.table import Table
+
+        table = Table("name", "source", "reason", "size", "sha256")
+        for backup in backups:
+            size = str(backup.size) if backup.existed else "(absent)"
+            table.add_row(backup.name, backup.source, backup.reason, size, (backup.sha256 or "")[:12])
+        out.print(table)

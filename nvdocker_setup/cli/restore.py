@@ -1,0 +1,28 @@
+"""`nvdocker-setup restore`: put a backup back (after backing up the current file)."""
+
+from typing import Optional
+
+import typer
+
+from nvdocker_setup.cli import common
+
+
+def restore(
+    backup: Optional[str] = typer.Argument(None, metavar="[BACKUP]", help="backup name (or unique prefix)"),
+    latest: bool = typer.Option(False, "--latest", help="restore the newest backup of the config file"),
+    config: Optional[str] = common.config_option(),
+    in_place: bool = common.in_place_option(),
+    state_dir: Optional[str] = common.state_dir_option(),
+    lock_timeout: float = common.lock_timeout_option(),
+    as_json: bool = common.json_option(),
+) -> None:
+    """Restore daemon.json from a backup; the current file is backed up first."""
+    from nvdocker_setup import operations
+    from nvdocker_setup.errors import UsageError
+
+    with common.reporting(as_json):
+        if bool(backup) == bool(latest):
+            raise UsageError("name one backup or pass --latest", hint="see: nvdocker-setup backups list")
+        ctx = common.make_context(state_dir, lock_timeout)
+        result = operations.restore(ctx, backup, config=config, in_place=in_place)
+        common.render_result(result, as_json)

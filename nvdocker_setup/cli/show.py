@@ -1,0 +1,37 @@
+"""`nvdocker-setup show`: which file, which entry, which default runtime."""
+
+import json
+from typing import Optional
+
+import typer
+
+from nvdocker_setup.cli import common
+from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
+
+
+def show(
+    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", help="key under runtimes"),
+    config: Optional[str] = common.config_option(),
+    state_dir: Optional[str] = common.state_dir_option(),
+    as_json: bool = common.json_option(),
+) -> None:
+    """Show the runtime entry, the default runtime and how the config file was chosen."""
+    from nvdocker_setup import operations
+    from rich.markup import escape
+
+    with common.reporting(as_json):
+        ctx = common.make_context(state_dir)
+        shown = operations.show(ctx, runtime_name, config=config)
+        if as_json:
+            payload = shown.to_dict()
+            payload["ok"] = True
+            common.print_json(payload)
+            return
+        out = common.console()
+        out.print("[bold]config:[/]          {}{}".format(escape(shown.config), "" if shown.exists else " (does not exist)"))
+        out.print("[bold]chosen by:[/]       {} [dim]({})[/]".format(escape(shown.config_reason), shown.config_rule))
+        entry = json.dumps(shown.entry, ensure_ascii=False) if shown.entry is not None else "[dim]absent[/]"
+        out.print("[bold]runtimes.{}:[/] {}".format(escape(shown.runtime_name), entry if shown.entry is None else escape(entry)))
+        out.print("[bold]default runtime:[/] {} [dim]({})[/]".format(escape(shown.default_runtime), shown.default_runtime_source))
+        out.print("[bold]features.cdi:[/]    {}".format(json.dumps(shown.cdi) if shown.cdi is not None else "[dim]unset[/]"))
+        out.print("[bold]installed by nvdocker-setup:[/] {}".format("yes" if shown.installed_by_us else "no"))

@@ -1,0 +1,31 @@
+"""`nvdocker-setup uninstall`: undo exactly what install changed."""
+
+from typing import Optional
+
+import typer
+
+from nvdocker_setup.cli import common
+from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
+
+
+def uninstall(
+    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", help="key under runtimes"),
+    config: Optional[str] = common.config_option(),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the diff and write nothing"),
+    force: bool = typer.Option(
+        False, "--force", help="remove the entry even if its path changed since install, or was never recorded"
+    ),
+    in_place: bool = common.in_place_option(),
+    state_dir: Optional[str] = common.state_dir_option(),
+    lock_timeout: float = common.lock_timeout_option(),
+    as_json: bool = common.json_option(),
+) -> None:
+    """Remove what install added (and only that), restoring the previous default runtime."""
+    from nvdocker_setup import operations
+
+    with common.reporting(as_json):
+        ctx = common.make_context(state_dir, lock_timeout)
+        result = operations.uninstall(
+            ctx, runtime_name, config=config, dry_run=dry_run, force=force, in_place=in_place
+        )
+        common.render_result(result, as_json)

@@ -1,0 +1,377 @@
+"""The verbs as transactions: locate, lock, read, plan, validate, back up, write, record.
+
+Each function takes the injected :class:`Context`, returns a result object and raises only
+:class:`~nvdocker_setup.errors.NvdockerError` subclasses for expected failures. Rendering is
+the CLI's job.
+"""
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Dict, List, Optional, Tuple
+
+from nvdocker_setup.adapters import dockerd
+from nvdocker_setup.adapters.backups import Backup, BackupStore
+from nvdocker_setup.adapters.files import FileSnapshot, read_snapshot, remove_file, write_atomically
+from nvdocker_setup.adapters.locate import ConfigLocation, locate_config
+from nvdocker_setup.adapters.lock import FileLock
+from nvdocker_setup.adapters.state import StateStore
+from nvdocker_setup.adapters.trust import check_runtime_binary
+from nvdocker_setup.context import Context
+from nvdocker_setup.core.diff import unified_diff
+from nvdocker_setup.core.jsondoc import JsonDocument, empty_document
+from nvdocker_setup.core.plan import InstallRequest, Plan, plan_install, plan_uninstall, validate_request
+from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
+from nvdocker_setup.errors import NotFound, TrustCheckFailed, ValidationFailed
+
+
+
+def default_runtime_path(ctx: Context) -> str:
+    """Our runtime shim: where it is on PATH, else where the package installs it."""
+    return ctx.which(RUNTIME_BINARY) or "/usr/bin/" + RUNTIME_BINARY
+
+
+@dataclass
+class Result:
+    """What a verb did (or, with --dry-run, would do). ``to_dict`` is the --json output."""
+
+    action: str
+    config: str
+    config_rule: str
+    changed: bool = False
+    dry_run: bool = False
+    backup: Optional[str] = None
+    diff: str = ""
+    changes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    notices: List[str] = field(default_factory=list)
+    runtime_name: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Target:
+    location: ConfigLocation
+    path: str  # the path to open on this host (root-mapped for discovered locations)
+
+
+def _target(ctx: Context, explicit: Optional[str]) -> _Target:
+    location = locate_config(ctx, explicit)
+    if location.rule in ("option", "env"):
+        path = os.path.abspath(location.path)
+    else:
+        path = ctx.host_path(location.path)
+    return _Target(location, path)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _load(snapshot: FileSnapshot, notices: List[str]) -> JsonDocument:
+    if not snapshot.exists:
+        notices.append("{} does not exist yet; starting from {{}}".format(snapshot.path))
+        return empty_document(snapshot.path)
+    document = JsonDocument.parse(snapshot.data, snapshot.path)
+    if document.is_empty:
+        notices.append("{} is empty; dockerd reads that as {{}}".format(snapshot.path))
+    return document
+
+
+def _problem_key(problem) -> Tuple[str, str, str]:
+    return (problem.path, problem.code, problem.message)
+
+
+def check_candidate(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
+    """Schema and runtime rules: refuse what our change introduces, warn about what was there."""
+    from nvdocker_setup.core.schema import check_document
+
+    existing = {_problem_key(p) for p in check_document(before)}
+    introduced, warnings = [], []
+    for problem in check_document(after):
+        line = "{}: {}".format(problem.path, problem.message)
+        if problem.severity == "error" and _problem_key(problem) not in existing:
+            introduced.append(line)
+        else:
+            warnings.append(line + (" (already in the file)" if problem.severity == "error" else ""))
+    if introduced:
+        raise ValidationFailed(
+            "the new daemon.json would not be accepted by dockerd; nothing was written",
+            details=introduced,
+            hint="fix the options given, or the existing file, and run again",
+        )
+    return warnings
+
+
+def _dockerd_validator(ctx: Context, original: FileSnapshot, warnings: List[str]):
+    """A ``validate(temp_path)`` callback that asks ``dockerd --validate`` when it can."""
+
+    def validate(temp_path: str) -> None:
+        verdict = dockerd.validate_config(ctx, temp_path)
+        if not verdict.ran:
+            return
+        if verdict.ok:
+            return
+        if original.exists:
+            before = dockerd.validate_config(ctx, original.real_path)
+            if before.ran and not before.ok and before.messages == verdict.messages:
+                warnings.append("dockerd --validate rejects the current file too: " + verdict.output.strip())
+                return
+        raise ValidationFailed(
+            "dockerd --validate rejected the new daemon.json; nothing was written",
+            details=[line for line in verdict.output.splitlines() if line.strip()],
+            reference="dockerd-validate-failed",
+        )
+
+    return validate
+
+
+def _trust(request: InstallRequest, warnings: List[str]) -> None:
+    report = check_runtime_binary(request.runtime_path)
+    if report.ok:
+        return
+    if not report.exists:
+        if request.set_default and not request.force:
+            raise TrustCheckFailed(
+                "runtime {} does not exist; making it the default would break every container on this host".format(
+                    request.runtime_path
+                ),
+                details=list(report.problems),
+                reference="runtime-missing",
+                hint="install the runtime first (package nvdocker-toolkit), or pass --force",
+            )
+        warnings.append("runtime {} does not exist yet; containers using it will fail until it is installed".format(request.runtime_path))
+        return
+    if not request.force:
+        raise TrustCheckFailed(
+            "runtime {} is not safe for dockerd to run as root".format(request.runtime_path),
+            details=list(report.problems),
+            hint="fix the ownership and permissions shown, or pass --force",
+        )
+    warnings.extend(report.problems)
+
+
+def _commit(
+    ctx: Context,
+    snapshot: FileSnapshot,
+    new_data: Optional[bytes],
+    reason: str,
+    warnings: List[str],
+    in_place: bool,
+    validate: bool = True,
+) -> Backup:
+    """Back up the current file, then write ``new_data`` (None: remove the file)."""
+    backup = BackupStore(ctx.backups_dir, clock=ctx.clock).save(snapshot, reason)
+    if new_data is None:
+        remove_file(snapshot)
+    else:
+        validator = _dockerd_validator(ctx, snapshot, warnings) if validate else None
+        write_atomically(snapshot, new_data, validate=validator, in_place=in_place)
+    return backup
+
+
+def install(
+    ctx: Context,
+    request: InstallRequest,
+    *,
+    config: Optional[str] = None,
+    dry_run: bool = False,
+    in_place: bool = False,
+) -> Result:
+    target = _target(ctx, config)
+    result = Result("install", target.path, target.location.rule, dry_run=dry_run, runtime_name=request.runtime_name)
+    validate_request(request)
+    _trust(request, result.warnings)
+
+    def run(state: Optional[StateStore]) -> Result:
+        snapshot = read_snapshot(target.path)
+        document = _load(snapshot, result.notices)
+        record = state.get(snapshot.real_path, request.runtime_name) if state else None
+        plan = plan_install(document, request, record)
+        result.warnings.extend(plan.warnings)
+        result.changes = plan.changes
+        if not plan.changed:
+            result.notices.append("already configured: {} has runtimes.{} as requested".format(target.path, request.runtime_name))
+            return result
+        result.warnings.extend(check_candidate(document.value, plan.after.value))
+        new_data = plan.after.encode()
+        result.diff = unified_diff(document.text, plan.after.text, target.path)
+        if dry_run or state is None:
+            return result
+        record = plan.record
+        if record is not None and (state.get(snapshot.real_path, request.runtime_name) is None):
+            record = replace(record, file_existed=snapshot.exists)
+        backup = _commit(ctx, snapshot, new_data, "install " + request.runtime_name, result.warnings, in_place)
+        if record is not None:
+            if record.original_backup is None:
+                record = replace(record, original_backup=backup.name)
+            state.put(snapshot.real_path, replace(record, installed_sha256=_sha256(new_data)))
+            state.save()
+        result.changed = True
+        result.backup = backup.file
+        return result
+
+    return _transaction(ctx, dry_run, run)
+
+
+def uninstall(
+    ctx: Context,
+    runtime_name: str = DEFAULT_RUNTIME_NAME,
+    *,
+    config: Optional[str] = None,
+    dry_run: bool = False,
+    force: bool = False,
+    in_place: bool = False,
+) -> Result:
+    target = _target(ctx, config)
+    result = Result("uninstall", target.path, target.location.rule, dry_run=dry_run, runtime_name=runtime_name)
+
+    def run(state: Optional[StateStore]) -> Result:
+        if state is None:  # dry run: read the records without taking the lock
+            state = StateStore(ctx.state_path).load()
+            writable = False
+        else:
+            writable = True
+        snapshot = read_snapshot(target.path)
+        document = _load(snapshot, result.notices)
+        record = state.get(snapshot.real_path, runtime_name)
+        new_data: Optional[bytes]
+        exact = _exact_restore(ctx, snapshot, record)
+        if exact is not None:
+            new_data, description = exact
+            result.changes = [description]
+            new_text = "" if new_data is None else JsonDocument.parse(new_data, target.path).text
+        else:
+            plan: Plan = plan_uninstall(document, runtime_name, record, force)
+            result.warnings.extend(plan.warnings)
+            result.changes = plan.changes
+            new_data = plan.after.encode() if plan.changed else snapshot.data
+            new_text = plan.after.text
+            if plan.changed:
+                result.warnings.extend(check_candidate(document.value, plan.after.value))
+        if new_data == snapshot.data and (new_data is not None):
+            result.notices.append("nothing to undo for runtimes.{} in {}".format(runtime_name, target.path))
+            if writable and record is not None:
+                state.remove(snapshot.real_path, runtime_name)
+                state.save()
+            return result
+        result.diff = unified_diff(document.text, new_text, target.path)
+        if not writable:
+            return result
+        backup = _commit(ctx, snapshot, new_data, "uninstall " + runtime_name, result.warnings, in_place, validate=exact is None)
+        state.remove(snapshot.real_path, runtime_name)
+        state.save()
+        result.changed = True
+        result.backup = backup.file
+        return result
+
+    return _transaction(ctx, dry_run, run)
+
+
+def _exact_restore(ctx: Context, snapshot: FileSnapshot, record) -> Optional[Tuple[Optional[bytes], str]]:
+    """When nothing changed since install, the pre-install bytes (None: the file did not exist)."""
+    if record is None or not record.original_backup or not snapshot.exists:
+        return None
+    if record.installed_sha256 != _sha256(snapshot.data):
+        return None
+    store = BackupStore(ctx.backups_dir, clock=ctx.clock)
+    try:
+        backup = store.get(record.original_backup)
+        if not backup.existed:
+            return None, "remove {} (it did not exist before install)".format(snapshot.path)
+        return store.read(backup), "restore the exact bytes from before install (backup {})".format(backup.name)
+    except NotFound:
+        return None
+
+
+def _transaction(ctx: Context, dry_run: bool, run) -> Result:
+    if dry_run:
+        return run(None)
+    with FileLock(ctx.lock_path, timeout=ctx.lock_timeout):
+        return run(StateStore(ctx.state_path).load())
+
+
+def list_backups(ctx: Context) -> List[Backup]:
+    return BackupStore(ctx.backups_dir, clock=ctx.clock).list()
+
+
+def restore(
+    ctx: Context, name: Optional[str] = None, *, config: Optional[str] = None, in_place: bool = False
+) -> Result:
+    """Put a backup back, after backing up the current file."""
+    with FileLock(ctx.lock_path, timeout=ctx.lock_timeout):
+        store = BackupStore(ctx.backups_dir, clock=ctx.clock)
+        if name:
+            backup = store.get(name)
+            path = backup.source
+            rule = "backup"
+        else:
+            target = _target(ctx, config)
+            snapshot = read_snapshot(target.path)
+            backup = store.latest(snapshot.real_path)
+            path, rule = target.path, target.location.rule
+        result = Result("restore", path, rule)
+        snapshot = read_snapshot(path)
+        data = store.read(backup) if backup.existed else None
+        if (data is None and not snapshot.exists) or (data is not None and snapshot.exists and data == snapshot.data):
+            result.notices.append("{} already matches backup {}".format(path, backup.name))
+            return result
+        before_text = snapshot.data.decode("utf-8", "replace")
+        after_text = data.decode("utf-8", "replace") if data is not None else ""
+        result.diff = unified_diff(before_text, after_text, path)
+        saved = _commit(ctx, snapshot, data, "restore " + backup.name, result.warnings, in_place, validate=False)
+        if data is not None and backup.mode is not None:
+            os.chmod(snapshot.real_path, backup.mode)
+            if ctx.euid == 0 and backup.uid is not None and backup.gid is not None:
+                os.chown(snapshot.real_path, backup.uid, backup.gid)
+        result.changed = True
+        result.backup = saved.file
+        result.changes = ["restore backup {} ({})".format(backup.name, backup.reason)]
+        return result
+
+
+@dataclass
+class ShowResult:
+    config: str
+    config_rule: str
+    config_reason: str
+    exists: bool
+    runtime_name: str
+    entry: Optional[Any]
+    default_runtime: str
+    default_runtime_source: str
+    cdi: Optional[Any]
+    installed_by_us: bool
+    record: Optional[Dict[str, Any]]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def show(ctx: Context, runtime_name: str = DEFAULT_RUNTIME_NAME, *, config: Optional[str] = None) -> ShowResult:
+    target = _target(ctx, config)
+    snapshot = read_snapshot(target.path)
+    document = _load(snapshot, [])
+    value = document.value
+    runtimes = value.get("runtimes") if isinstance(value.get("runtimes"), dict) else {}
+    features = value.get("features") if isinstance(value.get("features"), dict) else {}
+    record = None
+    if os.path.exists(ctx.state_path):
+        found = StateStore(ctx.state_path).load().get(snapshot.real_path, runtime_name)
+        record = found.to_dict() if found else None
+    default = value.get("default-runtime")
+    return ShowResult(
+        config=target.path,
+        config_rule=target.location.rule,
+        config_reason=target.location.reason,
+        exists=snapshot.exists,
+        runtime_name=runtime_name,
+        entry=runtimes.get(runtime_name),
+        default_runtime=default if isinstance(default, str) else "runc",
+        default_runtime_source="daemon.json" if default is not None else "dockerd's built-in default",
+        cdi=features.get("cdi"),
+        installed_by_us=record is not None,
+        record=record,
+    )
