@@ -31,7 +31,12 @@ def list_backups(
             return
         from rich.table import Table
 
-        table = Table("name", "source", "reason", "size", "sha256")
+        table = Table()
+        table.add_column("name", no_wrap=True)
+        table.add_column("source", overflow="fold")
+        table.add_column("reason")
+        table.add_column("size", justify="right")
+        table.add_column("sha256", no_wrap=True)
         for backup in backups:
             size = str(backup.size) if backup.existed else "(absent)"
             table.add_row(backup.name, backup.source, backup.reason, size, (backup.sha256 or "")[:12])

@@ -384,6 +384,8 @@ class JsonDocument:
             return self._replaced(parent.start, parent.end, body)
         last = parent.members[-1]
         separator = self.text[self._previous_separator_end(parent, len(parent.members) - 1) : last.key_start]
+        if separator == "" and len(parent.members) == 1 and self.style.key_separator.endswith(" "):
+            separator = " "  # {"a": 1} -> {"a": 1, "b": 2}, as a spaced style writes it
         base = self._line_indent(last.key_start)
         return self._replaced(last.value.end, last.value.end, "," + separator + self._member_text(key, value, base))
 
