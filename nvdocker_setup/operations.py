@@ -128,8 +128,9 @@ def _dockerd_validator(ctx: Context, original: FileSnapshot, warnings: List[str]
     return validate
 
 
-def _trust(request: InstallRequest, warnings: List[str]) -> None:
-    report = check_runtime_binary(request.runtime_path)
+def _trust(ctx: Context, request: InstallRequest, warnings: List[str]) -> None:
+    # root always counts as a trusted owner; a rootless daemon also runs its own user's binaries
+    report = check_runtime_binary(request.runtime_path, expected_owner=ctx.euid)
     if report.ok:
         return
     if not report.exists:
@@ -183,7 +184,7 @@ def install(
     target = _target(ctx, config)
     result = Result("install", target.path, target.location.rule, dry_run=dry_run, runtime_name=request.runtime_name)
     validate_request(request)
-    _trust(request, result.warnings)
+    _trust(ctx, request, result.warnings)
 
     def run(state: Optional[StateStore]) -> Result:
         snapshot = read_snapshot(target.path)
