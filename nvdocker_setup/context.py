@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 DEFAULT_STATE_DIR = "/var/lib/nvdocker-setup"
 
@@ -48,6 +48,10 @@ class Context:
     clock: Callable[[], datetime.datetime] = _utc_now
     #: Seconds to wait for the lock before giving up.
     lock_timeout: float = 10.0
+    #: The Engine API socket to verify against (None: DOCKER_HOST, rootless or /var/run/docker.sock).
+    docker_socket: Optional[str] = None
+    #: A ServiceManager to use instead of detecting one (tests drive a private dockerd with it).
+    service: Optional[Any] = None
 
     def host_path(self, path: str) -> str:
         """Map an absolute host path (``/proc/1/cmdline``) into ``root``."""

@@ -27,5 +27,9 @@ class ExitStatus(enum.IntEnum):
     WRITE_FAILED = 8
     #: A named backup or recorded state does not exist.
     NOT_FOUND = 9
+    #: dockerd did not take the change; the previous daemon.json was restored and dockerd is healthy.
+    APPLY_FAILED = 10
+    #: dockerd did not take the change and did not come back on the previous file either.
+    ROLLBACK_FAILED = 11
     #: Interrupted by SIGINT.
     INTERRUPTED = 130

@@ -8,7 +8,7 @@ the CLI's job.
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from nvdocker_setup.adapters import dockerd
 from nvdocker_setup.adapters.backups import Backup, BackupStore
@@ -23,6 +23,9 @@ from nvdocker_setup.core.jsondoc import JsonDocument, empty_document
 from nvdocker_setup.core.plan import InstallRequest, Plan, plan_install, plan_uninstall, validate_request
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
 from nvdocker_setup.errors import NotFound, TrustCheckFailed, ValidationFailed
+
+if TYPE_CHECKING:
+    from nvdocker_setup.apply import ApplyOptions
 
 
 
@@ -46,9 +49,13 @@ class Result:
     warnings: List[str] = field(default_factory=list)
     notices: List[str] = field(default_factory=list)
     runtime_name: Optional[str] = None
+    #: What was done to the running dockerd (an ApplyReport), None when not asked to apply.
+    apply: Optional[Any] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["apply"] = self.apply.to_dict() if self.apply is not None else None
+        return data
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,64 @@ def _commit(
     return backup
 
 
+def _apply_phase(
+    ctx: Context,
+    options: Optional["ApplyOptions"],
+    target: _Target,
+    runtime_name: str,
+    before: Dict[str, Any],
+    after: Dict[str, Any],
+    check_hook: bool,
+):
+    """The apply decision, taken before writing (None: file-only, as in tests and --dry-run)."""
+    if options is None:
+        return None
+    from nvdocker_setup import apply
+
+    return apply.decide(
+        ctx, options, config_rule=target.location.rule, runtime_name=runtime_name,
+        before=before, after=after, check_hook=check_hook,
+    )
+
+
+def _write_and_apply(
+    ctx: Context,
+    state: StateStore,
+    snapshot: FileSnapshot,
+    new_data: Optional[bytes],
+    reason: str,
+    result: Result,
+    decision,
+    update_state: Callable[[Backup], None],
+    reporter,
+    in_place: bool,
+    validate: bool = True,
+) -> None:
+    """Back up, write, record; then apply, restoring file and record if dockerd does not take it."""
+    previous_state = state.snapshot()
+    if new_data is None or new_data != snapshot.data:
+        backup = _commit(ctx, snapshot, new_data, reason, result.warnings, in_place, validate=validate)
+        update_state(backup)
+        state.save()
+        result.changed = True
+        result.backup = backup.file
+    if decision is None:
+        return
+    from nvdocker_setup import apply
+
+    def restore() -> None:
+        current = read_snapshot(snapshot.path)
+        if snapshot.exists:
+            write_atomically(current, snapshot.data, in_place=in_place)
+        elif current.exists:
+            remove_file(current)
+        state.restore(previous_state)
+        state.save()
+
+    result.apply = decision.report
+    apply.execute(decision, restore if result.changed else (lambda: None), reporter)
+
+
 def install(
     ctx: Context,
     request: InstallRequest,
@@ -180,6 +245,8 @@ def install(
     config: Optional[str] = None,
     dry_run: bool = False,
     in_place: bool = False,
+    apply_options: Optional["ApplyOptions"] = None,
+    reporter=None,
 ) -> Result:
     target = _target(ctx, config)
     result = Result("install", target.path, target.location.rule, dry_run=dry_run, runtime_name=request.runtime_name)
@@ -193,25 +260,29 @@ def install(
         plan = plan_install(document, request, record)
         result.warnings.extend(plan.warnings)
         result.changes = plan.changes
-        if not plan.changed:
+        if plan.changed:
+            result.warnings.extend(check_candidate(document.value, plan.after.value))
+            result.diff = unified_diff(document.text, plan.after.text, target.path)
+        else:
             result.notices.append("already configured: {} has runtimes.{} as requested".format(target.path, request.runtime_name))
-            return result
-        result.warnings.extend(check_candidate(document.value, plan.after.value))
-        new_data = plan.after.encode()
-        result.diff = unified_diff(document.text, plan.after.text, target.path)
         if dry_run or state is None:
             return result
-        record = plan.record
-        if record is not None and (state.get(snapshot.real_path, request.runtime_name) is None):
-            record = replace(record, file_existed=snapshot.exists)
-        backup = _commit(ctx, snapshot, new_data, "install " + request.runtime_name, result.warnings, in_place)
-        if record is not None:
-            if record.original_backup is None:
-                record = replace(record, original_backup=backup.name)
+        decision = _apply_phase(
+            ctx, apply_options, target, request.runtime_name, document.value, plan.after.value, check_hook=True
+        )
+        new_data = plan.after.encode()
+
+        def update_state(backup: Backup) -> None:
+            fresh = state.get(snapshot.real_path, request.runtime_name) is None
+            record = plan.record
+            if fresh:
+                record = replace(record, file_existed=snapshot.exists, original_backup=backup.name)
             state.put(snapshot.real_path, replace(record, installed_sha256=_sha256(new_data)))
-            state.save()
-        result.changed = True
-        result.backup = backup.file
+
+        _write_and_apply(
+            ctx, state, snapshot, new_data if plan.changed else snapshot.data, "install " + request.runtime_name,
+            result, decision, update_state, reporter, in_place,
+        )
         return result
 
     return _transaction(ctx, dry_run, run)
@@ -225,16 +296,16 @@ def uninstall(
     dry_run: bool = False,
     force: bool = False,
     in_place: bool = False,
+    apply_options: Optional["ApplyOptions"] = None,
+    reporter=None,
 ) -> Result:
     target = _target(ctx, config)
     result = Result("uninstall", target.path, target.location.rule, dry_run=dry_run, runtime_name=runtime_name)
 
     def run(state: Optional[StateStore]) -> Result:
+        read_only = state is None
         if state is None:  # dry run: read the records without taking the lock
             state = StateStore(ctx.state_path).load()
-            writable = False
-        else:
-            writable = True
         snapshot = read_snapshot(target.path)
         document = _load(snapshot, result.notices)
         record = state.get(snapshot.real_path, runtime_name)
@@ -243,29 +314,34 @@ def uninstall(
         if exact is not None:
             new_data, description = exact
             result.changes = [description]
-            new_text = "" if new_data is None else JsonDocument.parse(new_data, target.path).text
+            after = JsonDocument.parse(new_data, target.path) if new_data is not None else empty_document(target.path)
         else:
             plan: Plan = plan_uninstall(document, runtime_name, record, force)
             result.warnings.extend(plan.warnings)
             result.changes = plan.changes
+            after = plan.after
             new_data = plan.after.encode() if plan.changed else snapshot.data
-            new_text = plan.after.text
             if plan.changed:
                 result.warnings.extend(check_candidate(document.value, plan.after.value))
-        if new_data == snapshot.data and (new_data is not None):
+        unchanged = new_data is not None and new_data == snapshot.data
+        if unchanged:
             result.notices.append("nothing to undo for runtimes.{} in {}".format(runtime_name, target.path))
-            if writable and record is not None:
-                state.remove(snapshot.real_path, runtime_name)
-                state.save()
+        else:
+            result.diff = unified_diff(document.text, after.text, target.path)
+        if read_only:
             return result
-        result.diff = unified_diff(document.text, new_text, target.path)
-        if not writable:
-            return result
-        backup = _commit(ctx, snapshot, new_data, "uninstall " + runtime_name, result.warnings, in_place, validate=exact is None)
-        state.remove(snapshot.real_path, runtime_name)
-        state.save()
-        result.changed = True
-        result.backup = backup.file
+        decision = _apply_phase(ctx, apply_options, target, runtime_name, document.value, after.value, check_hook=False)
+
+        def update_state(_backup: Backup) -> None:
+            state.remove(snapshot.real_path, runtime_name)
+
+        if unchanged and record is not None:
+            update_state(None)
+            state.save()
+        _write_and_apply(
+            ctx, state, snapshot, new_data, "uninstall " + runtime_name, result, decision, update_state,
+            reporter, in_place, validate=exact is None,
+        )
         return result
 
     return _transaction(ctx, dry_run, run)

@@ -53,6 +53,13 @@ class StateStore:
         if not entries:
             self._configs.pop(config_path, None)
 
+    def snapshot(self) -> Dict[str, Dict[str, dict]]:
+        """A copy of every record, to put back with :meth:`restore` after a rollback."""
+        return json.loads(json.dumps(self._configs))
+
+    def restore(self, configs: Dict[str, Dict[str, dict]]) -> None:
+        self._configs = json.loads(json.dumps(configs))
+
     def records(self) -> Dict[str, Dict[str, InstallRecord]]:
         return {
             path: {name: InstallRecord.from_dict(data) for name, data in entries.items()}

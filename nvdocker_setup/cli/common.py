@@ -162,3 +162,77 @@ def render_result(result, as_json: bool) -> None:
         out.print("wrote {} [dim](backup: {})[/]".format(escape(result.config), escape(result.backup or "none")))
     else:
         out.print("no change: {}".format(escape(result.config)))
+    render_apply(getattr(result, "apply", None))
+
+
+def apply_option():
+    return typer.Option(
+        "auto", "--apply", metavar="auto|reload|restart|none",
+        help="how dockerd takes the change: auto reloads when every changed key is reloadable, else restarts",
+    )
+
+
+def no_restart_option():
+    return typer.Option(False, "--no-restart", help="same as --apply none: only write the file")
+
+
+def service_manager_option():
+    return typer.Option(
+        "auto", "--service-manager", metavar="auto|systemd|systemd-user|snap|signal", help="how dockerd is run on this host"
+    )
+
+
+def timeout_option():
+    return typer.Option(60.0, "--timeout", metavar="SECONDS", help="how long to wait for dockerd to verify the change")
+
+
+def yes_option():
+    return typer.Option(False, "--yes", "-y", help="allow a restart that stops running containers")
+
+
+def build_apply_options(apply: str, no_restart: bool, service_manager: str, timeout: float, yes: bool, as_json: bool):
+    from nvdocker_setup.apply import ApplyOptions
+    from nvdocker_setup.core.apply_plan import APPLY_MODES
+    from nvdocker_setup.errors import UsageError
+
+    mode = "none" if no_restart else apply
+    if mode not in APPLY_MODES:
+        raise UsageError("--apply must be one of {}, not {!r}".format(", ".join(APPLY_MODES), apply))
+    confirm = None
+    if sys.stdin.isatty() and not as_json:
+        confirm = lambda question: typer.confirm(question, default=False, err=True)  # noqa: E731
+    return ApplyOptions(mode=mode, service_manager=service_manager, timeout=timeout, assume_yes=yes, confirm=confirm)
+
+
+class RichReporter:
+    """Progress on stderr: a step line per action and a spinner with elapsed time while waiting."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def step(self, message: str) -> None:
+        if self.enabled:
+            console(stderr=True).print("[dim]…[/] " + message)
+
+    @contextlib.contextmanager
+    def waiting(self, message: str):
+        if not self.enabled:
+            yield lambda _text: None
+            return
+        with console(stderr=True).status(message) as status:
+            yield lambda elapsed: status.update("{} [dim]({})[/]".format(message, elapsed))
+
+
+def render_apply(report) -> None:
+    from rich.markup import escape
+
+    if report is None:
+        return
+    out = console()
+    for note in report.notes:
+        console(stderr=True).print("[bold yellow]note:[/] " + escape(note))
+    if report.method == "none":
+        out.print("dockerd: not changed [dim]({})[/]".format(escape(report.reason)))
+    elif report.verified:
+        via = report.method + (" then " + report.fallback if report.fallback else "")
+        out.print("[green]✓[/] dockerd: {} verified in {:.1f}s [dim]({})[/]".format(via, report.seconds or 0.0, escape(report.reason)))

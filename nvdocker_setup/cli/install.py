@@ -24,6 +24,11 @@ def install(
         False, "--force", help="replace another default runtime; accept a missing or unsafe runtime binary"
     ),
     in_place: bool = common.in_place_option(),
+    apply: str = common.apply_option(),
+    no_restart: bool = common.no_restart_option(),
+    service_manager: str = common.service_manager_option(),
+    timeout: float = common.timeout_option(),
+    yes: bool = common.yes_option(),
     state_dir: Optional[str] = common.state_dir_option(),
     lock_timeout: float = common.lock_timeout_option(),
     as_json: bool = common.json_option(),
@@ -42,5 +47,9 @@ def install(
             enable_cdi=cdi,
             force=force,
         )
-        result = operations.install(ctx, request, config=config, dry_run=dry_run, in_place=in_place)
+        options = common.build_apply_options(apply, no_restart, service_manager, timeout, yes, as_json)
+        result = operations.install(
+            ctx, request, config=config, dry_run=dry_run, in_place=in_place,
+            apply_options=options, reporter=common.RichReporter(enabled=not as_json),
+        )
         common.render_result(result, as_json)

@@ -16,6 +16,11 @@ def uninstall(
         False, "--force", help="remove the entry even if its path changed since install, or was never recorded"
     ),
     in_place: bool = common.in_place_option(),
+    apply: str = common.apply_option(),
+    no_restart: bool = common.no_restart_option(),
+    service_manager: str = common.service_manager_option(),
+    timeout: float = common.timeout_option(),
+    yes: bool = common.yes_option(),
     state_dir: Optional[str] = common.state_dir_option(),
     lock_timeout: float = common.lock_timeout_option(),
     as_json: bool = common.json_option(),
@@ -25,7 +30,9 @@ def uninstall(
 
     with common.reporting(as_json):
         ctx = common.make_context(state_dir, lock_timeout)
+        options = common.build_apply_options(apply, no_restart, service_manager, timeout, yes, as_json)
         result = operations.uninstall(
-            ctx, runtime_name, config=config, dry_run=dry_run, force=force, in_place=in_place
+            ctx, runtime_name, config=config, dry_run=dry_run, force=force, in_place=in_place,
+            apply_options=options, reporter=common.RichReporter(enabled=not as_json),
         )
         common.render_result(result, as_json)

@@ -42,6 +42,9 @@ class Cli:
             "PATH": os.environ.get("PATH", ""),
             "COLUMNS": "200",
             "NO_COLOR": "1",
+            # No dockerd answers here, so the CLI's apply step reports "not reachable" and never
+            # looks for this machine's own daemon.
+            "DOCKER_HOST": "unix://{}".format(tmp_path / "no-dockerd.sock"),
         }
 
     def __call__(self, *args: str, env: Optional[Dict[str, str]] = None) -> Outcome:

@@ -1,0 +1,253 @@
+"""How dockerd is reloaded and restarted on this host, behind one small interface.
+
+- ``systemd``: the system unit (``systemctl reload|restart|is-active|show|reset-failed``);
+- ``systemd-user``: rootless Docker's user unit (``systemctl --user``);
+- ``snap``: ``snap restart docker.dockerd``; reload is SIGHUP to the daemon (the snap has none);
+- ``signal``: no service manager: SIGHUP to dockerd's pid; restart is impossible and says what to run.
+
+Tests add their own implementation that stops and starts a real private dockerd.
+"""
+
+import datetime
+import os
+import signal
+import subprocess
+from typing import List, Optional
+
+from nvdocker_setup.context import Context
+from nvdocker_setup.errors import NvdockerError
+
+MANAGERS = ("auto", "systemd", "systemd-user", "snap", "signal")
+
+
+class ServiceError(NvdockerError):
+    """A service manager command failed."""
+
+    reference = "service-command-failed"
+
+
+class ServiceManager:
+    """Reload or restart one dockerd. Implementations raise :class:`ServiceError`."""
+
+    name = "abstract"
+    can_restart = True
+
+    def reload(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        raise NotImplementedError
+
+    def reset_failed(self) -> None:
+        """Clear a start-rate limit before a retry (docker.service allows 3 starts per 60 s)."""
+
+    def is_active(self) -> bool:
+        raise NotImplementedError
+
+    def main_pid(self) -> Optional[int]:
+        return None
+
+    def logs_hint(self) -> str:
+        return "look at dockerd's log"
+
+    def recent_logs(self, since: datetime.datetime) -> List[str]:
+        """dockerd's own messages since ``since``, for failure reports (best effort)."""
+        return []
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_dockerd(ctx: Context, pid: int) -> bool:
+    try:
+        with open(ctx.host_path("/proc/{}/comm".format(pid))) as handle:
+            return handle.read().strip() == "dockerd"
+    except OSError:
+        return False
+
+
+def send_hup(ctx: Context, pid: Optional[int], what: str) -> None:
+    """SIGHUP makes dockerd re-read daemon.json; running containers are untouched."""
+    if pid is None:
+        raise ServiceError("cannot find {}'s pid to send it SIGHUP".format(what), hint="is dockerd running?")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise ServiceError("cannot signal dockerd (pid {}): {}".format(pid, exc.strerror)) from None
+
+
+class SystemdService(ServiceManager):
+    def __init__(self, ctx: Context, unit: str = "docker.service", user: bool = False) -> None:
+        self.ctx = ctx
+        self.unit = unit
+        self.user = user
+        self.name = "systemd-user" if user else "systemd"
+
+    def _systemctl(self, *args: str, check: bool = True, timeout: float = 120.0):
+        argv = ["systemctl"] + (["--user"] if self.user else []) + list(args)
+        try:
+            completed = self.ctx.run(argv, timeout=timeout)
+        except (OSError, subprocess.SubprocessError) as exc:  # missing systemctl, timeout
+            raise ServiceError("{} failed: {}".format(" ".join(argv), exc)) from None
+        if check and completed.returncode != 0:
+            raise ServiceError(
+                "{} failed (exit {}): {}".format(" ".join(argv), completed.returncode, (completed.stderr or "").strip()),
+                hint="see: " + self.logs_hint(),
+            )
+        return completed
+
+    def reload(self) -> None:
+        self._systemctl("reload", self.unit)
+
+    def restart(self) -> None:
+        self._systemctl("restart", self.unit)
+
+    def reset_failed(self) -> None:
+        self._systemctl("reset-failed", self.unit, check=False)
+
+    def is_active(self) -> bool:
+        return self._systemctl("is-active", "--quiet", self.unit, check=False).returncode == 0
+
+    def socket_activated_idle(self) -> bool:
+        """docker.socket listens but dockerd is not running: it reads the file when first used."""
+        if self.is_active():
+            return False
+        return self._systemctl("is-active", "--quiet", "docker.socket", check=False).returncode == 0
+
+    def main_pid(self) -> Optional[int]:
+        out = self._systemctl("show", "-p", "MainPID", "--value", self.unit, check=False).stdout or ""
+        try:
+            pid = int(out.strip())
+        except ValueError:
+            return None
+        return pid or None
+
+    def logs_hint(self) -> str:
+        return "journalctl {}-u {} --since -5min".format("--user " if self.user else "", self.unit)
+
+    def recent_logs(self, since: datetime.datetime) -> List[str]:
+        if self.ctx.which("journalctl") is None:
+            return []
+        argv = ["journalctl"] + (["--user"] if self.user else []) + [
+            "-u", self.unit, "--since", "@{}".format(int(since.timestamp())), "-n", "30", "--no-pager", "-o", "cat",
+        ]
+        try:
+            completed = self.ctx.run(argv, timeout=10.0)
+        except Exception:  # journald unavailable: the hint still names the command
+            return []
+        return [line for line in (completed.stdout or "").splitlines() if line.strip()]
+
+    def describe(self) -> str:
+        return "systemctl {}{}".format("--user " if self.user else "", self.unit)
+
+
+class SnapService(ServiceManager):
+    name = "snap"
+    service = "docker.dockerd"
+
+    def __init__(self, ctx: Context, pid_lookup) -> None:
+        self.ctx = ctx
+        self._pid_lookup = pid_lookup
+
+    def reload(self) -> None:
+        send_hup(self.ctx, self.main_pid(), "the snap's dockerd")
+
+    def restart(self) -> None:
+        completed = self.ctx.run(["snap", "restart", self.service], timeout=180.0)
+        if completed.returncode != 0:
+            raise ServiceError("snap restart {} failed: {}".format(self.service, (completed.stderr or "").strip()))
+
+    def is_active(self) -> bool:
+        pid = self.main_pid()
+        return pid is not None and _pid_alive(pid)
+
+    def main_pid(self) -> Optional[int]:
+        return self._pid_lookup()
+
+    def logs_hint(self) -> str:
+        return "snap logs -n 50 docker.dockerd"
+
+
+class SignalService(ServiceManager):
+    """For hosts without a service manager: reload by SIGHUP; restarting is the admin's job."""
+
+    name = "signal"
+    can_restart = False
+
+    def __init__(self, ctx: Context, pid_lookup) -> None:
+        self.ctx = ctx
+        self._pid_lookup = pid_lookup
+
+    def reload(self) -> None:
+        send_hup(self.ctx, self.main_pid(), "dockerd")
+
+    def restart(self) -> None:
+        raise ServiceError(
+            "cannot restart dockerd: no service manager (systemd, snap) runs it here",
+            reference="restart-impossible",
+            hint="restart dockerd the way it was started on this host (e.g. `service docker restart`), "
+            "then check with `nvdocker-setup show`",
+        )
+
+    def is_active(self) -> bool:
+        pid = self.main_pid()
+        return pid is not None and _pid_alive(pid)
+
+    def main_pid(self) -> Optional[int]:
+        return self._pid_lookup()
+
+
+def pid_lookup(ctx: Context, socket_path: str, pidfiles: List[str]):
+    """A callable giving dockerd's pid: the socket's peer credentials, else a pidfile."""
+    from nvdocker_setup.adapters.docker_api import DockerAPI
+
+    def lookup() -> Optional[int]:
+        pid = DockerAPI(socket_path, timeout=2.0).peer_pid()
+        if pid is not None and _is_dockerd(ctx, pid):
+            return pid
+        for pidfile in pidfiles:
+            try:
+                with open(ctx.host_path(pidfile)) as handle:
+                    candidate = int(handle.read().strip())
+            except (OSError, ValueError):
+                continue
+            if _pid_alive(candidate) and _is_dockerd(ctx, candidate):
+                return candidate
+        return None
+
+    return lookup
+
+
+def detect(ctx: Context, requested: str, config_rule: str, socket_path: str) -> ServiceManager:
+    """Pick the service manager: the one asked for, else from how the config file was found."""
+    if requested not in MANAGERS:
+        raise NvdockerError("unknown service manager {!r} (choose from {})".format(requested, ", ".join(MANAGERS)))
+    runtime_dir = ctx.env.get("XDG_RUNTIME_DIR") or "/run/user/{}".format(ctx.euid)
+    pidfiles = [os.path.join(runtime_dir, "docker.pid")] if config_rule == "rootless" else ["/var/run/docker.pid"]
+    lookup = pid_lookup(ctx, socket_path, pidfiles)
+    has_systemd = os.path.isdir(ctx.host_path("/run/systemd/system")) and ctx.which("systemctl") is not None
+    choice = requested
+    if requested == "auto":
+        if config_rule == "snap":
+            choice = "snap"
+        elif has_systemd:
+            choice = "systemd-user" if config_rule == "rootless" else "systemd"
+        else:
+            choice = "signal"
+    if choice == "systemd":
+        return SystemdService(ctx)
+    if choice == "systemd-user":
+        return SystemdService(ctx, user=True)
+    if choice == "snap":
+        return SnapService(ctx, lookup)
+    return SignalService(ctx, lookup)

@@ -1,0 +1,318 @@
+"""Make the running dockerd take a daemon.json change, verify it did, and roll back if not.
+
+Two phases around the write (certbot's reverter, applied to a daemon):
+
+1. :func:`decide` before the file is written: which daemon, which service manager, reload or
+   restart, and whether a restart may stop containers. Refusals happen here, with nothing written.
+2. :func:`execute` after the write: reload or restart, then poll ``GET /info`` until the intended
+   runtime and default runtime show up. A reload that did not take falls back to a restart when
+   allowed. On failure, SIGINT or SIGTERM, the caller's ``restore`` puts the old bytes back,
+   ``reset-failed`` clears systemd's start limit, dockerd is restarted and checked again.
+"""
+
+import contextlib
+import datetime
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+from nvdocker_setup.adapters.docker_api import DockerAPI, DockerUnreachable, default_socket
+from nvdocker_setup.adapters.service import ServiceError, ServiceManager, detect
+from nvdocker_setup.context import Context
+from nvdocker_setup.core.apply_plan import (
+    Expectation,
+    choose_method,
+    containers_stopped_by_restart,
+    healthy_problems,
+)
+from nvdocker_setup.errors import Conflict, NvdockerError
+from nvdocker_setup.exit_status import ExitStatus
+
+GPU_HOOK = "nvidia-container-runtime-hook"
+RELOAD_WINDOW = 10.0  # dockerd applies a reload within a second; longer means it was rejected
+POLL_INTERVAL = 0.2
+
+
+class ApplyFailed(NvdockerError):
+    """dockerd did not take the change; the old file is back and dockerd runs it."""
+
+    reference = "apply-failed-rolled-back"
+    exit_status = ExitStatus.APPLY_FAILED
+
+
+class RollbackFailed(NvdockerError):
+    """dockerd did not take the change and did not come back healthy on the old file either."""
+
+    reference = "rollback-failed"
+    exit_status = ExitStatus.ROLLBACK_FAILED
+
+
+class Interrupted(BaseException):
+    """SIGTERM during apply, handled like Ctrl-C: roll back, then exit."""
+
+
+@dataclass
+class ApplyOptions:
+    mode: str = "auto"  # auto | reload | restart | none
+    service_manager: str = "auto"
+    timeout: float = 60.0
+    assume_yes: bool = False
+    #: How long a reload may take before we call it "did not take" (dockerd needs about a second).
+    reload_window: float = RELOAD_WINDOW
+    #: Asked before a restart that stops containers; None means "no terminal": refuse.
+    confirm: Optional[Callable[[str], bool]] = None
+
+
+class Reporter:
+    """Progress display hooks; the CLI passes a rich spinner, tests the silent default."""
+
+    @contextlib.contextmanager
+    def waiting(self, message: str) -> Iterator[Callable[[str], None]]:
+        yield lambda _text: None
+
+    def step(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class ApplyReport:
+    method: str
+    reason: str
+    service: Optional[str] = None
+    docker_socket: Optional[str] = None
+    verified: bool = False
+    fallback: Optional[str] = None
+    seconds: Optional[float] = None
+    notes: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Decision:
+    report: ApplyReport
+    expectation: Expectation
+    api: Optional[DockerAPI] = None
+    service: Optional[ServiceManager] = None
+    restart_allowed: bool = False
+    options: ApplyOptions = field(default_factory=ApplyOptions)
+
+
+def _ask_to_stop(options: ApplyOptions, stopped: int, why: str) -> bool:
+    if stopped == 0 or options.assume_yes:
+        return True
+    question = "Restarting dockerd ({}) will stop {} running container{} (live-restore is off). Continue?".format(
+        why, stopped, "" if stopped == 1 else "s"
+    )
+    return bool(options.confirm and options.confirm(question))
+
+
+def hook_appeared_after_start(ctx: Context, pid: Optional[int]) -> bool:
+    """Is the --gpus hook on dockerd's PATH newer than dockerd? (it registers --gpus only at start)"""
+    if pid is None:
+        return False
+    try:
+        with open(ctx.host_path("/proc/{}/environ".format(pid)), "rb") as handle:
+            environ = dict(
+                item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item
+            )
+        with open(ctx.host_path("/proc/{}/stat".format(pid))) as handle:
+            start_ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open(ctx.host_path("/proc/stat")) as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    started = boot + start_ticks / os.sysconf("SC_CLK_TCK")
+    search = environ.get(b"PATH", b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").decode(errors="replace")
+    for directory in search.split(":"):
+        candidate = ctx.host_path(os.path.join(directory or ".", GPU_HOOK))
+        try:
+            status = os.stat(candidate)
+        except OSError:
+            continue
+        if os.access(candidate, os.X_OK):
+            return status.st_ctime > started
+    return False
+
+
+def decide(
+    ctx: Context,
+    options: ApplyOptions,
+    *,
+    config_rule: str,
+    runtime_name: str,
+    before: Dict[str, Any],
+    after: Dict[str, Any],
+    check_hook: bool = False,
+) -> Decision:
+    """Everything that can refuse, before anything is written."""
+    expectation = Expectation.from_config(after, runtime_name)
+    if options.mode == "none":
+        return Decision(ApplyReport("none", "--apply none: dockerd reads the file at its next start"), expectation, options=options)
+    socket_path = ctx.docker_socket or default_socket(ctx.env, rootless=config_rule == "rootless", euid=ctx.euid)
+    api = DockerAPI(socket_path)
+    try:
+        info = api.info()
+    except DockerUnreachable:
+        report = ApplyReport(
+            "none",
+            "dockerd is not reachable at {}; it will read the new file when it starts".format(socket_path),
+            docker_socket=socket_path,
+        )
+        return Decision(report, expectation, options=options)
+    service = ctx.service or detect(ctx, options.service_manager, config_rule, socket_path)
+    hook = check_hook and hook_appeared_after_start(ctx, service.main_pid())
+    method, reason = choose_method(options.mode, before, after, hook)
+    if method == "none" and options.mode == "auto":
+        behind = expectation.mismatches(info)
+        if behind:  # the file is right but dockerd runs something else
+            method, reason = "reload", "dockerd has not loaded daemon.json yet ({})".format("; ".join(behind))
+    report = ApplyReport(method, reason, service=service.describe(), docker_socket=socket_path)
+    stopped = containers_stopped_by_restart(info)
+    decision = Decision(report, expectation, api, service, options=options)
+    if method == "restart":
+        if not service.can_restart:
+            report.method = "none"
+            report.notes.append(
+                "dockerd must be restarted for this change ({}), and no service manager can do it here: "
+                "restart dockerd yourself, then run `nvdocker-setup show`".format(reason)
+            )
+            return decision
+        if not _ask_to_stop(options, stopped, reason):
+            raise Conflict(
+                "a restart would stop {} running container{}; nothing was written".format(stopped, "" if stopped == 1 else "s"),
+                reference="restart-would-stop-containers",
+                hint="pass --yes to accept, --apply none to restart later yourself, or enable live-restore",
+            )
+        decision.restart_allowed = True
+    elif method == "reload":
+        # A fallback restart may be needed if the reload does not take; ask only then.
+        decision.restart_allowed = options.mode == "auto" and service.can_restart and (stopped == 0 or options.assume_yes)
+        decision.report.notes.extend([] if stopped == 0 else ["{} running container(s) keep running".format(stopped)])
+    return decision
+
+
+def _wait(api: DockerAPI, timeout: float, check: Callable[[Dict[str, Any]], List[str]], update: Callable[[str], None]) -> List[str]:
+    """Poll /info until ``check`` returns no problems; the last problems otherwise."""
+    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    problems = ["dockerd did not answer"]
+    while True:
+        try:
+            problems = check(api.info())
+        except DockerUnreachable as exc:
+            problems = [exc.message]
+        if not problems:
+            return []
+        if time.monotonic() >= deadline:
+            return problems
+        update("{:.1f}s".format(time.monotonic() - start))
+        time.sleep(POLL_INTERVAL)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum, frame):
+        raise Interrupted()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def execute(decision: Decision, restore: Callable[[], None], reporter: Optional[Reporter] = None) -> ApplyReport:
+    """Apply, verify, and on any failure roll back and raise."""
+    report = decision.report
+    if report.method == "none":
+        return report
+    reporter = reporter or Reporter()
+    api, service, options = decision.api, decision.service, decision.options
+    assert api is not None and service is not None
+    started = time.monotonic()
+    since = datetime.datetime.now(datetime.timezone.utc)
+    check = decision.expectation.mismatches
+    try:
+        with _sigterm_as_interrupt():
+            if report.method == "reload":
+                reporter.step("reloading dockerd ({})".format(service.describe()))
+                service.reload()
+                with reporter.waiting("waiting for dockerd to load the new daemon.json") as update:
+                    problems = _wait(api, min(options.timeout, options.reload_window), check, update)
+                if problems and decision.restart_allowed:
+                    report.fallback = "restart"
+                    report.notes.append("the reload did not take ({}); restarting".format("; ".join(problems)))
+                    problems = _restart_and_wait(api, service, options.timeout, check, reporter)
+            else:
+                problems = _restart_and_wait(api, service, options.timeout, check, reporter)
+            if problems:
+                raise _Unverified(problems)
+    except (_Unverified, ServiceError, Interrupted, KeyboardInterrupt) as failure:
+        _roll_back(decision, restore, failure, since, reporter)
+        raise AssertionError("unreachable")  # _roll_back always raises
+    report.verified = True
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+class _Unverified(Exception):
+    def __init__(self, problems: List[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _restart_and_wait(api, service, timeout, check, reporter) -> List[str]:
+    reporter.step("restarting dockerd ({})".format(service.describe()))
+    service.restart()
+    with reporter.waiting("waiting for dockerd to come back") as update:
+        return _wait(api, timeout, check, update)
+
+
+def _roll_back(decision: Decision, restore: Callable[[], None], failure: BaseException, since, reporter: Reporter) -> None:
+    api, service, options = decision.api, decision.service, decision.options
+    assert api is not None and service is not None
+    interrupted = isinstance(failure, (Interrupted, KeyboardInterrupt))
+    what = "interrupted" if interrupted else (getattr(failure, "message", None) or str(failure))
+    details = ["cause: " + what]
+    logs = service.recent_logs(since)
+    details.extend("dockerd: " + line for line in logs[-12:])
+    reporter.step("rolling back: restoring the previous daemon.json")
+    rollback_problems: List[str] = []
+    try:
+        restore()
+        service.reset_failed()
+        if service.can_restart:
+            service.restart()
+        else:
+            service.reload()
+        with reporter.waiting("waiting for dockerd on the previous daemon.json") as update:
+            rollback_problems = _wait(api, options.timeout, healthy_problems, update)
+    except (NvdockerError, OSError) as exc:
+        rollback_problems = [getattr(exc, "message", None) or str(exc)]
+    if rollback_problems:
+        raise RollbackFailed(
+            "dockerd did not take the change ({}) and did not come back on the previous daemon.json either".format(what),
+            details=details + ["rollback: " + p for p in rollback_problems],
+            hint="dockerd may be down: check `{}` and start it; the previous file is restored".format(service.logs_hint()),
+        )
+    if interrupted:
+        error = ApplyFailed(
+            "interrupted while applying; rolled back to the previous daemon.json and dockerd is healthy",
+            details=details,
+            reference="interrupted-rolled-back",
+        )
+        error.exit_status = ExitStatus.INTERRUPTED
+        raise error
+    raise ApplyFailed(
+        "dockerd did not take the change; rolled back to the previous daemon.json and dockerd is healthy",
+        details=details + ["rollback: dockerd answers with the previous configuration"],
+        hint="see `{}` for dockerd's own messages".format(service.logs_hint()),
+    )

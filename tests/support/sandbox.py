@@ -1,0 +1,331 @@
+"""A real, private dockerd for tests and `make demo` (recipe: ../shared/TESTING.md).
+
+The daemon lives entirely in a temp dir: its socket, data root, exec root, pidfile and the
+daemon.json under test. It creates no bridge and no iptables rules, and containers run with
+``--network none``. It is stopped by the pid we started, never by name.
+
+Also a command line for the demo: ``python -m tests.support.sandbox start|stop|restart DIR``.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+DOCKERD_FLAGS = ("--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false")
+TINY_IMAGE = "tiny:latest"
+TINY_COMMANDS = ("sh", "ls", "cat", "env", "echo", "true", "sleep", "readlink", "stat", "head", "grep")
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+def find_dockerd() -> Optional[str]:
+    return shutil.which("dockerd", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/usr/bin")
+
+
+def dockerd_or_skip() -> str:
+    """The dockerd binary; a missing one fails under CI=true (real-engine tests must run there)."""
+    import pytest
+
+    path = find_dockerd()
+    if path and os.geteuid() == 0:
+        return path
+    why = "dockerd is not installed" if not path else "a private dockerd needs root"
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true: " + why + " (the real-engine tests must run in CI)")
+    pytest.skip(why)
+    raise AssertionError("unreachable")
+
+
+def _unix_http_get(socket_path: str, path: str, timeout: float = 3.0) -> bytes:
+    """A minimal HTTP/1.0 GET over a unix socket (the sandbox must not depend on the code under test)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall("GET {} HTTP/1.0\r\nHost: docker\r\n\r\n".format(path).encode())
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.") or b" 200 " not in head.split(b"\r\n", 1)[0] + b" ":
+        raise SandboxError("GET {} -> {}".format(path, head.split(b"\r\n", 1)[0].decode(errors="replace")))
+    return body
+
+
+class DockerdSandbox:
+    """One private dockerd process; restartable with the same daemon.json and flags."""
+
+    def __init__(
+        self,
+        workdir: str,
+        daemon_json: Optional[bytes] = b"{}\n",
+        path_prepend: Sequence[str] = (),
+        env: Optional[Dict[str, str]] = None,
+        dockerd: Optional[str] = None,
+        extra_flags: Sequence[str] = (),
+    ) -> None:
+        self.workdir = os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        # unix socket paths are limited to ~104 bytes and containerd nests its own below exec-root
+        self._own_run_dir = len(self.workdir) > 40
+        self.run_dir = tempfile.mkdtemp(prefix="nvd.", dir="/tmp") if self._own_run_dir else self.workdir
+        self.config_path = os.path.join(self.workdir, "daemon.json")
+        self.socket_path = os.path.join(self.run_dir, "docker.sock")
+        self.pidfile = os.path.join(self.workdir, "docker.pid")
+        self.log_path = os.path.join(self.workdir, "dockerd.log")
+        self.dockerd = dockerd or find_dockerd() or "dockerd"
+        self.extra_flags = list(extra_flags)
+        base_path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        self.env = dict(os.environ)
+        self.env["PATH"] = os.pathsep.join(list(path_prepend) + [base_path, "/usr/sbin", "/sbin"])
+        self.env.update(env or {})
+        self.process: Optional[subprocess.Popen] = None
+        if daemon_json is not None and not os.path.exists(self.config_path):
+            with open(self.config_path, "wb") as handle:
+                handle.write(daemon_json)
+
+    @property
+    def docker_host(self) -> str:
+        return "unix://" + self.socket_path
+
+    @property
+    def argv(self) -> List[str]:
+        return [
+            self.dockerd,
+            *DOCKERD_FLAGS,
+            "-H", self.docker_host,
+            "--data-root", os.path.join(self.workdir, "data"),
+            "--exec-root", os.path.join(self.run_dir, "exec"),
+            "--pidfile", self.pidfile,
+            "--config-file", self.config_path,
+            *self.extra_flags,
+        ]
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def start(self, timeout: float = 40.0) -> None:
+        """Start dockerd and wait for /_ping; on failure raise with the log's tail."""
+        if self.is_running():
+            raise SandboxError("already running (pid {})".format(self.pid))
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env,
+                start_new_session=True, cwd=self.workdir,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SandboxError("dockerd exited with {}:\n{}".format(self.process.returncode, self.log_tail()))
+            if self.ping():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise SandboxError("dockerd did not answer within {} s:\n{}".format(timeout, self.log_tail()))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the pid we started and wait; SIGKILL only if it does not exit."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+    def restart(self, timeout: float = 40.0) -> None:
+        self.stop()
+        self.start(timeout)
+
+    def reload(self) -> None:
+        if self.pid is None:
+            raise SandboxError("not running")
+        os.kill(self.pid, signal.SIGHUP)
+
+    def ping(self) -> bool:
+        try:
+            return _unix_http_get(self.socket_path, "/_ping", timeout=1.0) == b"OK"
+        except (OSError, SandboxError):
+            return False
+
+    def info(self) -> Dict:
+        return json.loads(_unix_http_get(self.socket_path, "/info").decode())
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 60.0, input: Optional[bytes] = None) -> subprocess.CompletedProcess:
+        docker = shutil.which("docker", path="/usr/bin:" + os.environ.get("PATH", "")) or "docker"
+        completed = subprocess.run(
+            [docker, "-H", self.docker_host, *args], input=input, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, timeout=timeout, env=dict(os.environ, DOCKER_CONFIG=os.path.join(self.workdir, "cli")),
+        )
+        if check and completed.returncode != 0:
+            raise SandboxError("docker {} failed ({}): {}".format(" ".join(args), completed.returncode, completed.stderr.decode(errors="replace")))
+        return completed
+
+    def import_tiny_image(self) -> str:
+        """Build `tiny:latest` from static busybox (nothing can be pulled here)."""
+        busybox = shutil.which("busybox") or "/bin/busybox"
+        root = tempfile.mkdtemp(dir=self.workdir, prefix="rootfs.")
+        os.makedirs(os.path.join(root, "bin"))
+        shutil.copy2(busybox, os.path.join(root, "bin", "busybox"))
+        for command in TINY_COMMANDS:
+            os.symlink("busybox", os.path.join(root, "bin", command))
+        tar = subprocess.run(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE, check=True).stdout
+        self.docker("import", "-", TINY_IMAGE, input=tar)
+        shutil.rmtree(root, ignore_errors=True)
+        return TINY_IMAGE
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            with open(self.log_path, "rb") as handle:
+                return b"".join(handle.readlines()[-lines:]).decode(errors="replace")
+        except OSError:
+            return "(no log)"
+
+    def close(self) -> None:
+        """Stop dockerd and remove the short run dir made for its sockets."""
+        self.stop()
+        if self._own_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def __enter__(self) -> "DockerdSandbox":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- command line for scripts/demo.sh: the demo's "service manager" restarts through here ----------
+
+def _detached_start(workdir: str) -> None:
+    sandbox = DockerdSandbox(workdir, daemon_json=None)
+    pid = _read_pid(sandbox)
+    if pid is not None:
+        raise SandboxError("already running (pid {})".format(pid))
+    sandbox.start()
+    assert sandbox.process is not None
+    sandbox.process = None  # leave it running after we exit; stop goes through the pidfile
+
+
+def _read_pid(sandbox: DockerdSandbox) -> Optional[int]:
+    try:
+        with open(sandbox.pidfile) as handle:
+            pid = int(handle.read().strip())
+        os.kill(pid, 0)
+        with open("/proc/{}/cmdline".format(pid), "rb") as handle:
+            if sandbox.config_path.encode() not in handle.read():
+                return None  # a recycled pid: not our dockerd
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _detached_stop(workdir: str, timeout: float = 30.0) -> None:
+    sandbox = DockerdSandbox(workdir, daemon_json=None)
+    pid = _read_pid(sandbox)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("start", "stop", "restart"):
+        print("usage: python -m tests.support.sandbox start|stop|restart DIR", file=sys.stderr)
+        return 2
+    action, workdir = argv
+    try:
+        if action in ("stop", "restart"):
+            _detached_stop(workdir)
+        if action in ("start", "restart"):
+            _detached_start(workdir)
+    except SandboxError as error:
+        print("sandbox: {}".format(error), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+
+class SandboxService:
+    """A ServiceManager (nvdocker_setup.adapters.service) that drives a DockerdSandbox for real.
+
+    ``broken_reload`` makes reload a no-op (a reload that "succeeds" without dockerd taking it),
+    ``fail_restarts`` makes the next N restarts fail after stopping dockerd, like a unit that
+    will not start. Every call is recorded in ``calls``.
+    """
+
+    name = "sandbox"
+    can_restart = True
+
+    def __init__(self, sandbox: DockerdSandbox, broken_reload: bool = False, fail_restarts: int = 0) -> None:
+        self.sandbox = sandbox
+        self.broken_reload = broken_reload
+        self.fail_restarts = fail_restarts
+        self.calls: List[str] = []
+
+    def reload(self) -> None:
+        self.calls.append("reload")
+        if not self.broken_reload:
+            self.sandbox.reload()
+
+    def restart(self) -> None:
+        from nvdocker_setup.adapters.service import ServiceError
+
+        self.calls.append("restart")
+        if self.fail_restarts > 0:
+            self.fail_restarts -= 1
+            self.sandbox.stop()
+            raise ServiceError("restart failed on purpose (test)")
+        try:
+            self.sandbox.restart()
+        except SandboxError as error:
+            raise ServiceError("dockerd did not start: {}".format(str(error).splitlines()[0])) from None
+
+    def reset_failed(self) -> None:
+        self.calls.append("reset-failed")
+
+    def is_active(self) -> bool:
+        return self.sandbox.is_running()
+
+    def main_pid(self) -> Optional[int]:
+        return self.sandbox.pid
+
+    def logs_hint(self) -> str:
+        return "less " + self.sandbox.log_path
+
+    def recent_logs(self, since) -> List[str]:
+        return [line for line in self.sandbox.log_tail(40).splitlines() if "level=error" in line or "level=fatal" in line]
+
+    def describe(self) -> str:
+        return "sandbox dockerd"
