@@ -1,51 +1,88 @@
 #!/usr/bin/env bash
-# The main job on a sandbox: a scratch daemon.json full of an admin's settings in a temp dir,
-# merged, shown, re-run (no-op), undone, and compared byte for byte with the original.
-# Touches nothing outside the temp dir.
+# The main job on a sandbox. With dockerd installed and root: a private dockerd (its own socket,
+# data root and daemon.json in a temp dir, no bridge, no iptables) gets the runtime through
+# `install --default-runtime`, runs a container with it, and `uninstall` puts everything back.
+# Without dockerd: the same on a scratch daemon.json only, and it says so.
+# Touches nothing outside the temp dir; stops only the dockerd it started, by pid.
 set -euo pipefail
 CLI=${1:-nvdocker-setup}
-T=$(mktemp -d /tmp/nvdocker-demo.XXXXXX)
-trap 'rm -rf "$T"' EXIT
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-$(dirname "$CLI")/python}
+[ -x "$PYTHON" ] || PYTHON=python3
+T=$(mktemp -d /tmp/nvdemo.XXXXXX)
 export NVDOCKER_STATE_DIR="$T/state"
-export NVDOCKER_DOCKER_CONFIG="$T/etc/docker/daemon.json"
+export NVDOCKER_DOCKER_CONFIG="$T/daemon.json"
+export DOCKER_HOST="unix://$T/docker.sock"
+sandbox() { PYTHONPATH="$REPO" "$PYTHON" -m tests.support.sandbox "$@" "$T"; }
+cleanup() { sandbox stop >/dev/null 2>&1 || true; rm -rf "$T"; }
+trap cleanup EXIT
 
-mkdir -p "$T/etc/docker" "$T/bin"
-# A stand-in for the runtime shim (the real one ships in nvdocker-toolkit), root-owned like a packaged binary.
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+
+mkdir -p "$T/bin"
+# A stand-in for the runtime shim (the real one ships in nvdocker-toolkit): it hands every call to runc.
 printf '#!/bin/sh\nexec runc "$@"\n' > "$T/bin/nvdocker-runtime"
 chmod 0755 "$T/bin/nvdocker-runtime"
 cat > "$NVDOCKER_DOCKER_CONFIG" <<'JSON'
 {
-    "log-driver": "json-file",
+    "log-level": "warn",
     "log-opts": {"max-size": "10m", "max-file": "3"},
     "labels": ["site=lab-été", "rack=12"],
-    "registry-mirrors": ["https://mirror.example.internal"],
-    "runtimes": {
-        "kata": {"path": "/usr/bin/kata-runtime"}
-    },
     "features": {"buildkit": true}
 }
 JSON
 cp "$NVDOCKER_DOCKER_CONFIG" "$T/original.json"
 
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+if command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ]; then
+  [ "$(id -u)" -eq 0 ] && HAVE_DOCKERD=1 || HAVE_DOCKERD=0
+else
+  HAVE_DOCKERD=0
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
 
-step "nvdocker-setup install --default-runtime --cdi --dry-run"
-"$CLI" install --runtime-path "$T/bin/nvdocker-runtime" --default-runtime --cdi --dry-run
+if [ "$HAVE_DOCKERD" = 1 ]; then
+  echo "Starting a private dockerd in $T (no bridge, no iptables, socket $T/docker.sock)"
+  sandbox start
+  DOCKER="docker -H $DOCKER_HOST"
+  # How this sandbox is restarted; on a real host --service-manager auto finds systemd or snap.
+  APPLY=(--service-manager command --restart-command "PYTHONPATH='$REPO' '$PYTHON' -m tests.support.sandbox restart '$T'")
+  R=$(mktemp -d "$T/rootfs.XXXX"); mkdir -p "$R/bin"; cp "$(command -v busybox || echo /bin/busybox)" "$R/bin/"
+  for c in sh echo cat ls; do ln -s busybox "$R/bin/$c"; done
+  tar -C "$R" -c . | $DOCKER import - tiny:latest >/dev/null
+else
+  echo "dockerd is not available here (or not root): running the file-only demo on a scratch daemon.json"
+  APPLY=(--apply none)
+fi
 
-step "nvdocker-setup install --default-runtime --cdi"
-"$CLI" install --runtime-path "$T/bin/nvdocker-runtime" --default-runtime --cdi
+step "nvdocker-setup install --default-runtime --dry-run"
+"$CLI" install --runtime-path "$T/bin/nvdocker-runtime" --default-runtime --dry-run
+
+step "nvdocker-setup install --default-runtime"
+"$CLI" install --runtime-path "$T/bin/nvdocker-runtime" --default-runtime "${APPLY[@]}"
+
+if [ "$HAVE_DOCKERD" = 1 ]; then
+  step "docker info --format 'runtimes: {{range \$k, \$v := .Runtimes}}{{\$k}} {{end}}| default: {{.DefaultRuntime}}'"
+  $DOCKER info --format 'runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}| default: {{.DefaultRuntime}}'
+  step "docker run --rm --network none tiny echo 'hello from a container started by the nvidia runtime'"
+  $DOCKER run --rm --network none tiny echo 'hello from a container started by the nvidia runtime'
+fi
 
 step "nvdocker-setup show"
 "$CLI" show
 
-step "nvdocker-setup install --default-runtime --cdi   # again: nothing to do"
-"$CLI" install --runtime-path "$T/bin/nvdocker-runtime" --default-runtime --cdi
+step "nvdocker-setup install --default-runtime   # again: nothing to do"
+"$CLI" install --runtime-path "$T/bin/nvdocker-runtime" --default-runtime "${APPLY[@]}"
 
 step "nvdocker-setup backups list"
 "$CLI" backups list
 
 step "nvdocker-setup uninstall"
-"$CLI" uninstall
+"$CLI" uninstall "${APPLY[@]}"
+
+if [ "$HAVE_DOCKERD" = 1 ]; then
+  step "docker info --format 'runtimes: ... | default: {{.DefaultRuntime}}'"
+  $DOCKER info --format 'runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}| default: {{.DefaultRuntime}}'
+fi
 
 step "cmp original.json daemon.json"
 if cmp "$T/original.json" "$NVDOCKER_DOCKER_CONFIG"; then
