@@ -96,7 +96,7 @@ class SystemdService(ServiceManager):
     def _systemctl(self, *args: str, check: bool = True, timeout: float = 120.0):
         argv = ["systemctl"] + (["--user"] if self.user else []) + list(args)
         try:
-            completed = self.ctx.run(argv, timeout=timeout)
+            completed = self.ctx.run(argv, timeout=timeout, env=dict(self.ctx.env))
         except (OSError, subprocess.SubprocessError) as exc:  # missing systemctl, timeout
             raise ServiceError("{} failed: {}".format(" ".join(argv), exc)) from None
         if check and completed.returncode != 0:
@@ -142,7 +142,7 @@ class SystemdService(ServiceManager):
             "-u", self.unit, "--since", "@{}".format(int(since.timestamp())), "-n", "30", "--no-pager", "-o", "cat",
         ]
         try:
-            completed = self.ctx.run(argv, timeout=10.0)
+            completed = self.ctx.run(argv, timeout=10.0, env=dict(self.ctx.env))
         except Exception:  # journald unavailable: the hint still names the command
             return []
         return [line for line in (completed.stdout or "").splitlines() if line.strip()]
@@ -163,7 +163,11 @@ class SnapService(ServiceManager):
         send_hup(self.ctx, self.main_pid(), "the snap's dockerd")
 
     def restart(self) -> None:
-        completed = self.ctx.run(["snap", "restart", self.service], timeout=180.0)
+        argv = ["snap", "restart", self.service]
+        try:
+            completed = self.ctx.run(argv, timeout=180.0, env=dict(self.ctx.env))
+        except (OSError, subprocess.SubprocessError) as exc:  # missing snap, timeout
+            raise ServiceError("{} failed: {}".format(" ".join(argv), exc)) from None
         if completed.returncode != 0:
             raise ServiceError("snap restart {} failed: {}".format(self.service, (completed.stderr or "").strip()))
 

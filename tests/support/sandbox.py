@@ -64,6 +64,18 @@ def _unix_http_get(socket_path: str, path: str, timeout: float = 3.0) -> bytes:
     return body
 
 
+def unmount_below(directory: str) -> None:
+    """Unmount every mount point under ``directory`` (dockerd bind-mounts its data root), deepest first."""
+    prefix = os.path.realpath(directory).rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo") as handle:
+            points = [line.split()[4] for line in handle]
+    except OSError:
+        return
+    for point in sorted((p for p in points if (p + "/").startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 class DockerdSandbox:
     """One private dockerd process; restartable with the same daemon.json and flags."""
 
@@ -203,8 +215,10 @@ class DockerdSandbox:
             return "(no log)"
 
     def close(self) -> None:
-        """Stop dockerd and remove the short run dir made for its sockets."""
+        """Stop dockerd, unmount what it left mounted in our dirs, remove the short run dir."""
         self.stop()
+        for root in {self.workdir, self.run_dir}:
+            unmount_below(root)
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
