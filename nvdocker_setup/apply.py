@@ -57,6 +57,8 @@ class Interrupted(BaseException):
 class ApplyOptions:
     mode: str = "auto"  # auto | reload | restart | none
     service_manager: str = "auto"
+    #: With --service-manager command (or auto): how the admin restarts dockerd on this host.
+    restart_command: Optional[str] = None
     timeout: float = 60.0
     assume_yes: bool = False
     #: How long a reload may take before we call it "did not take" (dockerd needs about a second).
@@ -163,7 +165,7 @@ def decide(
             docker_socket=socket_path,
         )
         return Decision(report, expectation, options=options)
-    service = ctx.service or detect(ctx, options.service_manager, config_rule, socket_path)
+    service = ctx.service or detect(ctx, options.service_manager, config_rule, socket_path, options.restart_command)
     hook = check_hook and hook_appeared_after_start(ctx, service.main_pid())
     method, reason = choose_method(options.mode, before, after, hook)
     if method == "none" and options.mode == "auto":

@@ -3,7 +3,8 @@
 - ``systemd``: the system unit (``systemctl reload|restart|is-active|show|reset-failed``);
 - ``systemd-user``: rootless Docker's user unit (``systemctl --user``);
 - ``snap``: ``snap restart docker.dockerd``; reload is SIGHUP to the daemon (the snap has none);
-- ``signal``: no service manager: SIGHUP to dockerd's pid; restart is impossible and says what to run.
+- ``signal``: no service manager: SIGHUP to dockerd's pid; restart is impossible and says what to run;
+- ``command``: SIGHUP to reload, the admin's own ``--restart-command`` to restart (OpenRC, runit, s6).
 
 Tests add their own implementation that stops and starts a real private dockerd.
 """
@@ -15,9 +16,9 @@ import subprocess
 from typing import List, Optional
 
 from nvdocker_setup.context import Context
-from nvdocker_setup.errors import NvdockerError
+from nvdocker_setup.errors import NvdockerError, UsageError
 
-MANAGERS = ("auto", "systemd", "systemd-user", "snap", "signal")
+MANAGERS = ("auto", "systemd", "systemd-user", "snap", "signal", "command")
 
 
 class ServiceError(NvdockerError):
@@ -211,6 +212,30 @@ class SignalService(ServiceManager):
         return self._pid_lookup()
 
 
+class CommandService(SignalService):
+    """Reload by SIGHUP, restart with a command the admin gives (``rc-service docker restart``)."""
+
+    name = "command"
+    can_restart = True
+
+    def __init__(self, ctx: Context, pid_lookup, restart_command: str) -> None:
+        super().__init__(ctx, pid_lookup)
+        self.restart_command = restart_command
+
+    def restart(self) -> None:
+        try:
+            completed = self.ctx.run(["/bin/sh", "-c", self.restart_command], timeout=180.0, env=dict(self.ctx.env))
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ServiceError("restart command failed: {}".format(exc)) from None
+        if completed.returncode != 0:
+            raise ServiceError(
+                "restart command failed (exit {}): {}".format(completed.returncode, (completed.stderr or "").strip()[-500:])
+            )
+
+    def describe(self) -> str:
+        return "SIGHUP to reload, `{}` to restart".format(self.restart_command)
+
+
 def pid_lookup(ctx: Context, socket_path: str, pidfiles: List[str]):
     """A callable giving dockerd's pid: the socket's peer credentials, else a pidfile."""
     from nvdocker_setup.adapters.docker_api import DockerAPI
@@ -232,17 +257,28 @@ def pid_lookup(ctx: Context, socket_path: str, pidfiles: List[str]):
     return lookup
 
 
-def detect(ctx: Context, requested: str, config_rule: str, socket_path: str) -> ServiceManager:
+def detect(
+    ctx: Context, requested: str, config_rule: str, socket_path: str, restart_command: Optional[str] = None
+) -> ServiceManager:
     """Pick the service manager: the one asked for, else from how the config file was found."""
     if requested not in MANAGERS:
-        raise NvdockerError("unknown service manager {!r} (choose from {})".format(requested, ", ".join(MANAGERS)))
+        raise UsageError("unknown service manager {!r} (choose from {})".format(requested, ", ".join(MANAGERS)))
+    if requested == "command" and not restart_command:
+        raise UsageError("--service-manager command needs --restart-command")
     runtime_dir = ctx.env.get("XDG_RUNTIME_DIR") or "/run/user/{}".format(ctx.euid)
-    pidfiles = [os.path.join(runtime_dir, "docker.pid")] if config_rule == "rootless" else ["/var/run/docker.pid"]
+    if ctx.docker_socket or ctx.env.get("DOCKER_HOST"):
+        pidfiles: List[str] = []  # a daemon named explicitly: never fall back to the system's pidfile
+    elif config_rule == "rootless":
+        pidfiles = [os.path.join(runtime_dir, "docker.pid")]
+    else:
+        pidfiles = ["/var/run/docker.pid"]
     lookup = pid_lookup(ctx, socket_path, pidfiles)
     has_systemd = os.path.isdir(ctx.host_path("/run/systemd/system")) and ctx.which("systemctl") is not None
     choice = requested
     if requested == "auto":
-        if config_rule == "snap":
+        if restart_command:
+            choice = "command"
+        elif config_rule == "snap":
             choice = "snap"
         elif has_systemd:
             choice = "systemd-user" if config_rule == "rootless" else "systemd"
@@ -254,4 +290,6 @@ def detect(ctx: Context, requested: str, config_rule: str, socket_path: str) -> 
         return SystemdService(ctx, user=True)
     if choice == "snap":
         return SnapService(ctx, lookup)
+    if choice == "command":
+        return CommandService(ctx, lookup, restart_command or "")
     return SignalService(ctx, lookup)

@@ -178,7 +178,15 @@ def no_restart_option():
 
 def service_manager_option():
     return typer.Option(
-        "auto", "--service-manager", metavar="auto|systemd|systemd-user|snap|signal", help="how dockerd is run on this host"
+        "auto", "--service-manager", metavar="auto|systemd|systemd-user|snap|signal|command", help="how dockerd is run on this host"
+    )
+
+
+def restart_command_option():
+    return typer.Option(
+        None, "--restart-command", metavar="CMD",
+        help="how to restart dockerd where no systemd or snap runs it (e.g. 'rc-service docker restart'); "
+        "env NVDOCKER_RESTART_COMMAND",
     )
 
 
@@ -190,7 +198,10 @@ def yes_option():
     return typer.Option(False, "--yes", "-y", help="allow a restart that stops running containers")
 
 
-def build_apply_options(apply: str, no_restart: bool, service_manager: str, timeout: float, yes: bool, as_json: bool):
+def build_apply_options(
+    apply: str, no_restart: bool, service_manager: str, timeout: float, yes: bool, as_json: bool,
+    restart_command: Optional[str] = None,
+):
     from nvdocker_setup.apply import ApplyOptions
     from nvdocker_setup.core.apply_plan import APPLY_MODES
     from nvdocker_setup.errors import UsageError
@@ -201,7 +212,10 @@ def build_apply_options(apply: str, no_restart: bool, service_manager: str, time
     confirm = None
     if sys.stdin.isatty() and not as_json:
         confirm = lambda question: typer.confirm(question, default=False, err=True)  # noqa: E731
-    return ApplyOptions(mode=mode, service_manager=service_manager, timeout=timeout, assume_yes=yes, confirm=confirm)
+    return ApplyOptions(
+        mode=mode, service_manager=service_manager, timeout=timeout, assume_yes=yes, confirm=confirm,
+        restart_command=restart_command or os.environ.get("NVDOCKER_RESTART_COMMAND") or None,
+    )
 
 
 class RichReporter:
@@ -235,4 +249,4 @@ def render_apply(report) -> None:
         out.print("dockerd: not changed [dim]({})[/]".format(escape(report.reason)))
     elif report.verified:
         via = report.method + (" then " + report.fallback if report.fallback else "")
-        out.print("[green]✓[/] dockerd: {} verified in {:.1f}s [dim]({})[/]".format(via, report.seconds or 0.0, escape(report.reason)))
+        out.print("[green]✓[/] dockerd: {} verified in {:.2f}s [dim]({})[/]".format(via, report.seconds or 0.0, escape(report.reason)))

@@ -19,6 +19,7 @@ def uninstall(
     apply: str = common.apply_option(),
     no_restart: bool = common.no_restart_option(),
     service_manager: str = common.service_manager_option(),
+    restart_command: Optional[str] = common.restart_command_option(),
     timeout: float = common.timeout_option(),
     yes: bool = common.yes_option(),
     state_dir: Optional[str] = common.state_dir_option(),
@@ -30,7 +31,7 @@ def uninstall(
 
     with common.reporting(as_json):
         ctx = common.make_context(state_dir, lock_timeout)
-        options = common.build_apply_options(apply, no_restart, service_manager, timeout, yes, as_json)
+        options = common.build_apply_options(apply, no_restart, service_manager, timeout, yes, as_json, restart_command)
         result = operations.uninstall(
             ctx, runtime_name, config=config, dry_run=dry_run, force=force, in_place=in_place,
             apply_options=options, reporter=common.RichReporter(enabled=not as_json),
