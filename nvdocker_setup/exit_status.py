@@ -31,5 +31,7 @@ class ExitStatus(enum.IntEnum):
     APPLY_FAILED = 10
     #: dockerd did not take the change and did not come back on the previous file either.
     ROLLBACK_FAILED = 11
+    #: `doctor` found at least one failed check (warnings alone exit 0).
+    DOCTOR_FAILED = 12
     #: Interrupted by SIGINT.
     INTERRUPTED = 130

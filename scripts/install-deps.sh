@@ -3,7 +3,9 @@
 # As a non-root developer, print what is missing instead (the Debian-library test run is then skipped).
 set -euo pipefail
 packages=(python3-venv python3-pip python3-typer python3-rich python3-jsonschema python3-pytest
-          python3-hypothesis docker.io busybox-static)
+          python3-hypothesis docker.io busybox-static
+          debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-installer
+          dpkg-dev fakeroot gcc libc6-dev lintian debootstrap rpm man-db bash-completion zsh)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

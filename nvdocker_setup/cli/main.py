@@ -3,7 +3,8 @@
 import typer
 
 from nvdocker_setup import __version__
-from nvdocker_setup.cli import backups, install, restore, show, uninstall
+from nvdocker_setup.cli import backups, cdi, install, restore, show, uninstall
+from nvdocker_setup.cli import doctor
 
 app = typer.Typer(
     name="nvdocker-setup",
@@ -33,6 +34,8 @@ app.command("uninstall")(uninstall.uninstall)
 app.command("show")(show.show)
 app.command("restore")(restore.restore)
 app.add_typer(backups.app, name="backups")
+app.add_typer(cdi.app, name="cdi")
+app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""What nvdocker-runtime adds to container operations, measured side by side with runc.
+
+1. A passthrough call (``state`` of a container that does not exist: both fail the same way)
+   through the C launcher vs runc directly. Target: <= 1 ms more.
+2. ``docker run --rm --network none tiny true`` on a private dockerd with ``--runtime nvidia``
+   (no GPU requested) vs ``--runtime runc``. NVIDIA's Go runtime adds ~2 %.
+3. ``create`` of a busybox bundle requesting all GPUs of a simulated 2-GPU driver root (device
+   nodes, driver libraries, nvidia-smi, the ld cache hook) vs runc's own create of the same
+   bundle without the request; and the peak RSS of our Python create step. Targets: <= 50 ms,
+   <= 30 MiB.
+
+Run as root with the interpreter the packages use: ``/usr/bin/python3 benchmarks/runtime_overhead.py``.
+Samples alternate between the two sides so that machine noise hits both; medians are printed.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tests.support.driver_root import build_driver_root  # noqa: E402
+from tests.support.sandbox import DockerdSandbox, find_dockerd  # noqa: E402
+
+
+def spawn(argv, env=None, cwd=None):
+    """Run ``argv`` to completion: (seconds, exit status, child rusage). posix_spawn + wait4
+    keeps our own overhead small and gives the rusage of that one child."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)]
+        if cwd is not None:
+            argv = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd] + list(argv)
+        start = time.perf_counter()
+        pid = os.posix_spawn(argv[0], list(argv), env if env is not None else os.environ, file_actions=actions)
+        _, status, usage = os.wait4(pid, 0)
+        return time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage
+    finally:
+        os.close(devnull)
+
+
+def ms(seconds: float) -> str:
+    return "{:.2f} ms".format(seconds * 1000)
+
+
+def build_launcher(directory: str) -> str:
+    out = subprocess.run(
+        ["bash", os.path.join(REPO, "scripts/build-launcher.sh"), directory],
+        check=True, stdout=subprocess.PIPE, universal_newlines=True, env=dict(os.environ, PYTHON="/usr/bin/python3"),
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def bench_passthrough(launcher: str, runc: str, workdir: str, runs: int) -> None:
+    root = os.path.join(workdir, "runc-root")
+    os.makedirs(root, exist_ok=True)
+    ours, theirs = [], []
+    for _ in range(runs):
+        theirs.append(spawn([runc, "--root", root, "state", "no-such-container"])[0])
+        ours.append(spawn([launcher, "--root", root, "state", "no-such-container"])[0])
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print("passthrough `state` ({} runs each)".format(runs))
+    print("  runc directly       median {}".format(ms(b)))
+    print("  nvdocker-runtime    median {}".format(ms(a)))
+    print("  difference          {}".format(ms(a - b)))
+
+
+def make_bundle(path: str, request_gpus: bool) -> bytes:
+    """A busybox bundle like the ones dockerd hands over, as config.json bytes to restore."""
+    rootfs = os.path.join(path, "rootfs")
+    if not os.path.isdir(rootfs):
+        os.makedirs(os.path.join(rootfs, "bin"))
+        shutil.copy2(shutil.which("busybox") or "/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+        for command in ("sh", "true", "ls"):
+            os.symlink("busybox", os.path.join(rootfs, "bin", command))
+    subprocess.run(["runc", "spec", "--bundle", path], check=True)
+    spec_file = os.path.join(path, "config.json")
+    with open(spec_file) as handle:
+        spec = json.load(handle)
+    os.unlink(spec_file)
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["true"]
+    spec["root"]["readonly"] = False
+    if request_gpus:
+        spec["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all")
+    return json.dumps(spec).encode()
+
+
+def bench_create(launcher: str, runc: str, workdir: str, driver_root: str, runs: int) -> None:
+    root = os.path.join(workdir, "create-root")
+    bundles = {"runc": os.path.join(workdir, "bundle-plain"), "ours": os.path.join(workdir, "bundle-gpu")}
+    specs = {"runc": make_bundle(bundles["runc"], False), "ours": make_bundle(bundles["ours"], True)}
+    bundles["edited"] = bundles["ours"]
+    env = dict(os.environ, NVDOCKER_DRIVER_ROOT=driver_root)
+    samples = {"runc": [], "ours": [], "edited": []}
+    sides = (("runc", runc), ("ours", launcher), ("edited", runc))
+    for index in range(runs):
+        for side, binary in sides:
+            if side == "edited" and "edited" not in specs:
+                continue
+            with open(os.path.join(bundles[side], "config.json"), "wb") as handle:
+                handle.write(specs[side])
+            container = "bench-{}-{}".format(side, index)
+            seconds, status, _ = spawn([binary, "--root", root, "create", "--bundle", bundles[side], container], env=env)
+            if status != 0:
+                sys.exit("create through {} failed (status {})".format(binary, status))
+            samples[side].append(seconds)
+            if side == "ours" and "edited" not in specs:
+                with open(os.path.join(bundles["ours"], "config.json"), "rb") as handle:
+                    specs["edited"] = handle.read()
+            spawn([runc, "--root", root, "delete", "--force", container])
+    edited = json.loads(specs["edited"])
+    assert any(d["path"] == "/dev/nvidia1" for d in edited["linux"]["devices"]), "the request was not injected"
+    a, b, c = (statistics.median(samples[side]) for side in ("ours", "runc", "edited"))
+    print("create ({} runs each; ours injects 2 GPUs, libraries, nvidia-smi, and runs the ld cache hook)".format(runs))
+    print("  runc create, no request                 median {}".format(ms(b)))
+    print("  nvdocker-runtime create, all GPUs       median {}".format(ms(a)))
+    print("  difference                              {}".format(ms(a - b)))
+    print("  of which runc itself on the edited spec {} (mounts, devices, our ld cache hook)".format(ms(c - b)))
+    # Peak RSS of our Python step alone: the real runtime is /bin/true, so nothing else counts.
+    peaks = []
+    script = os.path.join(REPO, "nvdocker_setup/runtime/__main__.py")
+    for _ in range(5):
+        with open(os.path.join(bundles["ours"], "config.json"), "wb") as handle:
+            handle.write(specs["ours"])
+        _, status, usage = spawn(
+            ["/usr/bin/python3", "-I", "-S", script, "--nvdocker-real-runtime=/bin/true", "create", "--bundle", bundles["ours"], "x"],
+            env=env,
+        )
+        if status != 0:
+            sys.exit("the Python create step failed (status {})".format(status))
+        peaks.append(usage.ru_maxrss)
+    print("  peak RSS of the Python create step: {:.1f} MiB (max of 5)".format(max(peaks) / 1024))
+
+
+def bench_docker_run(launcher: str, workdir: str, driver_root: str, runs: int) -> None:
+    if find_dockerd() is None:
+        print("docker run: skipped (no dockerd)")
+        return
+    daemon_json = json.dumps({"runtimes": {"nvidia": {"path": launcher}}}).encode()
+    sandbox = DockerdSandbox(os.path.join(workdir, "dockerd"), daemon_json=daemon_json, env={"NVDOCKER_DRIVER_ROOT": driver_root})
+    sandbox.start()
+    try:
+        image = sandbox.import_tiny_image()
+        docker = shutil.which("docker", path="/usr/bin:" + os.environ.get("PATH", "")) or "docker"
+        env = dict(os.environ, DOCKER_CONFIG=os.path.join(sandbox.workdir, "cli"))
+        samples = {"runc": [], "nvidia": []}
+        for index in range(runs + 2):
+            for runtime in ("runc", "nvidia"):
+                seconds, status, _ = spawn(
+                    [docker, "-H", sandbox.docker_host, "run", "--rm", "--network", "none", "--runtime", runtime, image, "true"], env=env
+                )
+                if status != 0:
+                    sys.exit("docker run --runtime {} failed".format(runtime))
+                if index >= 2:  # the first runs warm caches
+                    samples[runtime].append(seconds)
+        a, b = statistics.median(samples["nvidia"]), statistics.median(samples["runc"])
+        print("docker run --rm --network none tiny true ({} runs each, no GPU requested)".format(runs))
+        print("  --runtime runc     median {}".format(ms(b)))
+        print("  --runtime nvidia   median {}".format(ms(a)))
+        print("  ratio              {:.3f} ({:+.1f} %)".format(a / b, (a / b - 1) * 100))
+    finally:
+        sandbox.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passthrough-runs", type=int, default=301)
+    parser.add_argument("--create-runs", type=int, default=41)
+    parser.add_argument("--docker-runs", type=int, default=31)
+    parser.add_argument("--skip-docker", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (runc create, mknod, a private dockerd)")
+    runc = shutil.which("runc", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin")
+    if runc is None:
+        sys.exit("runc is not installed")
+    workdir = tempfile.mkdtemp(prefix="nvdocker-bench.")
+    os.chmod(workdir, 0o755)
+    try:
+        launcher = build_launcher(os.path.join(workdir, "bin"))
+        driver = build_driver_root(os.path.join(workdir, "driver-root"))
+        print("python {} | runc {} | launcher {}".format(
+            sys.version.split()[0], subprocess.run([runc, "--version"], stdout=subprocess.PIPE, universal_newlines=True).stdout.split()[2], launcher
+        ))
+        bench_passthrough(launcher, runc, workdir, args.passthrough_runs)
+        bench_create(launcher, runc, workdir, driver.path, args.create_runs)
+        if not args.skip_docker:
+            bench_docker_run(launcher, workdir, driver.path, args.docker_runs)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+/*
+ * nvdocker-runtime: the OCI runtime dockerd's shim calls for every container operation.
+ *
+ * A Python interpreter takes ~15 ms to start; runc answers `state` in ~2 ms. So this launcher
+ * execs the real runtime (runc by default) directly, with the identical argv, for everything
+ * except a `create` that may request GPUs, which it hands to the Python runtime
+ * (nvdocker_setup/runtime) to edit the bundle's config.json first.
+ *
+ * "May request GPUs": config.json contains one of the strings every request needs (see
+ * request_markers). Without them no request is possible, the spec must stay untouched anyway,
+ * and Python is skipped; with one, Python decides exactly.
+ *
+ * Real runtime: the `runtimes` list of the [runtime] section of /etc/nvdocker/runtime.conf (or
+ * the file named by NVDOCKER_RUNTIME_CONFIG), default "runc crun"; the first executable one
+ * found (bare names on PATH) that is not this program. The INI rules match
+ * nvdocker_setup/runtime/config.py, and the argv rules nvdocker_setup/runtime/args.py.
+ *
+ * Build: scripts/build-launcher.sh [OUTDIR] (sets NVDOCKER_PYTHON and NVDOCKER_RUNTIME_SCRIPT).
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef NVDOCKER_PYTHON
+#define NVDOCKER_PYTHON "/usr/bin/python3"
+#endif
+#ifndef NVDOCKER_RUNTIME_SCRIPT
+#define NVDOCKER_RUNTIME_SCRIPT "/usr/lib/python3/dist-packages/nvdocker_setup/runtime/__main__.py"
+#endif
+#define DEFAULT_CONFIG "/etc/nvdocker/runtime.conf"
+#define DEFAULT_RUNTIMES "runc crun"
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define REAL_RUNTIME_FLAG "--nvdocker-real-runtime="
+
+/* Global flags that take a value when written "--flag value" (runc's; crun's last two). */
+static const char *const global_value_flags[] = {"root", "log", "log-format", "criu", "rootless",
+						 "cgroup-manager", "log-level", NULL};
+/* `create` flags that take a value. */
+static const char *const create_value_flags[] = {"bundle", "b", "console-socket", "pid-file",
+						 "pidfd-socket", "preserve-fds", NULL};
+/* A request needs one of these in config.json; "\u" catches a JSON-escaped spelling of any. */
+static const char *const request_markers[] = {"NVIDIA_VISIBLE_DEVICES", "nvidia-container-runtime-hook",
+					      "nvidia-container-toolkit", "cdi.k8s.io", "\\u", NULL};
+
+static const char *log_path;   /* runc's --log: where containerd looks for our error */
+static const char *log_format; /* --log-format: json (containerd) or text */
+
+/* Append `message` to --log in runc's format and to stderr, then exit 1. */
+static void fail(const char *message, const char *detail)
+{
+	char text[2048], stamp[64];
+	time_t now = time(NULL);
+
+	snprintf(text, sizeof(text), "nvdocker-runtime: %s%s", message, detail ? detail : "");
+	fprintf(stderr, "%s\n", text);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+	FILE *log = log_path ? fopen(log_path, "ae") : NULL;
+	if (log) {
+		int json = !log_format || strcmp(log_format, "text") != 0;
+		fputs(json ? "{\"level\":\"error\",\"msg\":\"" : "time=\"", log);
+		if (!json)
+			fprintf(log, "%s\" level=error msg=\"", stamp);
+		for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+			if (*c == '"' || *c == '\\')
+				fprintf(log, "\\%c", *c);
+			else if (*c < 0x20)
+				fprintf(log, json ? "\\u%04x" : " ", *c);
+			else
+				fputc(*c, log);
+		}
+		if (json)
+			fprintf(log, "\",\"time\":\"%s\"}\n", stamp);
+		else
+			fputs("\"\n", log);
+		fclose(log);
+	}
+	exit(1);
+}
+
+/* For "--name", "-name", "--name=value": the name, its length and the value after '='. */
+static int split_flag(const char *arg, const char **name, size_t *len, const char **value)
+{
+	if (arg[0] != '-' || arg[1] == '\0' || strcmp(arg, "--") == 0)
+		return 0;
+	*name = arg + (arg[1] == '-' ? 2 : 1);
+	const char *eq = strchr(*name, '=');
+	*len = eq ? (size_t)(eq - *name) : strlen(*name);
+	*value = eq ? eq + 1 : NULL;
+	return 1;
+}
+
+static int is_named(const char *name, size_t len, const char *const *list)
+{
+	for (; *list; list++)
+		if (strlen(*list) == len && strncmp(*list, name, len) == 0)
+			return 1;
+	return 0;
+}
+
+/* Index of the first argument after the flags starting at `i`; records --log/--bundle values. */
+static int skip_flags(int argc, char **argv, int i, const char *const *value_flags, const char **bundle)
+{
+	const char *name, *value;
+	size_t len;
+
+	while (i < argc) {
+		if (strcmp(argv[i], "--") == 0)
+			return i + 1;
+		if (!split_flag(argv[i], &name, &len, &value))
+			break;
+		if (!value && is_named(name, len, value_flags)) {
+			value = i + 1 < argc ? argv[i + 1] : NULL;
+			i++;
+		}
+		i++;
+		if (len == 3 && strncmp(name, "log", 3) == 0)
+			log_path = value;
+		else if (len == 10 && strncmp(name, "log-format", 10) == 0)
+			log_format = value;
+		else if (bundle && ((len == 6 && strncmp(name, "bundle", 6) == 0) || (len == 1 && name[0] == 'b')))
+			*bundle = value;
+	}
+	return i;
+}
+
+/* Whether the bundle's config.json could request GPUs; an unreadable one goes to Python, which
+ * reports the problem properly. */
+static int may_request_gpus(const char *bundle)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int fd, maybe = 1;
+
+	snprintf(path, sizeof(path), "%s/config.json", bundle ? bundle : ".");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	char *data = malloc((size_t)st.st_size + 1);
+	ssize_t got = 0, n = 0;
+	while (data && got < st.st_size && (n = read(fd, data + got, (size_t)(st.st_size - got))) > 0)
+		got += n;
+	close(fd);
+	if (data && n >= 0 && got == st.st_size) {
+		maybe = 0;
+		for (const char *const *marker = request_markers; *marker && !maybe; marker++)
+			maybe = memmem(data, (size_t)got, *marker, strlen(*marker)) != NULL;
+	}
+	free(data);
+	return maybe;
+}
+
+/* The `runtimes` value of [runtime] in the config file (malloc'd), or NULL for the default. */
+static char *configured_runtimes(void)
+{
+	const char *path = getenv("NVDOCKER_RUNTIME_CONFIG");
+	int explicit = path && *path, in_section = 1, in_value = 0;
+	char line[4096], *found = NULL;
+	FILE *file = fopen(explicit ? path : DEFAULT_CONFIG, "re");
+
+	if (!file) {
+		if (explicit)
+			fail("cannot read NVDOCKER_RUNTIME_CONFIG=", path);
+		return NULL;
+	}
+	while (fgets(line, sizeof(line), file)) {
+		char *start = line, *end = line + strlen(line);
+		while (end > line && isspace((unsigned char)end[-1]))
+			*--end = '\0';
+		while (isspace((unsigned char)*start))
+			start++;
+		if (*start == '\0' || *start == '#' || *start == ';') {
+			in_value = 0;
+		} else if (in_value && start != line) { /* indented: continues the value */
+			size_t size = strlen(found) + strlen(start) + 2;
+			found = realloc(found, size);
+			strcat(strcat(found, " "), start);
+		} else if (*start == '[' && end[-1] == ']') { /* "[ Runtime ]" counts too */
+			char *name = start + 1, *stop = end - 1;
+			while (name < stop && isspace((unsigned char)*name))
+				name++;
+			while (stop > name && isspace((unsigned char)stop[-1]))
+				stop--;
+			in_value = 0;
+			in_section = stop - name == 7 && strncasecmp(name, "runtime", 7) == 0;
+		} else {
+			size_t key_end = strcspn(start, "=:");
+			in_value = 0;
+			if (!in_section || start[key_end] == '\0')
+				continue;
+			char *key_stop = start + key_end, *value = key_stop + 1;
+			while (key_stop > start && isspace((unsigned char)key_stop[-1]))
+				key_stop--;
+			while (isspace((unsigned char)*value))
+				value++;
+			if (key_stop - start == 8 && strncasecmp(start, "runtimes", 8) == 0) {
+				free(found);
+				found = strdup(value);
+				in_value = 1;
+			}
+		}
+	}
+	fclose(file);
+	return found;
+}
+
+static int executable(const char *path, const char *self)
+{
+	struct stat st;
+	char real[PATH_MAX];
+
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || access(path, X_OK) != 0)
+		return 0;
+	return !(self && realpath(path, real) && strcmp(real, self) == 0); /* never exec ourselves */
+}
+
+/* The first configured runtime that exists (malloc'd path); fails when there is none. */
+static char *real_runtime(void)
+{
+	char self[PATH_MAX], candidate[PATH_MAX];
+	const char *self_ok = realpath("/proc/self/exe", self) ? self : NULL;
+	char *list = configured_runtimes();
+	char *names = strdup(list && *list ? list : DEFAULT_RUNTIMES);
+	const char *search = getenv("PATH");
+
+	if (!search || !*search)
+		search = DEFAULT_PATH;
+	for (char *save = NULL, *name = strtok_r(names, " \t,", &save); name; name = strtok_r(NULL, " \t,", &save)) {
+		if (strchr(name, '/')) {
+			if (executable(name, self_ok))
+				return strdup(name);
+			continue;
+		}
+		for (const char *dir = search; *dir;) {
+			size_t len = strcspn(dir, ":");
+			snprintf(candidate, sizeof(candidate), "%.*s/%s", (int)len, len ? dir : ".", name);
+			if (executable(candidate, self_ok))
+				return strdup(candidate);
+			dir += len + (dir[len] == ':');
+		}
+	}
+	fail("no OCI runtime found to run the container; tried: ", list && *list ? list : DEFAULT_RUNTIMES);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	const char *bundle = NULL;
+	int sub = skip_flags(argc, argv, 1, global_value_flags, NULL);
+	char *runtime = real_runtime();
+
+	if (sub < argc && strcmp(argv[sub], "create") == 0) {
+		skip_flags(argc, argv, sub + 1, create_value_flags, &bundle);
+		if (may_request_gpus(bundle)) {
+			char **args = calloc((size_t)argc + 5, sizeof(char *));
+			char *flag = malloc(strlen(REAL_RUNTIME_FLAG) + strlen(runtime) + 1);
+			strcat(strcpy(flag, REAL_RUNTIME_FLAG), runtime);
+			args[0] = NVDOCKER_PYTHON;
+			args[1] = "-I";
+			args[2] = "-S";
+			args[3] = NVDOCKER_RUNTIME_SCRIPT;
+			args[4] = flag;
+			memcpy(args + 5, argv + 1, (size_t)(argc - 1) * sizeof(char *));
+			execv(args[0], args);
+			fail("cannot start the Python runtime " NVDOCKER_PYTHON " " NVDOCKER_RUNTIME_SCRIPT, NULL);
+		}
+	}
+	argv[0] = runtime;
+	execv(runtime, argv);
+	fail("cannot execute ", runtime);
+	return 1;
+}

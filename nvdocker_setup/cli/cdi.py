@@ -1,0 +1,151 @@
+"""`nvdocker-setup cdi generate|list`: the CDI spec for the host's NVIDIA GPUs.
+
+With a CDI spec, Docker 25+ (``features.cdi``) and Podman inject GPUs themselves
+(``docker run --device nvidia.com/gpu=0``); the spec holds the same edits our runtime applies.
+"""
+
+import contextlib
+import os
+from typing import Iterator, Optional
+
+import typer
+
+from nvdocker_setup.cdi import DEFAULT_OUTPUT
+from nvdocker_setup.cli import common
+
+app = typer.Typer(help="Generate and inspect the CDI spec for the NVIDIA GPUs.", no_args_is_help=True)
+
+
+def output_option():
+    return typer.Option(
+        DEFAULT_OUTPUT, "--output", "-o", metavar="PATH",
+        help="where to write the spec: a .json name writes JSON, any other YAML; - prints it",
+    )
+
+
+def driver_root_option():
+    return typer.Option(
+        None, "--driver-root", metavar="DIR",
+        help="where the driver is installed (default: NVDOCKER_DRIVER_ROOT, then driver-root in /etc/nvdocker/runtime.conf, then /)",
+    )
+
+
+@contextlib.contextmanager
+def gpu_errors() -> Iterator[None]:
+    """The driver code's own exception, as the CLI's error (rendered with its hint)."""
+    from nvdocker_setup.driver.errors import GpuSetupError
+    from nvdocker_setup.errors import NvdockerError
+
+    try:
+        yield
+    except GpuSetupError as error:
+        raise NvdockerError(error.message, hint=error.hint, reference="gpu-driver") from None
+
+
+def _runtime_config(driver_root: Optional[str]):
+    from nvdocker_setup.runtime.config import load
+
+    config = load(os.environ)
+    if driver_root:
+        config.driver_root = driver_root
+    return config
+
+
+def _check(spec) -> None:
+    from nvdocker_setup.cdi import validate
+    from nvdocker_setup.errors import ValidationFailed
+
+    found = validate.schema_problems(spec) + validate.problems(spec)
+    if found:
+        raise ValidationFailed(
+            "the generated CDI spec does not validate; nothing was written",
+            details=found,
+            reference="cdi-spec-invalid",
+            hint="this is a bug in nvdocker-setup; please report it with the details",
+        )
+
+
+@app.command("generate")
+def generate(
+    output: str = output_option(),
+    driver_root: Optional[str] = driver_root_option(),
+    as_json: bool = common.json_option(),
+) -> None:
+    """Write a CDI spec (kind nvidia.com/gpu; devices by index, UUID and all), atomically, mode 0644."""
+    with common.reporting(as_json):
+        from nvdocker_setup.adapters.files import read_snapshot, write_atomically
+        from nvdocker_setup.cdi import spec as cdi_spec
+        from nvdocker_setup.driver.discovery import discover
+
+        with gpu_errors():
+            config = _runtime_config(driver_root)
+            driver = discover(config.driver_root)
+            spec = cdi_spec.generate(driver, config.hook_command())
+        _check(spec)
+        as_json_file = cdi_spec.is_json_path(output)
+        data = cdi_spec.render(spec, as_json=as_json_file)
+        if output == "-":
+            typer.echo(data.decode("utf-8"), nl=False)
+            return
+        snapshot = read_snapshot(output)
+        changed = not (snapshot.exists and snapshot.data == data)
+        if changed:
+            write_atomically(snapshot, data)
+        if os.stat(snapshot.real_path).st_mode & 0o7777 != 0o644:
+            os.chmod(snapshot.real_path, 0o644)  # rootless engines must be able to read it
+        names = cdi_spec.qualified_names(spec)
+        if as_json:
+            common.print_json({
+                "ok": True, "changed": changed, "output": output, "format": "json" if as_json_file else "yaml",
+                "cdiVersion": spec["cdiVersion"], "driver_version": driver.version, "devices": names,
+            })
+            return
+        out = common.console()
+        verb = "wrote" if changed else "no change:"
+        out.print("{} {} (cdiVersion {}, driver {})".format(verb, output, spec["cdiVersion"], driver.version))
+        for name in names:
+            out.print("  " + name)
+
+
+@app.command("list")
+def list_devices(
+    spec_path: Optional[str] = typer.Option(
+        None, "--spec", metavar="PATH", help="the spec to read (default: the generate default, /etc/cdi/nvdocker.yaml)"
+    ),
+    driver_root: Optional[str] = driver_root_option(),
+    as_json: bool = common.json_option(),
+) -> None:
+    """Show the devices of the CDI spec, and whether it is stale for the installed driver."""
+    with common.reporting(as_json):
+        from nvdocker_setup.cdi import spec as cdi_spec
+        from nvdocker_setup.driver.discovery import discover
+        from nvdocker_setup.driver.errors import GpuSetupError
+
+        path = spec_path or DEFAULT_OUTPUT
+        with gpu_errors():
+            spec = cdi_spec.load(path)
+            config = _runtime_config(driver_root)
+        recorded = cdi_spec.driver_version_of(spec)
+        try:
+            current: Optional[str] = discover(config.driver_root).version
+        except GpuSetupError:
+            current = None
+        stale = bool(recorded and current and recorded != current)
+        devices = []
+        for device in spec.get("devices") or ():
+            nodes = [node.get("path") for node in (device.get("containerEdits") or {}).get("deviceNodes") or ()]
+            devices.append({"name": "{}={}".format(spec.get("kind"), device.get("name")), "device_nodes": nodes})
+        if as_json:
+            common.print_json({
+                "ok": True, "spec": path, "cdiVersion": spec.get("cdiVersion"), "driver_version": recorded,
+                "current_driver_version": current, "stale": stale, "devices": devices,
+            })
+            return
+        out = common.console()
+        out.print("{} (cdiVersion {}, generated for driver {})".format(path, spec.get("cdiVersion"), recorded or "unknown"))
+        for device in devices:
+            out.print("  {}  {}".format(device["name"], " ".join(device["device_nodes"])))
+        if stale:
+            common.console(stderr=True).print(
+                "[bold yellow]warning:[/] the spec is stale: the driver is now {}; run nvdocker-setup cdi generate".format(current)
+            )

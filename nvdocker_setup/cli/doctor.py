@@ -1,0 +1,123 @@
+"""`nvdocker-setup doctor`: run the checks and render them (the checks live in nvdocker_setup.doctor)."""
+
+from typing import List, Optional
+
+import typer
+
+from nvdocker_setup.cli import common
+from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
+
+_STYLES = {"ok": ("green", "✓ ok"), "warn": ("yellow", "! warn"), "fail": ("bold red", "✗ fail"), "skip": ("dim", "- skip")}
+
+
+def doctor(
+    check: Optional[List[str]] = typer.Option(
+        None, "--check", metavar="ID", help="run only this check (repeatable; --list shows the ids)"
+    ),
+    list_checks: bool = typer.Option(False, "--list", help="list the checks and exit"),
+    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", help="key under runtimes"),
+    config: Optional[str] = common.config_option(),
+    driver_root: Optional[str] = typer.Option(
+        None, "--driver-root", metavar="DIR",
+        help="where the NVIDIA driver is, laid out like / (default: env NVDOCKER_DRIVER_ROOT, then driver-root "
+        "in /etc/nvdocker/runtime.conf, then /)",
+    ),
+    smoke: bool = typer.Option(False, "--smoke", help="also run a container with the runtime and look for the GPUs"),
+    smoke_image: Optional[str] = typer.Option(
+        None, "--smoke-image", metavar="IMAGE", help="image for --smoke, already on dockerd (default: busybox:latest)"
+    ),
+    state_dir: Optional[str] = common.state_dir_option(),
+    as_json: bool = common.json_option(),
+    root: Optional[str] = typer.Option(
+        None, "--root", metavar="DIR", hidden=True,
+        help="read host files (/proc, /etc, /dev, /sys, /run) under DIR: a simulated host, or a host mounted there",
+    ),
+) -> None:
+    """Check the driver, the runtime, daemon.json and dockerd; name each fault and its fix."""
+    from nvdocker_setup.doctor import checks as registry
+    from nvdocker_setup.doctor.facts import DEFAULT_SMOKE_IMAGE, DoctorOptions, Facts
+    from nvdocker_setup.errors import UsageError
+    from nvdocker_setup.exit_status import ExitStatus
+
+    with common.reporting(as_json):
+        if list_checks:
+            _list(registry.all_checks(), as_json)
+            return
+        ctx = common.make_context(state_dir)
+        if root:
+            import dataclasses
+            import os
+
+            ctx = dataclasses.replace(ctx, root=os.path.abspath(root))
+        options = DoctorOptions(
+            config=config, runtime_name=runtime_name, driver_root=driver_root, smoke=smoke,
+            smoke_image=smoke_image or DEFAULT_SMOKE_IMAGE,
+        )
+        try:
+            registry.select(check)
+        except KeyError as unknown:
+            raise UsageError(
+                "unknown check id: {}".format(unknown.args[0]),
+                hint="`nvdocker-setup doctor --list` shows the ids",
+            ) from None
+        report = registry.run_checks(Facts(ctx, options), check)
+        if as_json:
+            common.print_json(report.to_dict())
+        else:
+            _render(report)
+        if report.failed:
+            raise typer.Exit(int(ExitStatus.DOCTOR_FAILED))
+
+
+def _list(items, as_json: bool) -> None:
+    if as_json:
+        common.print_json({"checks": [{"id": item.id, "group": item.group, "title": item.title,
+                                       "opt_in": item.opt_in} for item in items]})
+        return
+    from rich.markup import escape
+
+    out = common.console()
+    for item in items:
+        out.print("{:<28} {:<17} {}{}".format(item.id, item.group, escape(item.title),
+                                               " [dim](opt-in: {})[/]".format(item.opt_in_flag) if item.opt_in else ""))
+
+
+def _render(report) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from nvdocker_setup.doctor.checks import GROUPS
+
+    table = Table(show_header=True, header_style="bold", expand=False, pad_edge=False, box=None)
+    table.add_column("status", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("result")
+    first = True
+    for group, heading in GROUPS.items():
+        rows = [result for result in report.results if result.group == group]
+        if not rows:
+            continue
+        if not first:
+            table.add_row("", "", "")
+        first = False
+        table.add_row(Text(heading, style="bold underline"), "", "")
+        for result in rows:
+            style, label = _STYLES[result.status]
+            cell = Text(result.detail, style="dim" if result.status == "skip" else "")
+            if result.hint and result.status in ("warn", "fail"):
+                cell.append("\nfix: ", style="bold cyan")
+                cell.append(result.hint, style="cyan")
+            table.add_row(Text(label, style=style), Text(result.id), cell)
+    out = common.console()
+    out.print(table)
+    counts = report.counts()
+    summary = Text()
+    summary.append("{} ok".format(counts["ok"]), style="green")
+    summary.append(", ")
+    summary.append("{} warning{}".format(counts["warn"], "" if counts["warn"] == 1 else "s"),
+                   style="yellow" if counts["warn"] else "")
+    summary.append(", ")
+    summary.append("{} failed".format(counts["fail"]), style="bold red" if counts["fail"] else "")
+    summary.append(", {} skipped".format(counts["skip"]))
+    out.print()
+    out.print(summary)

@@ -1,0 +1,227 @@
+"""Checks of the CDI specs for ``nvidia.com/gpu`` and of Docker's CDI support, read and validated
+with :mod:`nvdocker_setup.cdi` (the code ``cdi generate`` writes them with)."""
+
+import os
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+from nvdocker_setup.doctor.checks import SkipCheck, check, fail, ok, skip, warn
+from nvdocker_setup.doctor.facts import Facts
+
+GROUP = "cdi"
+DEFAULT_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
+SPEC_EXTENSIONS = (".json", ".yaml")
+#: Docker's first release with CDI, and the first where it is on without features.cdi.
+CDI_SINCE = (25, 0)
+CDI_DEFAULT_ON_SINCE = (28, 2)
+#: The newest cdiVersion each Docker release reads (its vendored CDI library), newest first.
+MAX_CDI_VERSION = (((29, 2), "1.1.0"), ((28, 1), "1.0.0"), ((27, 4), "0.8.0"), ((26, 1), "0.7.0"), ((25, 0), "0.6.0"))
+GENERATE = "nvdocker-setup cdi generate"
+_LIBRARY_VERSION = re.compile(r"^lib(?:cuda|nvidia-ml)\.so\.(\d+\.\d+(?:\.\d+)?)$")
+
+
+def spec_dirs(facts: Facts) -> Tuple[List[str], str]:
+    """(directories dockerd reads specs from, where that list comes from)."""
+    try:
+        configured = facts.config().get("cdi-spec-dirs")
+    except Exception:
+        configured = None
+    if isinstance(configured, list) and all(isinstance(item, str) for item in configured):
+        return list(configured), "cdi-spec-dirs in daemon.json"
+    return list(DEFAULT_SPEC_DIRS), "CDI's default directories"
+
+
+class Spec:
+    __slots__ = ("path", "directory", "value", "error")
+
+    def __init__(self, path: str, directory: str, value: Optional[Dict[str, Any]], error: Optional[str]) -> None:
+        self.path = path
+        self.directory = directory
+        self.value = value
+        self.error = error
+
+
+def nvidia_specs(facts: Facts) -> List[Spec]:
+    """Every spec file in the spec directories that is (or claims to be) for nvidia.com/gpu."""
+
+    def compute():
+        from nvdocker_setup.cdi import spec as cdi_spec
+        from nvdocker_setup.driver import GpuSetupError
+
+        found: List[Spec] = []
+        for directory in spec_dirs(facts)[0]:
+            host_dir = facts.host_file(directory)
+            try:
+                names = sorted(os.listdir(host_dir))
+            except OSError:
+                continue
+            for name in names:
+                if not name.endswith(SPEC_EXTENSIONS):
+                    continue
+                shown = os.path.join(directory, name)
+                try:
+                    value = cdi_spec.load(os.path.join(host_dir, name))
+                except GpuSetupError as error:
+                    if "nvidia" in name.lower():
+                        found.append(Spec(shown, directory, None, error.message))
+                    continue
+                except Exception as exc:  # a YAML or decoding error of whatever parser read it
+                    if "nvidia" in name.lower():
+                        found.append(Spec(shown, directory, None, "not valid JSON or YAML: {}".format(exc)))
+                    continue
+                if value.get("kind") == cdi_spec.KIND:
+                    found.append(Spec(shown, directory, value, None))
+        return found
+
+    return facts.memo("cdi-specs", compute)
+
+
+def _cdi_feature(facts: Facts) -> Optional[bool]:
+    try:
+        features = facts.config().get("features")
+    except Exception:
+        return None
+    if isinstance(features, dict) and isinstance(features.get("cdi"), bool):
+        return features["cdi"]
+    return None
+
+
+def _device_names(spec: Spec) -> List[str]:
+    return [str(device.get("name")) for device in (spec.value or {}).get("devices") or () if isinstance(device, dict)]
+
+
+@check("cdi-spec", GROUP, "the CDI spec for nvidia.com/gpu is present and valid")
+def cdi_spec_check(facts: Facts):
+    from nvdocker_setup.cdi import validate
+
+    specs = nvidia_specs(facts)
+    dirs, source = spec_dirs(facts)
+    if not specs:
+        if _cdi_feature(facts) is True:
+            return warn(
+                "features.cdi is on but no spec for nvidia.com/gpu is in {} ({}): `docker run --device "
+                "nvidia.com/gpu=all` fails with \"unresolvable CDI devices\"".format(", ".join(dirs), source),
+                "`{}`".format(GENERATE),
+            )
+        return skip("no CDI spec for nvidia.com/gpu in {}: CDI is not in use (`{}` creates one)".format(
+            ", ".join(dirs), GENERATE))
+    broken: List[str] = []
+    for spec in specs:
+        if spec.error is not None:
+            broken.append("{}: {}".format(spec.path, spec.error))
+            continue
+        problems = validate.problems(spec.value) + validate.schema_problems(spec.value)
+        if not spec.value.get("devices"):
+            problems.insert(0, "invalid spec, no devices")
+        broken.extend("{}: {}".format(spec.path, problem) for problem in problems)
+    by_dir: Dict[str, Dict[str, str]] = {}
+    for spec in specs:
+        for name in _device_names(spec):
+            other = by_dir.setdefault(spec.directory, {}).get(name)
+            if other is not None and other != spec.path:
+                broken.append("device nvidia.com/gpu={} is in both {} and {}: CDI drops it (\"conflicting "
+                              "device\")".format(name, other, spec.path))
+            by_dir[spec.directory][name] = spec.path
+    if broken:
+        more = " (+{} more, see --json)".format(len(broken) - 1) if len(broken) > 1 else ""
+        return fail(broken[0] + more, "regenerate it: `{}` (and remove other nvidia.com/gpu specs in the same "
+                    "directory)".format(GENERATE), problems=broken)
+    shown = "; ".join("{} ({} devices, cdiVersion {})".format(spec.path, len(_device_names(spec)),
+                                                             spec.value.get("cdiVersion")) for spec in specs)
+    return ok(shown, specs=[spec.path for spec in specs])
+
+
+def recorded_driver_version(value: Dict[str, Any]) -> Optional[str]:
+    """The driver version a spec was made for: our annotation, else the libcuda/libnvidia-ml it mounts."""
+    from nvdocker_setup.cdi.spec import driver_version_of
+
+    recorded = driver_version_of(value)
+    if recorded:
+        return recorded
+    edits = [value.get("containerEdits") or {}] + [
+        device.get("containerEdits") or {} for device in value.get("devices") or () if isinstance(device, dict)]
+    for edit in edits:
+        for mount in edit.get("mounts") or ():
+            match = _LIBRARY_VERSION.match(os.path.basename(str(mount.get("hostPath", ""))))
+            if match:
+                return match.group(1)
+    return None
+
+
+@check("cdi-driver-version", GROUP, "the CDI spec matches the running driver")
+def cdi_driver_version(facts: Facts):
+    specs = [spec for spec in nvidia_specs(facts) if spec.value is not None]
+    if not specs:
+        raise SkipCheck("no readable CDI spec for nvidia.com/gpu (see cdi-spec)")
+    driver = facts.require_driver()
+    stale: List[str] = []
+    unknown: List[str] = []
+    for spec in specs:
+        recorded = recorded_driver_version(spec.value)
+        if recorded is None:
+            unknown.append(spec.path)
+        elif recorded != driver.version:
+            stale.append("{} was made for driver {}".format(spec.path, recorded))
+    if stale:
+        return fail(
+            "{}, the running driver is {}: its library mounts point at files that no longer exist, so "
+            "containers fail to start".format("; ".join(stale), driver.version),
+            "regenerate it after every driver upgrade: `{}`".format(GENERATE),
+            stale=stale,
+        )
+    if unknown:
+        return warn("cannot tell which driver {} was made for".format(", ".join(unknown)),
+                    "regenerate it so that it records the driver: `{}`".format(GENERATE))
+    return ok("made for driver {}, the running one".format(driver.version))
+
+
+def _max_cdi_version(version: Tuple[int, ...]) -> Optional[str]:
+    for since, highest in MAX_CDI_VERSION:
+        if version[:2] >= since:
+            return highest
+    return None
+
+
+@check("cdi-docker-support", GROUP, "dockerd reads the CDI spec")
+def cdi_docker_support(facts: Facts):
+    from nvdocker_setup.cdi.spec import version_key
+
+    specs = [spec for spec in nvidia_specs(facts) if spec.value is not None]
+    feature = _cdi_feature(facts)
+    if not specs and feature is not True:
+        return skip("CDI is not in use (no nvidia.com/gpu spec, features.cdi not set)")
+    info = facts.require_info()
+    version = facts.server_version()
+    if not version:
+        return skip("dockerd did not report its version")
+    shown = ".".join(map(str, version))
+    if version[:2] < CDI_SINCE:
+        return warn(
+            "Docker {} has no CDI (it came in 25.0): `--device nvidia.com/gpu=...` does not work; use --runtime={} "
+            "or --gpus".format(shown, facts.runtime_name),
+            "upgrade Docker to 25.0 or later to use CDI",
+        )
+    if version[:2] < CDI_DEFAULT_ON_SINCE and feature is not True:
+        return warn("Docker {} reads CDI specs only with features.cdi = true, which daemon.json does not set".format(shown),
+                    "`nvdocker-setup install --cdi`, then {}".format(facts.service_command("restart")))
+    if feature is False:
+        return warn("features.cdi is false in daemon.json, so Docker {} ignores the CDI spec".format(shown),
+                    "`nvdocker-setup install --cdi`, then {}".format(facts.service_command("restart")))
+    dirs = info.get("CDISpecDirs")
+    if isinstance(dirs, list):
+        wanted = {spec.directory for spec in specs}
+        if not dirs:
+            return fail("dockerd reports no CDI spec directories: it has not loaded features.cdi",
+                        "{} (CDI is only set up at start)".format(facts.service_command("restart")))
+        outside = sorted(directory for directory in wanted if directory not in dirs)
+        if outside:
+            return warn("the spec is in {}, but dockerd reads {}".format(", ".join(outside), ", ".join(dirs)),
+                        "write it into one of dockerd's directories: `{} --output {}/nvdocker.yaml`".format(GENERATE, dirs[0]))
+    highest = _max_cdi_version(version)
+    too_new = [spec for spec in specs if highest and isinstance(spec.value.get("cdiVersion"), str)
+               and version_key(spec.value["cdiVersion"]) > version_key(highest)]
+    if too_new:
+        return fail("{} declares cdiVersion {}, but Docker {} reads up to {}".format(
+            too_new[0].path, too_new[0].value.get("cdiVersion"), shown, highest),
+            "regenerate it (`{}` writes the lowest version that can express it)".format(GENERATE))
+    return ok("Docker {} reads CDI specs{}".format(shown, " (features.cdi = true)" if feature else ""))

@@ -1,0 +1,243 @@
+"""Checks of the NVIDIA driver under the driver root, on top of :mod:`nvdocker_setup.driver`
+(the discovery the runtime and ``cdi generate`` use): kernel module, GPUs, device nodes, ld cache
+libraries, nvidia-smi and the ``/dev/char`` links systemd's device rules need."""
+
+import os
+import subprocess
+from typing import Dict, List, Optional, Tuple
+
+from nvdocker_setup.doctor.checks import SkipCheck, check, fail, ok, skip, warn
+from nvdocker_setup.doctor.facts import Facts
+
+GROUP = "driver"
+#: The nvidia character major is fixed (it is registered with that number); nvidia-uvm's is dynamic.
+NVIDIA_MAJOR = 195
+CTL_MINOR = 255
+#: Libraries libnvidia-container and CUDA programs load by SONAME.
+REQUIRED_LIBRARIES = ("libcuda.so.1", "libnvidia-ml.so.1")
+NODES_HINT = ("create them: `nvidia-modprobe -u -c=0` (or `nvidia-ctk system create-device-nodes --control-devices "
+              "--load-kernel-modules`); to have them before dockerd starts containers at boot, enable "
+              "nvidia-persistenced")
+
+
+@check("driver-kernel-module", GROUP, "NVIDIA kernel module loaded")
+def driver_kernel_module(facts: Facts):
+    from nvdocker_setup.driver import GpuSetupError
+
+    try:
+        driver = facts.driver()
+    except GpuSetupError as error:
+        return fail(error.message, error.hint or "install and load the NVIDIA driver (`modprobe nvidia`)",
+                    driver_root=facts.driver_root)
+    try:
+        cuda: Optional[str] = driver.cuda_version
+    except Exception:  # an unknown version format: the driver version alone still helps
+        cuda = None
+    supports = " (CUDA up to {})".format(cuda) if cuda else ""
+    return ok("NVIDIA kernel module {} loaded{}; images that require a newer CUDA fail with \"unsatisfied "
+              "condition: cuda>=...\"".format(driver.version, supports), version=driver.version, cuda=cuda)
+
+
+@check("driver-gpus", GROUP, "GPUs listed by the driver")
+def driver_gpus(facts: Facts):
+    driver = facts.require_driver()
+    where = os.path.join(driver.proc_root, "gpus")
+    if not driver.gpus:
+        return fail(
+            "the driver is loaded but lists no GPU in {}".format(where),
+            "check `lspci | grep -i nvidia` and `dmesg | grep NVRM`: the GPU may have fallen off the bus or be excluded",
+        )
+    return ok("{} GPU{}: {}".format(len(driver.gpus), "" if len(driver.gpus) == 1 else "s", driver.describe_gpus()),
+              gpus=[{"index": gpu.index, "minor": gpu.minor, "uuid": gpu.uuid, "model": gpu.model} for gpu in driver.gpus])
+
+
+def proc_devices(facts: Facts, driver) -> Dict[str, int]:
+    """``/proc/devices`` character majors by name (the driver root's copy first, like discovery)."""
+    candidates = [os.path.join(driver.root, "proc/devices"), facts.ctx.host_path("/proc/devices")]
+    for path in candidates:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        majors: Dict[str, int] = {}
+        section = ""
+        for line in text.splitlines():
+            if line.endswith(":"):
+                section = line
+                continue
+            parts = line.split()
+            if section.startswith("Character") and len(parts) == 2 and parts[0].isdigit():
+                majors.setdefault(parts[1], int(parts[0]))
+        return majors
+    return {}
+
+
+def expected_nodes(facts: Facts, driver) -> List[Tuple[str, Optional[int], int, bool]]:
+    """(path, major or None when unknown, minor, required) of every node the GPUs need."""
+    majors = proc_devices(facts, driver)
+    nvidia = majors.get("nvidia-frontend", majors.get("nvidia", NVIDIA_MAJOR))
+    uvm = majors.get("nvidia-uvm")
+    nodes = [("/dev/nvidiactl", nvidia, CTL_MINOR, True)]
+    nodes.extend((gpu.device_path, nvidia, gpu.minor, True) for gpu in driver.gpus)
+    nodes.append(("/dev/nvidia-uvm", uvm, 0, True))
+    nodes.append(("/dev/nvidia-uvm-tools", uvm, 1, False))
+    return nodes
+
+
+@check("driver-device-nodes", GROUP, "GPU device nodes exist with the right numbers")
+def driver_device_nodes(facts: Facts):
+    driver = facts.require_driver()
+    missing: List[str] = []
+    wrong: List[str] = []
+    optional: List[str] = []
+    present: List[str] = []
+    for path, major, minor, required in expected_nodes(facts, driver):
+        node = driver.device_node(path)
+        if node is None:
+            (missing if required else optional).append(path)
+            continue
+        if (major is not None and node.major != major) or node.minor != minor:
+            wrong.append("{} is {}:{}, expected {}:{}".format(path, node.major, node.minor,
+                                                              major if major is not None else "*", minor))
+            continue
+        present.append("{} {}:{}".format(path, node.major, node.minor))
+    where = driver.dev_root
+    if missing or wrong:
+        problems = []
+        if missing:
+            problems.append("missing under {}: {}".format(where, ", ".join(missing)))
+        problems.extend(wrong)
+        return fail(
+            "; ".join(problems) + " (containers fail with \"error gathering device information\" or \"no such file\")",
+            NODES_HINT if missing else "remove the wrong nodes and recreate them: `rm {}` then `nvidia-modprobe -u -c=0`".format(
+                " ".join(item.split()[0] for item in wrong)),
+            missing=missing, wrong=wrong,
+        )
+    if optional:
+        return warn("{} missing under {} (containers that ask for it fail with \"no such file\")".format(
+            ", ".join(optional), where), NODES_HINT, missing=optional)
+    return ok("{} under {}".format(", ".join(present), where))
+
+
+def _library_version(driver, name: str) -> Tuple[Optional[str], Optional[str]]:
+    """(container path of the versioned file, its version) for a SONAME in the ld cache."""
+    for entry in driver.cache_entries():
+        if entry.name != name or entry.word_size != 64:
+            continue
+        located = driver.locate(entry.path)
+        if located is None:
+            return entry.path, None
+        base = os.path.basename(located[1])
+        stem = name.rsplit(".so.", 1)[0] + ".so."
+        version = base[len(stem):] if base.startswith(stem) else None
+        return located[1], version
+    return None, None
+
+
+@check("driver-libraries", GROUP, "driver libraries in the ld cache match the kernel module")
+def driver_libraries(facts: Facts):
+    from nvdocker_setup.driver import GpuSetupError
+
+    driver = facts.require_driver()
+    try:
+        driver.cache_entries()
+    except GpuSetupError as error:
+        return fail("{}: \"load library failed: libnvidia-ml.so.1\"".format(error.message),
+                    error.hint or "run ldconfig")
+    missing: List[str] = []
+    mismatched: List[str] = []
+    found: List[str] = []
+    for name in REQUIRED_LIBRARIES:
+        path, version = _library_version(driver, name)
+        if path is None:
+            missing.append(name)
+        elif version is None:
+            missing.append("{} (the cache names {}, which does not exist)".format(name, path))
+        elif version != driver.version:
+            mismatched.append("{} is {} ({})".format(name, version, path))
+        else:
+            found.append("{} -> {}".format(name, path))
+    if missing:
+        return fail(
+            "not in {}: {} (\"load library failed: libnvidia-ml.so.1\")".format(driver.ld_cache_path, ", ".join(missing)),
+            "install the driver's user-space libraries (e.g. libnvidia-compute-<branch>, libnvidia-ml) and run `ldconfig`",
+            missing=missing,
+        )
+    if mismatched:
+        return fail(
+            "{} but the kernel module is {}: \"Failed to initialize NVML: Driver/library version mismatch\"".format(
+                "; ".join(mismatched), driver.version),
+            "reboot so that the kernel module of the installed libraries loads, or reinstall the driver of the running "
+            "module ({})".format(driver.version),
+            mismatched=mismatched,
+        )
+    return ok("{} (version {}, as the kernel module)".format("; ".join(found), driver.version))
+
+
+@check("driver-nvidia-smi", GROUP, "nvidia-smi lists the GPUs")
+def driver_nvidia_smi(facts: Facts):
+    from nvdocker_setup.driver.capabilities import BINARY_DIRS
+
+    driver = facts.require_driver()
+    located = None
+    for directory in BINARY_DIRS:
+        located = driver.locate(directory + "/nvidia-smi")
+        if located is not None:
+            break
+    if located is None:
+        return fail("nvidia-smi is not in {} under {}".format(", ".join(BINARY_DIRS), driver.root),
+                    "install the driver utilities (e.g. nvidia-utils-<branch>)")
+    host_path, shown = located
+    if not os.access(host_path, os.X_OK):
+        return fail("{} is not executable".format(shown), "chmod 755 {}".format(shown))
+    try:
+        result = facts.ctx.run([host_path, "-L"], timeout=facts.options.command_timeout, env=dict(facts.ctx.env))
+    except (OSError, subprocess.SubprocessError) as exc:
+        result, error = None, str(exc)
+    else:
+        error = (result.stderr or result.stdout or "").strip().splitlines()[:1]
+        error = error[0] if error else "exit status {}".format(result.returncode)
+    if result is None or result.returncode != 0:
+        report = warn if driver.root != "/" else fail
+        return report("{} -L failed: {}".format(shown, error),
+                      "run `nvidia-smi` on the host: a failure there is a driver problem (reinstall or reboot)")
+    listed = [line for line in result.stdout.splitlines() if line.startswith("GPU ")]
+    if len(listed) != len(driver.gpus):
+        return warn("{} -L lists {} GPU(s), the kernel driver {}".format(shown, len(listed), len(driver.gpus)),
+                    "compare `nvidia-smi -L` with /proc/driver/nvidia/gpus; a GPU may be in a bad state (`nvidia-smi -q`)")
+    return ok("{} -L lists {} GPU(s)".format(shown, len(listed)))
+
+
+@check("driver-dev-char-links", GROUP, "/dev/char links for the NVIDIA nodes (systemd cgroup driver)")
+def driver_dev_char_links(facts: Facts):
+    driver = facts.require_driver()
+    cgroup_driver, source = facts.cgroup_driver()
+    if cgroup_driver != "systemd":
+        return skip("cgroup driver is {} ({}): systemd does not re-apply device rules".format(cgroup_driver, source))
+    missing: List[str] = []
+    linked = 0
+    for path, _major, _minor, _required in expected_nodes(facts, driver):
+        node = driver.device_node(path)
+        if node is None:
+            continue
+        link = os.path.join(driver.dev_root, "char", "{}:{}".format(node.major, node.minor))
+        try:
+            same = os.path.samefile(link, node.host_path)
+        except OSError:
+            same = False
+        if not same:
+            missing.append("/dev/char/{}:{} -> {}".format(node.major, node.minor, path))
+        else:
+            linked += 1
+    if missing:
+        return fail(
+            "cgroup driver systemd ({}) and missing {}: after `systemctl daemon-reload` running GPU containers lose "
+            "their devices (\"Failed to initialize NVML: Unknown Error\")".format(source, ", ".join(missing)),
+            "`nvidia-ctk system create-dev-char-symlinks --create-all` (and install its udev rule so they come back "
+            "at boot); or set \"exec-opts\": [\"native.cgroupdriver=cgroupfs\"]; or use CDI devices",
+            missing=missing,
+        )
+    if linked == 0:
+        raise SkipCheck("no NVIDIA device node to link (see driver-device-nodes)")
+    return ok("cgroup driver systemd; /dev/char links exist for all {} NVIDIA nodes".format(linked))

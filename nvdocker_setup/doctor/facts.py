@@ -1,0 +1,686 @@
+"""Facts about the host that several checks share, each computed once and only when asked.
+
+Every fact goes through the injected :class:`~nvdocker_setup.context.Context` (``ctx.host_path``,
+``ctx.run``, ``ctx.which``, ``ctx.env``) and through the same adapters install uses, so a check
+sees exactly what install would see, and tests point all of it at a simulated host.
+
+A fact that cannot be computed stores its exception; every later request re-raises it. The
+``require_*`` accessors turn the usual failures into :class:`SkipCheck` with a pointer to the check
+that reports the failure itself, so one root cause shows up as one failure.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from nvdocker_setup.context import Context
+from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
+from nvdocker_setup.doctor.checks import SkipCheck
+
+#: Environment variable naming the driver root (below ``--driver-root``).
+DRIVER_ROOT_ENV = "NVDOCKER_DRIVER_ROOT"
+#: Our prestart hook's executable name.
+HOOK_BINARY = "nvdocker-runtime-hook"
+#: The container image of the opt-in smoke test (it must already be on the daemon: nothing is pulled).
+DEFAULT_SMOKE_IMAGE = "busybox:latest"
+#: NVIDIA's toolkit configuration (our hook drives nvidia-container-cli, which reads it too).
+TOOLKIT_CONFIG = "/etc/nvidia-container-runtime/config.toml"
+TOOLKIT_CONFIG_ENV = "NVIDIA_CTK_CONFIG_FILE_PATH"
+#: systemd's default PATH for services, which is dockerd's unless the unit sets another.
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
+             "/lib/systemd/system", "/usr/lib/systemd/system")
+UNIT_NAME = "docker.service"
+#: Files whose variables the old init scripts and RHEL's unit pass to dockerd.
+ENV_FILES = ("/etc/sysconfig/docker", "/etc/default/docker")
+
+#: dockerd's one-letter flags and the long names they stand for.
+SHORT_FLAGS = {"-H": "host", "-D": "debug", "-G": "group", "-l": "log-level", "-p": "pidfile",
+               "-s": "storage-driver", "-b": "bridge", "-g": "graph"}
+#: Flags that are not daemon.json keys (or are allowed in both places).
+NON_CONFIG_FLAGS = frozenset({"config-file", "validate", "version", "help"})
+
+
+@dataclass
+class DoctorOptions:
+    config: Optional[str] = None
+    runtime_name: str = DEFAULT_RUNTIME_NAME
+    #: None: ``$NVDOCKER_DRIVER_ROOT``, else the context's root.
+    driver_root: Optional[str] = None
+    smoke: bool = False
+    smoke_image: str = DEFAULT_SMOKE_IMAGE
+    api_timeout: float = 5.0
+    command_timeout: float = 10.0
+    smoke_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class FlagSource:
+    """dockerd flags from one place: the running process, the unit, or an environment file."""
+
+    #: Where they come from, in words ("the running dockerd (pid 42)", "/etc/sysconfig/docker").
+    source: str
+    #: ``process``, ``systemd``, ``unit-file`` or ``env-file``.
+    kind: str
+    argv: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One dockerd flag mapped to the daemon.json key it sets (None: no such key)."""
+
+    flag: str
+    name: str
+    value: Optional[str]
+    key: Optional[str]
+
+
+def parse_flags(argv: Tuple[str, ...], known_keys) -> List[Flag]:
+    """The flags in a dockerd argv (``argv[0]`` may be a program or a flag), with their keys.
+
+    A flag maps to the daemon.json key of the same name, or its plural (``--label`` -> ``labels``,
+    ``--add-runtime`` -> ``runtimes``). Values are taken from ``--flag=value`` or the next word.
+    """
+    flags: List[Flag] = []
+    words = list(argv)
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        if word == "--":
+            break
+        if not word.startswith("-") or word == "-":
+            continue
+        value: Optional[str] = None
+        raw = word
+        if "=" in word:
+            raw, value = word.split("=", 1)
+        if raw in SHORT_FLAGS:
+            name = SHORT_FLAGS[raw]
+        elif raw.startswith("--"):
+            name = raw[2:]
+        else:
+            continue
+        if value is None and index < len(words) and not words[index].startswith("-"):
+            if name not in ("debug", "iptables", "ip6tables", "ip-masq", "icc", "live-restore", "selinux-enabled",
+                            "userland-proxy", "experimental", "rootless", "init", "no-new-privileges"):
+                value = words[index]
+                index += 1
+        key = None
+        if name == "add-runtime":
+            key = "runtimes"
+        elif name == "host":
+            key = "hosts"
+        elif name not in NON_CONFIG_FLAGS:
+            if name in known_keys:
+                key = name
+            elif name + "s" in known_keys:
+                key = name + "s"
+        flags.append(Flag(raw, name, value, key))
+    return flags
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def parse_unit_execstart(texts: List[str]) -> Optional[Tuple[str, ...]]:
+    """The effective ExecStart of a unit file followed by its drop-ins (an empty one resets)."""
+    execstart: Optional[Tuple[str, ...]] = None
+    for text in texts:
+        section = ""
+        joined = re.sub(r"\\\n", " ", text)
+        for line in joined.splitlines():
+            line = line.strip()
+            if not line or line.startswith(("#", ";")):
+                continue
+            if line.startswith("["):
+                section = line
+                continue
+            if section != "[Service]":
+                continue
+            key, sep, value = line.partition("=")
+            if not sep or key.strip() != "ExecStart":
+                continue
+            value = value.strip()
+            if not value:
+                execstart = None
+                continue
+            value = value.lstrip("-@:+!")
+            try:
+                execstart = tuple(shlex.split(value))
+            except ValueError:
+                execstart = tuple(value.split())
+    return execstart
+
+
+def parse_env_file(text: str) -> Dict[str, str]:
+    """``NAME=value`` assignments of a shell-style environment file (quotes removed)."""
+    values: Dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].strip()
+        name, sep, value = line.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name.strip()):
+            continue
+        try:
+            words = shlex.split(value, comments=True)
+        except ValueError:
+            words = value.split()
+        values[name.strip()] = " ".join(words)
+    return values
+
+
+def parse_toml_subset(text: str) -> Dict[str, Any]:
+    """``section.key -> value`` for the flat TOML NVIDIA's config.toml uses (strings, booleans,
+    numbers, one-line arrays); lines it cannot read are ignored. No tomllib before Python 3.11."""
+    values: Dict[str, Any] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"^\[\s*([^\]]+?)\s*\]$", line)
+        if match:
+            section = match.group(1).replace('"', "")
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key = key.strip().strip('"')
+        value = value.strip()
+        parsed: Any
+        if value.startswith('"'):
+            end = value.find('"', 1)
+            parsed = value[1:end] if end > 0 else value[1:]
+        elif value.startswith("'"):
+            end = value.find("'", 1)
+            parsed = value[1:end] if end > 0 else value[1:]
+        else:
+            value = value.split("#", 1)[0].strip()
+            if value in ("true", "false"):
+                parsed = value == "true"
+            elif re.match(r"^-?\d+$", value):
+                parsed = int(value)
+            elif value.startswith("["):
+                parsed = re.findall(r'"([^"]*)"', value)
+            else:
+                parsed = value
+        values[(section + "." if section else "") + key] = parsed
+    return values
+
+
+def version_tuple(text: str) -> Tuple[int, ...]:
+    """``"26.1.5+dfsg1"`` -> ``(26, 1, 5)``."""
+    match = re.match(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?", text.strip())
+    if not match:
+        return ()
+    return tuple(int(part) for part in match.groups() if part is not None)
+
+
+class Facts:
+    """The host as the checks see it; every attribute is computed on first use and cached."""
+
+    def __init__(self, ctx: Context, options: Optional[DoctorOptions] = None) -> None:
+        self.ctx = ctx
+        self.options = options or DoctorOptions()
+        self._memo: Dict[str, Tuple[bool, Any]] = {}
+
+    def memo(self, name: str, compute: Callable[[], Any]) -> Any:
+        if name not in self._memo:
+            try:
+                self._memo[name] = (True, compute())
+            except Exception as exc:  # kept and re-raised for every check that asks
+                self._memo[name] = (False, exc)
+        good, value = self._memo[name]
+        if good:
+            return value
+        raise value
+
+    def opted_in(self, check_id: str) -> bool:
+        return self.options.smoke
+
+    @property
+    def runtime_name(self) -> str:
+        return self.options.runtime_name
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    @property
+    def driver_root(self) -> str:
+        """--driver-root, else $NVDOCKER_DRIVER_ROOT, else the runtime's driver-root, else the root."""
+        return self.driver_root_source()[0]
+
+    def driver_root_source(self) -> Tuple[str, str]:
+        if self.options.driver_root:
+            return os.path.abspath(self.options.driver_root), "--driver-root"
+        if self.ctx.env.get(DRIVER_ROOT_ENV):
+            return os.path.abspath(self.ctx.env[DRIVER_ROOT_ENV]), DRIVER_ROOT_ENV
+        try:
+            loaded = self.runtime_config()
+        except Exception:
+            loaded = None
+        configured = loaded[1].get("driver-root") if loaded else None
+        if configured and configured.startswith("/"):
+            return os.path.abspath(self.ctx.host_path(configured)), "driver-root in " + loaded[0]
+        return os.path.abspath(self.ctx.root or "/"), "the host root"
+
+    def host_file(self, path: str) -> str:
+        """A host path (``/etc/sysconfig/docker``) as this context opens it."""
+        return self.ctx.host_path(path)
+
+    def read_host_text(self, path: str) -> Optional[str]:
+        return _read_text(self.host_file(path))
+
+    # -- daemon.json ---------------------------------------------------------------------------
+
+    def location(self):
+        """Where daemon.json is and why (locate_config: --config, env, unit, /proc, rootless, snap)."""
+        from nvdocker_setup.adapters.locate import locate_config
+
+        return self.memo("location", lambda: locate_config(self.ctx, self.options.config))
+
+    def detected_location(self):
+        """Where the daemon's file is by detection alone (ignoring --config and the env variable)."""
+        from nvdocker_setup.adapters.locate import ENV_VAR, locate_config
+
+        def compute():
+            if self.options.config is None and not self.ctx.env.get(ENV_VAR, "").strip():
+                return self.location()
+            env = {key: value for key, value in self.ctx.env.items() if key != ENV_VAR}
+            from dataclasses import replace
+
+            return locate_config(replace(self.ctx, env=env), None)
+
+        return self.memo("detected-location", compute)
+
+    def open_path(self, location) -> str:
+        """The path to open for a location: given paths as they are, discovered ones under the root."""
+        if location.rule in ("option", "env"):
+            return os.path.abspath(location.path)
+        return self.ctx.host_path(location.path)
+
+    @property
+    def config_path(self) -> str:
+        return self.open_path(self.location())
+
+    def snapshot(self):
+        from nvdocker_setup.adapters.files import read_snapshot
+
+        return self.memo("snapshot", lambda: read_snapshot(self.config_path))
+
+    def require_snapshot(self):
+        """The file as read; :class:`SkipCheck` when it cannot be read (config-parse says why)."""
+        from nvdocker_setup.errors import NvdockerError
+
+        try:
+            return self.snapshot()
+        except NvdockerError:
+            raise SkipCheck("daemon.json cannot be read (see config-parse)") from None
+
+    def document(self):
+        """The parsed file (strict reader), None when it does not exist."""
+        from nvdocker_setup.core.jsondoc import JsonDocument
+
+        def compute():
+            snapshot = self.snapshot()
+            if not snapshot.exists:
+                return None
+            return JsonDocument.parse(snapshot.data, snapshot.path)
+
+        return self.memo("document", compute)
+
+    def config(self) -> Dict[str, Any]:
+        """daemon.json's value: ``{}`` when missing or empty; raises when unreadable or invalid."""
+        document = self.document()
+        return document.value if document is not None else {}
+
+    def require_config(self) -> Dict[str, Any]:
+        from nvdocker_setup.errors import NvdockerError
+
+        try:
+            return self.config()
+        except NvdockerError:
+            raise SkipCheck("daemon.json cannot be read or parsed (see config-parse)") from None
+
+    def runtime_entry(self) -> Optional[Any]:
+        runtimes = self.require_config().get("runtimes")
+        if not isinstance(runtimes, dict):
+            return None
+        return runtimes.get(self.runtime_name)
+
+    # -- the running dockerd -------------------------------------------------------------------
+
+    def dockerd_processes(self):
+        from nvdocker_setup.adapters.locate import dockerd_processes
+
+        return self.memo("dockerd-processes", lambda: dockerd_processes(self.ctx))
+
+    @property
+    def socket_path(self) -> str:
+        if self.ctx.docker_socket:
+            return self.ctx.docker_socket
+        from nvdocker_setup.adapters.docker_api import default_socket
+
+        try:
+            rootless = self.location().rule == "rootless"
+        except Exception:
+            rootless = False
+        return default_socket(self.ctx.env, rootless=rootless, euid=self.ctx.euid)
+
+    def api(self):
+        from nvdocker_setup.adapters.docker_api import DockerAPI
+
+        return self.memo("api", lambda: DockerAPI(self.socket_path, timeout=self.options.api_timeout))
+
+    def info(self) -> Dict[str, Any]:
+        return self.memo("info", lambda: self.api().info())
+
+    def version(self) -> Dict[str, Any]:
+        return self.memo("version", lambda: self.api().version())
+
+    def require_info(self) -> Dict[str, Any]:
+        from nvdocker_setup.adapters.docker_api import DockerUnreachable
+
+        try:
+            return self.info()
+        except DockerUnreachable:
+            raise SkipCheck("dockerd is not reachable at {} (see daemon-reachable)".format(self.socket_path)) from None
+
+    def server_version(self) -> Tuple[int, ...]:
+        """dockerd's version as numbers, () when unknown."""
+        from nvdocker_setup.adapters.docker_api import DockerUnreachable
+
+        try:
+            return version_tuple(str(self.version().get("Version", "")))
+        except DockerUnreachable:
+            return ()
+
+    def dockerd(self):
+        """The :class:`DockerdProcess` that serves our socket (None: not running, or not visible)."""
+
+        def compute():
+            procs = self.dockerd_processes()
+            pid = None
+            try:
+                pid = self.api().peer_pid()
+            except Exception:
+                pid = None
+            for proc in procs:
+                if proc.pid == pid:
+                    return proc
+            try:
+                rootless = self.location().rule == "rootless"
+            except Exception:
+                rootless = False
+            if rootless:
+                mine = [proc for proc in procs if proc.rootless and proc.uid == self.ctx.euid]
+            else:
+                mine = [proc for proc in procs if proc.uid == 0 and not proc.rootless]
+            return mine[0] if len(mine) == 1 else None
+
+        return self.memo("dockerd", compute)
+
+    def process_environ(self, pid: int) -> Optional[Dict[str, str]]:
+        try:
+            with open(self.ctx.host_path("/proc/{}/environ".format(pid)), "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            return None
+        environ: Dict[str, str] = {}
+        for item in raw.split(b"\0"):
+            if b"=" in item:
+                key, value = item.split(b"=", 1)
+                environ[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        return environ
+
+    def dockerd_path_env(self) -> Tuple[str, str]:
+        """(PATH dockerd searches, where that PATH comes from)."""
+        proc = self.dockerd()
+        if proc is not None:
+            environ = self.process_environ(proc.pid)
+            if environ is not None:
+                return environ.get("PATH", SERVICE_PATH), "the environment of dockerd (pid {})".format(proc.pid)
+        return SERVICE_PATH, "systemd's default service PATH (no running dockerd to ask)"
+
+    def which_in(self, name: str, search: str) -> Optional[str]:
+        """``name`` on ``search`` (a PATH string) as host paths, looked up under the root."""
+        for directory in search.split(":"):
+            if not directory:
+                continue
+            candidate = os.path.join(directory, name)
+            mapped = self.ctx.host_path(candidate)
+            if os.path.isfile(mapped) and os.access(mapped, os.X_OK):
+                return candidate
+        return None
+
+    # -- how dockerd is started ----------------------------------------------------------------
+
+    def flag_sources(self) -> List[FlagSource]:
+        """dockerd flags from the running process, the unit (systemctl, else unit files) and env files."""
+
+        def compute():
+            sources: List[FlagSource] = []
+            proc = self.dockerd()
+            if proc is not None:
+                sources.append(FlagSource("the running dockerd (pid {})".format(proc.pid), "process", proc.argv))
+            from_systemctl = self._systemctl_execstart()
+            if from_systemctl:
+                for argv in from_systemctl:
+                    sources.append(FlagSource("`systemctl show {} -p ExecStart`".format(UNIT_NAME), "systemd", argv))
+            else:
+                unit = self._unit_file_execstart()
+                if unit is not None:
+                    sources.append(FlagSource(unit[0], "unit-file", unit[1]))
+            for path in ENV_FILES:
+                text = self.read_host_text(path)
+                if text is None:
+                    continue
+                words: List[str] = []
+                for value in parse_env_file(text).values():
+                    words.extend(value.split())
+                if words:
+                    sources.append(FlagSource(path, "env-file", tuple(words)))
+            return sources
+
+        return self.memo("flag-sources", compute)
+
+    def _systemctl_execstart(self) -> List[Tuple[str, ...]]:
+        from nvdocker_setup.adapters.locate import parse_execstart
+
+        systemctl = self.ctx.which("systemctl")
+        if systemctl is None:
+            return []
+        try:
+            result = self.ctx.run([systemctl, "show", UNIT_NAME, "-p", "ExecStart", "--value"],
+                                  timeout=self.options.command_timeout, env=dict(self.ctx.env))
+        except (OSError, subprocess.SubprocessError):
+            return []
+        if result.returncode != 0 or not result.stdout:
+            return []
+        return parse_execstart(result.stdout)
+
+    def _unit_file_execstart(self) -> Optional[Tuple[str, Tuple[str, ...]]]:
+        main = None
+        for directory in UNIT_DIRS:
+            candidate = os.path.join(directory, UNIT_NAME)
+            text = self.read_host_text(candidate)
+            if text is not None:
+                main = (candidate, text)
+                break
+        if main is None:
+            return None
+        texts = [main[1]]
+        names = [main[0]]
+        dropins: Dict[str, str] = {}
+        for directory in reversed(UNIT_DIRS):  # a drop-in in /etc overrides one of the same name in /lib
+            dropin_dir = self.ctx.host_path(os.path.join(directory, UNIT_NAME + ".d"))
+            try:
+                entries = os.listdir(dropin_dir)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.endswith(".conf"):
+                    dropins[entry] = os.path.join(directory, UNIT_NAME + ".d", entry)
+        for entry in sorted(dropins):
+            text = self.read_host_text(dropins[entry])
+            if text is not None:
+                texts.append(text)
+                names.append(dropins[entry])
+        argv = parse_unit_execstart(texts)
+        if argv is None:
+            return None
+        return " + ".join(names), argv
+
+    # -- our runtime's configuration ---------------------------------------------------------------
+
+    def runtime_config(self) -> Optional[Tuple[str, Dict[str, str]]]:
+        """(path, [runtime] values) of /etc/nvdocker/runtime.conf, None when there is none; a
+        :class:`GpuSetupError` when the runtime itself would refuse it (its own parser)."""
+
+        def compute():
+            from nvdocker_setup.runtime.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, SECTION, parse_ini
+
+            path = self.ctx.env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+            text = self.read_host_text(path)
+            if text is None:
+                return None
+            return path, parse_ini(text, path).get(SECTION, {})
+
+        return self.memo("runtime-config", compute)
+
+    # -- the NVIDIA toolkit configuration ----------------------------------------------------------
+
+    def toolkit_config(self) -> Optional[Tuple[str, Dict[str, Any]]]:
+        """(path, values) of config.toml, None when there is none."""
+
+        def compute():
+            path = self.ctx.env.get(TOOLKIT_CONFIG_ENV) or TOOLKIT_CONFIG
+            text = self.read_host_text(path)
+            if text is None:
+                return None
+            return path, parse_toml_subset(text)
+
+        return self.memo("toolkit-config", compute)
+
+    # -- cgroups ---------------------------------------------------------------------------------
+
+    def cgroup_version(self) -> Tuple[str, str]:
+        """("1" or "2", where it was learnt)."""
+        try:
+            version = self.info().get("CgroupVersion")
+            if version:
+                return str(version), "docker info"
+        except Exception:
+            pass
+        if os.path.exists(self.ctx.host_path("/sys/fs/cgroup/cgroup.controllers")):
+            return "2", "/sys/fs/cgroup/cgroup.controllers exists"
+        return "1", "/sys/fs/cgroup is not a unified (v2) hierarchy"
+
+    def cgroup_driver(self) -> Tuple[Optional[str], str]:
+        """(``systemd``/``cgroupfs``/None, where it was learnt)."""
+        try:
+            driver = self.info().get("CgroupDriver")
+            if driver:
+                return str(driver), "docker info"
+        except Exception:
+            pass
+        try:
+            exec_opts = self.config().get("exec-opts")
+        except Exception:
+            exec_opts = None
+        if isinstance(exec_opts, list):
+            for option in exec_opts:
+                if isinstance(option, str) and option.replace(" ", "").lower().startswith("native.cgroupdriver="):
+                    return option.split("=", 1)[1].strip(), "exec-opts in daemon.json"
+        for source in self.flag_sources():
+            for flag in parse_flags(source.argv, ()):
+                if flag.name == "exec-opt" and flag.value and flag.value.startswith("native.cgroupdriver="):
+                    return flag.value.split("=", 1)[1], "--exec-opt in " + source.source
+        version, _ = self.cgroup_version()
+        if version == "2" and os.path.isdir(self.ctx.host_path("/run/systemd/system")):
+            return "systemd", "dockerd's default on cgroup v2 with systemd"
+        return "cgroupfs", "dockerd's default"
+
+    # -- the driver ------------------------------------------------------------------------------
+
+    def driver(self):
+        """The driver under the driver root (``nvdocker_setup.driver.discovery.discover``)."""
+        from nvdocker_setup.driver.discovery import discover
+
+        return self.memo("driver", lambda: discover(self.driver_root))
+
+    def require_driver(self):
+        from nvdocker_setup.driver.errors import GpuSetupError
+
+        try:
+            return self.driver()
+        except GpuSetupError:
+            raise SkipCheck("no NVIDIA driver is loaded (see driver-kernel-module)") from None
+
+    # -- binaries --------------------------------------------------------------------------------
+
+    def our_binary(self, name: str) -> Tuple[str, str]:
+        """(path to show, path to open) of one of our executables: on the context's PATH (a path on
+        this machine), else where the package installs it (a host path)."""
+        found = self.ctx.which(name)
+        if found is not None:
+            return found, found
+        return "/usr/bin/" + name, self.host_file("/usr/bin/" + name)
+
+    @property
+    def runtime_binary_name(self) -> str:
+        return RUNTIME_BINARY
+
+    # -- how to reload or restart this dockerd ---------------------------------------------------------
+
+    def service_command(self, action: str) -> str:
+        """How to start, reload or restart this host's dockerd, as hint text (commands in backticks).
+
+        The service manager is the one install would use (``adapters.service.detect``).
+        """
+
+        def compute():
+            from nvdocker_setup.adapters.service import detect
+
+            if self.ctx.service is not None:
+                return self.ctx.service
+            try:
+                rule = self.location().rule
+            except Exception:
+                rule = "default"
+            return detect(self.ctx, "auto", rule, self.socket_path)
+
+        try:
+            manager = self.memo("service", compute)
+        except Exception:
+            manager = None
+        name = getattr(manager, "name", "signal")
+        if name == "systemd":
+            return "`systemctl {} docker`".format(action)
+        if name == "systemd-user":
+            return "`systemctl --user {} docker`".format(action)
+        if name == "snap":
+            if action == "reload":
+                return "`kill -HUP $(systemctl show -p MainPID --value snap.docker.dockerd)`"
+            return "`snap {} docker.dockerd`".format(action)
+        if name == "signal":
+            if action == "reload":
+                try:
+                    proc = self.dockerd()
+                except Exception:
+                    proc = None
+                return "`kill -HUP {}`".format(proc.pid if proc is not None else "<dockerd pid>")
+            return "{} dockerd the way it is run on this host (e.g. `service docker {}`)".format(action, action)
+        return "{} dockerd ({})".format(action, manager.describe() if manager is not None else "its service manager")

@@ -1,0 +1,341 @@
+"""Find the NVIDIA driver under a driver root: its GPUs, version, device nodes, libraries, tools.
+
+A driver root is a directory laid out like the host's ``/`` (NVIDIA's ``root`` setting): ``/``
+itself, a driver container's ``/run/nvidia/driver``, or a simulated driver in tests. ``/proc`` and
+``/dev`` are looked up inside the root first and then on the host, because a driver container
+ships libraries but the kernel's files stay the host's.
+
+Everything is read from files (no NVML, no subprocess), lazily, so that the runtime pays only for
+what a container asked for.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from nvdocker_setup.driver import capabilities as caps
+from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.model import DeviceNode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
+    from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+    from nvdocker_setup.driver.ldcache import CacheEntry
+
+GPUS_DIR = "/proc/driver/nvidia/gpus"
+VERSION_FILE = "/proc/driver/nvidia/version"
+LD_CACHE = "/etc/ld.so.cache"
+#: Control nodes every GPU container needs (those present are injected).
+CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+_MAX_SYMLINKS = 40
+
+
+def _is_host_root(root: str) -> bool:
+    return root in ("", "/")
+
+
+def resolve_in_root(root: str, path: str) -> Optional[Tuple[str, str]]:
+    """``(host path, path inside the root)`` of ``path`` with every symlink resolved as if
+    ``root`` were ``/`` (an absolute link target stays inside the root); None when it does not exist.
+    """
+    if _is_host_root(root):
+        real = os.path.realpath(path)
+        return (real, real) if os.path.exists(real) else None
+    pending = [part for part in path.split("/") if part]
+    resolved: List[str] = []
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:  # not a symlink
+                resolved.append(part)
+                continue
+            return None
+        links += 1
+        if links > _MAX_SYMLINKS:
+            return None
+        if target.startswith("/"):
+            resolved = []
+        pending[:0] = [item for item in target.split("/") if item]
+    inside = "/" + "/".join(resolved)
+    host = os.path.join(root, *resolved)
+    return (host, inside) if os.path.exists(host) else None
+
+
+class Gpu:
+    """One GPU as the kernel driver lists it; ``index`` is nvidia-smi's (PCI bus order)."""
+
+    __slots__ = ("index", "minor", "uuid", "model", "bus_id")
+
+    def __init__(self, index: int, minor: int, uuid: str, model: str, bus_id: str) -> None:
+        self.index = index
+        self.minor = minor
+        self.uuid = uuid
+        self.model = model
+        self.bus_id = bus_id
+
+    @property
+    def device_path(self) -> str:
+        return "/dev/nvidia{}".format(self.minor)
+
+    def describe(self) -> str:
+        return "{} ({}, {})".format(self.index, self.uuid, self.model)
+
+    def __repr__(self) -> str:
+        return "Gpu(index={}, minor={}, uuid={!r}, model={!r}, bus_id={!r})".format(
+            self.index, self.minor, self.uuid, self.model, self.bus_id
+        )
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def parse_information(text: str) -> Dict[str, str]:
+    """``Key:  value`` lines of ``/proc/driver/nvidia/gpus/<bus>/information``."""
+    fields: Dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def parse_version(text: str) -> Optional[str]:
+    """The version in ``NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu ...``
+    (also the "Open Kernel Module for x86_64" spelling)."""
+    for line in text.splitlines():
+        if line.startswith("NVRM version:"):
+            for word in line.split()[2:]:
+                if word[:1].isdigit() and "." in word:
+                    return word
+    return None
+
+
+def version_tuple(version: str) -> Tuple[int, ...]:
+    """``"550.54.14"`` -> ``(550, 54, 14)``; non-numeric parts stop the tuple."""
+    numbers: List[int] = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
+class Driver:
+    """The driver under ``root``: what :func:`discover` found, plus lazy lookups of files."""
+
+    def __init__(self, root: str, version: str, gpus: Sequence[Gpu], proc_root: str, dev_root: str) -> None:
+        self.root = root
+        self.version = version
+        self.gpus = list(gpus)
+        self.proc_root = proc_root
+        self.dev_root = dev_root
+        self._cache: Optional[List[CacheEntry]] = None
+
+    # -- GPUs ----------------------------------------------------------------------------------
+
+    def describe_gpus(self) -> str:
+        if not self.gpus:
+            return "no GPU"
+        return ", ".join("GPU " + gpu.describe() for gpu in self.gpus)
+
+    def find_gpu(self, selector: str) -> Gpu:
+        """A GPU by index (``"1"``) or UUID (``"GPU-..."``); an unknown one names those that exist."""
+        wanted = selector.strip()
+        for gpu in self.gpus:
+            if wanted.isdigit() and int(wanted) == gpu.index:
+                return gpu
+            if wanted.lower() == gpu.uuid.lower():
+                return gpu
+        raise GpuSetupError(
+            "unknown GPU {!r}: this host has {}".format(wanted, self.describe_gpus()),
+            hint="request an index or UUID from that list (nvidia-smi -L shows them), or all",
+        )
+
+    # -- device nodes ----------------------------------------------------------------------------
+
+    def device_node(self, path: str) -> Optional[DeviceNode]:
+        """The character device at container path ``path`` as it exists on the host, or None."""
+        host_path = os.path.join(self.dev_root, os.path.relpath(path, "/dev"))
+        try:
+            info = os.stat(host_path)
+        except OSError:
+            return None
+        if not stat.S_ISCHR(info.st_mode):
+            return None
+        return DeviceNode(
+            path=path,
+            host_path=host_path,
+            major=os.major(info.st_rdev),
+            minor=os.minor(info.st_rdev),
+            file_mode=stat.S_IMODE(info.st_mode),
+            uid=info.st_uid,
+            gid=info.st_gid,
+        )
+
+    def gpu_device_node(self, gpu: Gpu) -> DeviceNode:
+        node = self.device_node(gpu.device_path)
+        if node is None:
+            raise GpuSetupError(
+                "GPU {} has no device node {} under {}".format(gpu.index, gpu.device_path, self.dev_root),
+                hint="create the NVIDIA device nodes (nvidia-modprobe -c {}, or nvidia-ctk system create-device-nodes)".format(gpu.minor),
+            )
+        return node
+
+    def control_device_nodes(self) -> List[DeviceNode]:
+        nodes = [node for node in (self.device_node(path) for path in CONTROL_DEVICES) if node is not None]
+        if not any(node.path == "/dev/nvidiactl" for node in nodes):
+            raise GpuSetupError(
+                "the NVIDIA control device /dev/nvidiactl is missing under {}".format(self.dev_root),
+                hint="load the driver and create its device nodes (nvidia-modprobe, or nvidia-ctk system create-device-nodes --control-devices)",
+            )
+        return nodes
+
+    # -- files -----------------------------------------------------------------------------------
+
+    @property
+    def ld_cache_path(self) -> str:
+        return os.path.join(self.root, LD_CACHE.lstrip("/"))
+
+    def cache_entries(self) -> List[CacheEntry]:
+        """The ld cache's entries for driver libraries (others are skipped unread)."""
+        if self._cache is None:
+            from nvdocker_setup.driver import ldcache
+
+            wanted = tuple(name.encode() for name in caps.libraries_for(caps.ALL_CAPABILITIES))
+            self._cache = ldcache.read(self.ld_cache_path, wanted)
+        return self._cache
+
+    def locate(self, path: str) -> Optional[Tuple[str, str]]:
+        """``(host path, container path)`` of a file in the driver root, symlinks resolved."""
+        return resolve_in_root(self.root, path)
+
+    def libraries(self, capabilities: Iterable[str], word_size: int = 64) -> List[Tuple[str, str]]:
+        """The library files for ``capabilities``: ``(host path, container path)``, deduplicated.
+
+        Each ld cache name (``libcuda.so.1``, ``libcuda.so``) is resolved to the file it links
+        to (``libcuda.so.550.54.14``), which is what gets mounted; the hook's ldconfig recreates
+        the SONAME links in the container.
+        """
+        prefixes = caps.libraries_for(capabilities)
+        found: Dict[str, Tuple[str, str]] = {}
+        for entry in self.cache_entries():
+            if entry.word_size != word_size or not entry.name.startswith(prefixes):
+                continue
+            if not any(_matches(entry.name, prefix) for prefix in prefixes):
+                continue
+            located = self.locate(entry.path)
+            if located is not None:
+                found.setdefault(located[1], located)
+        return [found[key] for key in sorted(found)]
+
+    def binaries(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
+        found: List[Tuple[str, str]] = []
+        for name in caps.binaries_for(capabilities):
+            for directory in caps.BINARY_DIRS:
+                located = self.locate(directory + "/" + name)
+                if located is not None and os.path.isfile(located[0]):
+                    found.append(located)
+                    break
+        return found
+
+    def existing(self, paths: Iterable[str]) -> List[Tuple[str, str]]:
+        """Those of ``paths`` (container paths) that exist in the driver root, deduplicated."""
+        found: Dict[str, Tuple[str, str]] = {}
+        for path in paths:
+            located = self.locate(path)
+            if located is not None:
+                found.setdefault(located[1], located)
+        return list(found.values())
+
+    def firmware(self) -> Optional[Tuple[str, str]]:
+        """The GSP firmware directory of this driver version, when the driver has one."""
+        return self.locate("/lib/firmware/nvidia/" + self.version)
+
+    def ipc_paths(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
+        return self.existing(caps.ipc_paths_for(capabilities))
+
+    @property
+    def cuda_version(self) -> str:
+        from nvdocker_setup.driver.requirements import cuda_version_for_driver
+
+        return cuda_version_for_driver(self.version)
+
+
+def _matches(name: str, prefix: str) -> bool:
+    """``libcuda.so`` matches ``libcuda.so`` and ``libcuda.so.1``, not ``libcuda.so_x``."""
+    return name == prefix or (name.startswith(prefix) and name[len(prefix)] == ".")
+
+
+def _kernel_dir(root: str, path: str) -> str:
+    """``root``'s copy of a kernel directory when it has one, else the host's."""
+    if not _is_host_root(root):
+        candidate = os.path.join(root, path.lstrip("/"))
+        if os.path.exists(candidate):
+            return candidate
+    return path
+
+
+def read_gpus(proc_gpus_dir: str) -> List[Gpu]:
+    """Every GPU under ``.../proc/driver/nvidia/gpus``, indexed in PCI bus order as nvidia-smi does."""
+    try:
+        bus_ids = sorted(os.listdir(proc_gpus_dir), key=str.lower)
+    except OSError:
+        return []
+    gpus: List[Gpu] = []
+    for bus_id in bus_ids:
+        text = _read_text(os.path.join(proc_gpus_dir, bus_id, "information"))
+        if text is None:
+            continue
+        fields = parse_information(text)
+        minor = fields.get("Device Minor", "")
+        if not minor.isdigit():
+            continue
+        gpus.append(
+            Gpu(
+                index=len(gpus),
+                minor=int(minor),
+                uuid=fields.get("GPU UUID", ""),
+                model=fields.get("Model", "NVIDIA GPU"),
+                bus_id=fields.get("Bus Location", bus_id),
+            )
+        )
+    return gpus
+
+
+def discover(root: str = "/") -> Driver:
+    """The driver under ``root``; a :class:`GpuSetupError` when no NVIDIA driver is loaded there."""
+    root = os.path.abspath(root or "/")
+    if not os.path.isdir(root):
+        raise GpuSetupError("the driver root {} is not a directory".format(root), hint="fix driver-root (or NVDOCKER_DRIVER_ROOT)")
+    proc_root = _kernel_dir(root, "/proc/driver/nvidia")
+    dev_root = _kernel_dir(root, "/dev") if os.path.exists(os.path.join(root, "dev", "nvidiactl")) else "/dev"
+    version_text = _read_text(os.path.join(proc_root, "version"))
+    version = parse_version(version_text) if version_text is not None else None
+    if version is None:
+        where = os.path.join(proc_root, "version")
+        if version_text is None and not _is_host_root(root):
+            where = "{} (nor {})".format(where, os.path.join(root, VERSION_FILE.lstrip("/")))
+        raise GpuSetupError(
+            "no NVIDIA driver is loaded: {} is {}".format(where, "missing" if version_text is None else "not understood"),
+            hint="install and load the NVIDIA driver (nvidia-smi should work on the host), or set driver-root",
+        )
+    gpus = read_gpus(os.path.join(proc_root, "gpus"))
+    return Driver(root=root, version=version, gpus=gpus, proc_root=proc_root, dev_root=dev_root)

@@ -1,0 +1,85 @@
+"""Build :class:`ContainerEdits` from a discovered driver: per GPU, and common to every GPU.
+
+The runtime asks for ``request_edits(driver, gpus, capabilities, hook)``; ``cdi generate`` writes
+``gpu_edits`` per device and ``common_edits`` for the whole spec. Both come from these functions.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nvdocker_setup.driver import capabilities as caps
+from nvdocker_setup.driver.model import READ_ONLY_MOUNT, WRITABLE_MOUNT, ContainerEdits, Hook, Mount
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
+    from typing import Iterable, List, Optional, Sequence
+
+    from nvdocker_setup.driver.discovery import Driver, Gpu
+
+#: The OCI lifecycle point our ld cache hook runs at: after the mounts, before pivot_root.
+LDCACHE_HOOK_POINT = "createContainer"
+#: Directories that are shared with the host and must stay writable.
+_WRITABLE_IPC = ("/tmp/nvidia-mps",)
+
+
+class HookCommand:
+    """How to start our hook binary: absolute ``path``, the argv before the subcommand, and the
+    host ``ldconfig`` it runs against the container root."""
+
+    __slots__ = ("path", "args", "ldconfig")
+
+    def __init__(self, path: str, args: Sequence[str], ldconfig: str) -> None:
+        self.path = path
+        self.args = list(args)
+        self.ldconfig = ldconfig
+
+    def ldcache_hook(self, folders: Iterable[str], rootfs: Optional[str] = None) -> Hook:
+        """The hook entry; with ``rootfs`` (the runtime knows it, a CDI spec cannot) the hook
+        need not read the container state, which saves it the JSON parsing."""
+        argv = self.args + ["update-ldcache", "--ldconfig", self.ldconfig]
+        if rootfs is not None:
+            argv += ["--rootfs", rootfs]
+        for folder in folders:
+            argv += ["--folder", folder]
+        return Hook(LDCACHE_HOOK_POINT, self.path, argv)
+
+
+def gpu_edits(driver: Driver, gpu: Gpu) -> ContainerEdits:
+    """What one GPU adds: its device node (and the cgroup rule that goes with it)."""
+    return ContainerEdits(device_nodes=[driver.gpu_device_node(gpu)])
+
+
+def _library_mounts(driver: Driver, capabilities: Sequence[str]) -> List[Mount]:
+    found = driver.libraries(capabilities)
+    if caps.COMPAT32 in capabilities:
+        found += driver.libraries(capabilities, word_size=32)
+    return [Mount(host, container) for host, container in found]
+
+
+def common_edits(
+    driver: Driver, capabilities: Sequence[str], hook: Optional[HookCommand], rootfs: Optional[str] = None
+) -> ContainerEdits:
+    """What any GPU container gets for ``capabilities``: control nodes, driver files, the ld hook."""
+    libraries = _library_mounts(driver, capabilities)
+    mounts = list(libraries)
+    mounts += [Mount(host, container) for host, container in driver.binaries(capabilities)]
+    mounts += [Mount(host, container) for host, container in driver.existing(caps.data_files_for(capabilities))]
+    firmware = driver.firmware()
+    if firmware is not None:
+        mounts.append(Mount(*firmware))
+    for host, container in driver.ipc_paths(capabilities):
+        options = WRITABLE_MOUNT if container in _WRITABLE_IPC else READ_ONLY_MOUNT
+        mounts.append(Mount(host, container, options))
+    hooks = []
+    if hook is not None and libraries:
+        folders = sorted({os.path.dirname(mount.container_path) for mount in libraries})
+        hooks.append(hook.ldcache_hook(folders, rootfs))
+    return ContainerEdits(device_nodes=driver.control_device_nodes(), mounts=mounts, hooks=hooks)
+
+
+def request_edits(
+    driver: Driver, gpus: Sequence[Gpu], capabilities: Sequence[str], hook: Optional[HookCommand], rootfs: Optional[str] = None
+) -> ContainerEdits:
+    """Everything a container that asked for ``gpus`` with ``capabilities`` gets."""
+    return common_edits(driver, capabilities, hook, rootfs).merged(*(gpu_edits(driver, gpu) for gpu in gpus))

@@ -1,0 +1,182 @@
+"""The runtime's settings: ``/etc/nvdocker/runtime.conf``, an INI file any Python 3.9 can read
+and the C launcher can scan for ``runtimes`` in a few lines.
+
+::
+
+    [runtime]
+    # real OCI runtimes, first found wins (names on PATH or absolute paths)
+    runtimes = runc crun
+    # where the driver lives, like NVIDIA's `root` (a driver container: /run/nvidia/driver)
+    driver-root = /
+    # our own log (errors always; decisions too with debug = true); empty: none
+    log = /var/log/nvdocker-runtime.log
+    debug = false
+    # our hook for the ld cache (default: this Python running nvdocker_setup/hook)
+    hook-path =
+    # the host's ldconfig the hook runs against the container root
+    ldconfig = /sbin/ldconfig
+
+Format, shared with ``launcher/nvdocker-runtime.c``: ``[section]`` lines, ``key = value`` or
+``key: value``, ``#``/``;`` comment lines, indented lines continue the previous value. Keys
+before any section belong to ``[runtime]``. A missing default file means defaults; a file named
+by ``NVDOCKER_RUNTIME_CONFIG`` must exist. ``NVDOCKER_DRIVER_ROOT`` overrides ``driver-root``:
+dockerd's environment reaches the runtime, which is how a test points a private dockerd at a
+simulated driver.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from nvdocker_setup.driver.errors import GpuSetupError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
+    from typing import Dict, List, Mapping, Optional, Sequence
+
+    from nvdocker_setup.driver.edits import HookCommand
+
+DEFAULT_CONFIG_PATH = "/etc/nvdocker/runtime.conf"
+CONFIG_ENV = "NVDOCKER_RUNTIME_CONFIG"
+DRIVER_ROOT_ENV = "NVDOCKER_DRIVER_ROOT"
+SECTION = "runtime"
+DEFAULT_RUNTIMES = ("runc", "crun")
+#: Searched when the environment has no PATH (containerd's shim usually passes one).
+DEFAULT_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def parse_ini(text: str, source: str = "config") -> Dict[str, Dict[str, str]]:
+    """Sections of keys (lower case) to values, per the format in the module docstring."""
+    sections: Dict[str, Dict[str, str]] = {SECTION: {}}
+    current = sections[SECTION]
+    last_key: Optional[str] = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped[0] in "#;":
+            last_key = None
+            continue
+        if raw[0] in " \t" and last_key is not None:
+            current[last_key] = (current[last_key] + " " + stripped).strip()
+            continue
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = sections.setdefault(stripped[1:-1].strip().lower(), {})
+            last_key = None
+            continue
+        cut = min((i for i in (stripped.find("="), stripped.find(":")) if i > 0), default=-1)
+        if cut < 0:
+            raise GpuSetupError(
+                "{} line {}: expected 'key = value', got {!r}".format(source, number, stripped),
+                hint="fix the runtime configuration file",
+            )
+        last_key = stripped[:cut].strip().lower()
+        current[last_key] = stripped[cut + 1:].strip()
+    return sections
+
+
+def _boolean(value: str, key: str, source: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise GpuSetupError("{}: {} must be true or false, got {!r}".format(source, key, value))
+
+
+class RuntimeConfig:
+    """Settings after defaults, the file and the environment are applied."""
+
+    __slots__ = ("path", "runtimes", "driver_root", "log", "debug", "hook_path", "ldconfig")
+
+    def __init__(
+        self,
+        path: Optional[str] = None,
+        runtimes: Sequence[str] = DEFAULT_RUNTIMES,
+        driver_root: str = "/",
+        log: Optional[str] = None,
+        debug: bool = False,
+        hook_path: Optional[str] = None,
+        ldconfig: Optional[str] = None,
+    ) -> None:
+        self.path = path
+        self.runtimes: List[str] = list(runtimes)
+        self.driver_root = driver_root
+        self.log = log
+        self.debug = debug
+        self.hook_path = hook_path
+        self.ldconfig = ldconfig or default_ldconfig()
+
+    def hook_command(self) -> HookCommand:
+        """How the container's ``createContainer`` hook starts our hook program."""
+        from nvdocker_setup.driver.edits import HookCommand
+
+        if self.hook_path:
+            return HookCommand(self.hook_path, [os.path.basename(self.hook_path)], self.ldconfig)
+        return HookCommand(sys.executable, [sys.executable, "-I", "-S", hook_script()], self.ldconfig)
+
+
+def hook_script() -> str:
+    """Our hook's ``__main__.py``, runnable by path with ``python3 -I -S`` (stdlib only)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(package, "hook", "__main__.py")
+
+
+def default_ldconfig() -> str:
+    """Ubuntu's wrapper script /sbin/ldconfig execs ldconfig.real; use the real one when present."""
+    return "/sbin/ldconfig.real" if os.path.exists("/sbin/ldconfig.real") else "/sbin/ldconfig"
+
+
+def load(environ: Mapping[str, str] = os.environ) -> RuntimeConfig:
+    """Defaults, then the config file, then ``NVDOCKER_DRIVER_ROOT``."""
+    explicit = environ.get(CONFIG_ENV) or None
+    path = explicit or DEFAULT_CONFIG_PATH
+    values: Dict[str, str] = {}
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            values = parse_ini(handle.read(), path).get(SECTION, {})
+    except FileNotFoundError:
+        if explicit:
+            raise GpuSetupError(
+                "{}={} does not exist".format(CONFIG_ENV, explicit), hint="point it at a runtime.conf or unset it"
+            ) from None
+        path = None
+    except OSError as exc:
+        raise GpuSetupError("cannot read {}: {}".format(path, exc.strerror or exc)) from None
+    source = path or DEFAULT_CONFIG_PATH
+    runtimes = values.get("runtimes", "").replace(",", " ").split()
+    config = RuntimeConfig(
+        path=path,
+        runtimes=runtimes or DEFAULT_RUNTIMES,
+        driver_root=values.get("driver-root") or "/",
+        log=values.get("log") or None,
+        debug=_boolean(values.get("debug", ""), "debug", source),
+        hook_path=values.get("hook-path") or None,
+        ldconfig=values.get("ldconfig") or None,
+    )
+    if environ.get(DRIVER_ROOT_ENV):
+        config.driver_root = environ[DRIVER_ROOT_ENV]
+    if config.hook_path and not os.path.isabs(config.hook_path):
+        raise GpuSetupError("{}: hook-path must be absolute, got {!r}".format(source, config.hook_path))
+    return config
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def find_real_runtime(config: RuntimeConfig, environ: Mapping[str, str] = os.environ, exclude: Sequence[str] = ()) -> str:
+    """The first of ``config.runtimes`` that exists; ``exclude`` (ourselves) never counts, so a
+    configuration that names this program cannot make it exec itself forever."""
+    excluded = {os.path.realpath(path) for path in exclude if path}
+    search = (environ.get("PATH") or DEFAULT_SEARCH_PATH).split(os.pathsep)
+    for name in config.runtimes:
+        candidates = [name] if "/" in name else [os.path.join(directory or ".", name) for directory in search]
+        for candidate in candidates:
+            if _executable(candidate) and os.path.realpath(candidate) not in excluded:
+                return candidate
+    raise GpuSetupError(
+        "no OCI runtime found to run the container (tried {})".format(", ".join(config.runtimes)),
+        hint="install runc, or list the real runtime under runtimes in {}".format(config.path or DEFAULT_CONFIG_PATH),
+    )

@@ -1,0 +1,170 @@
+"""nvdocker-runtime: an OCI runtime that gives a container the GPUs it asked for, then runs the
+real runtime (runc by default).
+
+dockerd's shim calls this for every container operation. ``create`` is the only one we act on:
+find the bundle, decide what the spec requests, edit it, write it back atomically, exec the
+real runtime with the identical argv. Everything else is exec'd straight away. The C launcher
+(``launcher/nvdocker-runtime.c``) does the passthrough without starting Python at all and comes
+here only for a ``create`` that may request GPUs; this module also works on its own.
+
+Failures before the exec are written as a JSON line to runc's ``--log`` file (containerd reads
+the last error from there, so ``docker run`` shows our message), to stderr and to our own log,
+and the exit status is 1. Standard library only: this is on the hot path of every container.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.runtime import args as runtime_args
+from nvdocker_setup.runtime import config as runtime_config
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
+    from typing import List, Optional, Sequence
+
+    from nvdocker_setup.driver.model import ContainerEdits
+    from nvdocker_setup.runtime.args import RuntimeArgs
+    from nvdocker_setup.runtime.config import RuntimeConfig
+    from nvdocker_setup.runtime.request import GpuRequest
+
+PROGRAM = "nvdocker-runtime"
+#: How the C launcher hands over the real runtime it already resolved (first argument, removed).
+REAL_RUNTIME_FLAG = "--nvdocker-real-runtime="
+
+
+class Log:
+    """Our own log file (``log`` in runtime.conf): errors always, decisions with ``debug``."""
+
+    def __init__(self, path: Optional[str], debug: bool) -> None:
+        self.path = path
+        self.debug_enabled = debug and bool(path)
+        self.started = time.perf_counter()
+
+    def write(self, level: str, message: str) -> None:
+        if not self.path:
+            return
+        line = "{} {} pid={} +{:.1f}ms {}\n".format(
+            _timestamp(), level, os.getpid(), (time.perf_counter() - self.started) * 1000, message
+        )
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+        except OSError:
+            pass  # a log we cannot write must not stop containers
+
+    def debug(self, message: str) -> None:
+        if self.debug_enabled:
+            self.write("debug", message)
+
+
+def _timestamp() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".{:06d}Z".format(int(now % 1 * 1e6))
+
+
+def runc_log_line(message: str, log_format: Optional[str]) -> str:
+    """One error line in the format runc writes to ``--log`` (json by default for containerd)."""
+    if log_format == "text":
+        return 'time="{}" level=error msg="{}"\n'.format(_timestamp(), message.replace("\\", "\\\\").replace('"', '\\"'))
+    from nvdocker_setup.runtime import jsonio
+
+    return jsonio.dumps({"level": "error", "msg": message, "time": _timestamp()}) + "\n"
+
+
+def report_error(error: GpuSetupError, parsed: RuntimeArgs, log: Log) -> None:
+    message = "{}: {}".format(PROGRAM, error)
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    log.write("error", message)
+    if parsed.log:
+        try:
+            with open(parsed.log, "a", encoding="utf-8") as handle:
+                handle.write(runc_log_line(message, parsed.log_format))
+        except OSError:
+            pass
+
+
+def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None:
+    """Edit the bundle's spec for the GPUs it requests; leave it byte for byte alone otherwise."""
+    from nvdocker_setup.runtime import request, spec
+
+    path = spec.spec_path(parsed.bundle or os.getcwd())
+    _data, value = spec.read_spec(path)
+    wanted = request.resolve(value)
+    if wanted is None:
+        log.debug("create {}: no GPU request, spec untouched".format(parsed.container_id))
+        return
+    request.remove_nvidia_hooks(value, wanted.hook_indexes)
+    if wanted.wants_driver:
+        edits = edits_for(wanted, config, spec.rootfs_of(os.path.dirname(path), value))
+        spec.apply_edits(value, edits)
+        log.debug(
+            "create {}: {}; {} device nodes, {} mounts, {} hooks".format(
+                parsed.container_id, wanted.describe(), len(edits.device_nodes), len(edits.mounts), len(edits.hooks)
+            )
+        )
+    else:
+        log.debug("create {}: removed dockerd's --gpus hook, no device requested".format(parsed.container_id))
+    spec.write_atomically(path, spec.encode(value))
+
+
+def edits_for(wanted: GpuRequest, config: RuntimeConfig, rootfs: Optional[str] = None) -> ContainerEdits:
+    """Discover the driver and turn the request into :class:`ContainerEdits`."""
+    from nvdocker_setup.driver import requirements
+    from nvdocker_setup.driver.capabilities import parse_capabilities
+    from nvdocker_setup.driver.discovery import discover
+    from nvdocker_setup.driver.edits import request_edits
+    from nvdocker_setup.runtime.request import DRIVER_CAPABILITIES, VISIBLE_DEVICES
+
+    capabilities = parse_capabilities(wanted.env.get(DRIVER_CAPABILITIES))
+    driver = discover(config.driver_root)
+    if not requirements.disabled(wanted.env):
+        requirements.check(wanted.env, requirements.Facts(driver.version, driver.cuda_version))
+    if wanted.all_devices:
+        if not driver.gpus:
+            raise GpuSetupError(
+                "{}=all but no NVIDIA GPU was found under {}".format(VISIBLE_DEVICES, driver.proc_root),
+                hint="check nvidia-smi -L on the host",
+            )
+        gpus = driver.gpus
+    else:
+        gpus = [driver.find_gpu(selector) for selector in wanted.devices]
+    return request_edits(driver, gpus, capabilities, config.hook_command(), rootfs)
+
+
+def exec_runtime(real_runtime: str, argv: Sequence[str]) -> None:
+    """Replace this process with the real runtime: its exit status and signals are the caller's."""
+    try:
+        os.execv(real_runtime, [real_runtime] + list(argv))
+    except OSError as exc:
+        raise GpuSetupError("cannot execute {}: {}".format(real_runtime, exc.strerror or exc)) from None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    real_runtime = None
+    if arguments and arguments[0].startswith(REAL_RUNTIME_FLAG):
+        real_runtime = arguments.pop(0)[len(REAL_RUNTIME_FLAG):]
+    parsed = runtime_args.parse(arguments)
+    log = Log(None, False)
+    try:
+        try:
+            config = runtime_config.load(os.environ)
+        except GpuSetupError:
+            if parsed.is_create:
+                raise
+            config = runtime_config.RuntimeConfig()  # never block delete/kill over a config typo
+        log = Log(config.log, config.debug)
+        if real_runtime is None:
+            real_runtime = runtime_config.find_real_runtime(config, os.environ, exclude=[sys.argv[0]])
+        if parsed.is_create:
+            prepare_bundle(parsed, config, log)
+        exec_runtime(real_runtime, arguments)
+    except GpuSetupError as error:
+        report_error(error, parsed, log)
+        return 1
+    return 0  # not reached: exec_runtime replaced the process

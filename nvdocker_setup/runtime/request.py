@@ -1,0 +1,170 @@
+"""What a container asked for, read from its OCI spec.
+
+A container requests GPUs through any of:
+
+* ``NVIDIA_VISIBLE_DEVICES`` in ``process.env``: ``all``; ``none`` (driver files, no GPU);
+  ``void``, empty or unset (nothing); a comma list of indexes and ``GPU-<uuid>``s;
+* the prestart hook dockerd adds for ``docker run --gpus`` (path ending in
+  ``nvidia-container-runtime-hook`` or ``nvidia-container-toolkit``), which we remove and do
+  the work ourselves;
+* CDI annotations ``cdi.k8s.io/<key>: nvidia.com/gpu=<name>[,...]``.
+
+``NVIDIA_DRIVER_CAPABILITIES`` then picks the driver files, and ``NVIDIA_REQUIRE_*`` constraints
+are checked unless ``NVIDIA_DISABLE_REQUIRE`` is true.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nvdocker_setup.driver.errors import GpuSetupError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
+    from typing import Any, Dict, List, Optional
+
+VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
+DRIVER_CAPABILITIES = "NVIDIA_DRIVER_CAPABILITIES"
+#: Basenames of the hook dockerd inserts for --gpus (the second is the package's symlink name).
+NVIDIA_HOOK_NAMES = ("nvidia-container-runtime-hook", "nvidia-container-toolkit")
+CDI_ANNOTATION_PREFIX = "cdi.k8s.io/"
+CDI_KIND = "nvidia.com/gpu"
+ALL = "all"
+
+
+class GpuRequest:
+    """A container's GPU request: ``devices`` is ``["all"]``, a list of selectors, or ``[]`` for
+    ``none``; ``env`` is the process environment (last value of a name wins)."""
+
+    __slots__ = ("devices", "env", "hook_indexes", "sources")
+
+    def __init__(self, devices: List[str], env: Dict[str, str], hook_indexes: List[int], sources: List[str]) -> None:
+        self.devices = devices
+        self.env = env
+        self.hook_indexes = hook_indexes
+        self.sources = sources
+
+    @property
+    def wants_driver(self) -> bool:
+        """False when the only thing to do is drop dockerd's hook (``--gpus`` with no device)."""
+        return "env" in self.sources or "cdi" in self.sources
+
+    @property
+    def all_devices(self) -> bool:
+        return ALL in self.devices
+
+    def describe(self) -> str:
+        return "devices={} via {}".format(",".join(self.devices) or "none", "+".join(self.sources))
+
+
+def environment(spec: Dict[str, Any]) -> Dict[str, str]:
+    env: Dict[str, str] = {}
+    process = spec.get("process")
+    entries = process.get("env") if isinstance(process, dict) else None
+    for entry in entries or ():
+        if isinstance(entry, str):
+            name, _, value = entry.partition("=")
+            env[name] = value
+    return env
+
+
+def nvidia_hook_indexes(spec: Dict[str, Any]) -> List[int]:
+    """Positions in ``hooks.prestart`` of dockerd's --gpus hook (by path or argv[0])."""
+    hooks = spec.get("hooks")
+    prestart = hooks.get("prestart") if isinstance(hooks, dict) else None
+    found = []
+    for position, hook in enumerate(prestart or ()):
+        if not isinstance(hook, dict):
+            continue
+        args = hook.get("args") or [""]
+        names = (os.path.basename(str(hook.get("path", ""))), os.path.basename(str(args[0])))
+        if any(name in NVIDIA_HOOK_NAMES for name in names):
+            found.append(position)
+    return found
+
+
+def parse_visible_devices(value: str) -> Optional[List[str]]:
+    """None for no request (``void``, empty), ``[]`` for ``none``, ``["all"]`` or selectors."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items or items == ["void"]:
+        return None
+    if ALL in items:
+        return [ALL]
+    if items == ["none"]:
+        return []
+    for item in items:
+        _check_selector(item, "{}={}".format(VISIBLE_DEVICES, value))
+    return _unique(items)
+
+
+def _check_selector(item: str, origin: str) -> None:
+    if item.upper().startswith("MIG-") or (":" in item and item.replace(":", "").isdigit()):
+        raise GpuSetupError(
+            "MIG device {!r} in {} is not supported by nvdocker-runtime".format(item, origin),
+            hint="request the whole GPU by index or UUID, or use NVIDIA's runtime for MIG",
+        )
+    if item in ("none", "void"):
+        raise GpuSetupError("{!r} cannot be combined with other devices in {}".format(item, origin))
+    if not (item.isdigit() or item.upper().startswith("GPU-")):
+        raise GpuSetupError(
+            "cannot read device {!r} in {}".format(item, origin),
+            hint="use all, none, void, or a comma list of GPU indexes and GPU-<uuid>s",
+        )
+
+
+def _unique(items: List[str]) -> List[str]:
+    seen: Dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)
+
+
+def cdi_devices(spec: Dict[str, Any]) -> List[str]:
+    """Device names of kind ``nvidia.com/gpu`` in ``cdi.k8s.io/*`` annotations; other kinds are
+    not ours (the engine that wrote them resolves them)."""
+    annotations = spec.get("annotations")
+    names: List[str] = []
+    if not isinstance(annotations, dict):
+        return names
+    for key in sorted(annotations):
+        if not key.startswith(CDI_ANNOTATION_PREFIX) or not isinstance(annotations[key], str):
+            continue
+        for qualified in annotations[key].split(","):
+            kind, sep, name = qualified.strip().partition("=")
+            if sep and kind == CDI_KIND and name:
+                if name != ALL:
+                    _check_selector(name, "annotation {}".format(key))
+                names.append(name)
+    return names
+
+
+def resolve(spec: Dict[str, Any]) -> Optional[GpuRequest]:
+    """The container's request, or None when it asked for nothing (the spec stays untouched)."""
+    env = environment(spec)
+    hook_indexes = nvidia_hook_indexes(spec)
+    sources: List[str] = []
+    devices: List[str] = []
+    from_env = parse_visible_devices(env[VISIBLE_DEVICES]) if VISIBLE_DEVICES in env else None
+    if from_env is not None:
+        sources.append("env")
+        devices.extend(from_env)
+    from_cdi = cdi_devices(spec)
+    if from_cdi:
+        sources.append("cdi")
+        devices.extend(from_cdi)
+    if hook_indexes:
+        sources.append("--gpus")
+    if not sources:
+        return None
+    devices = [ALL] if ALL in devices else _unique(devices)
+    return GpuRequest(devices, env, hook_indexes, sources)
+
+
+def remove_nvidia_hooks(spec: Dict[str, Any], indexes: List[int]) -> None:
+    """Drop dockerd's --gpus hooks (an emptied ``prestart`` list goes too)."""
+    if not indexes:
+        return
+    hooks = spec["hooks"]
+    hooks["prestart"] = [hook for position, hook in enumerate(hooks["prestart"]) if position not in indexes]
+    if not hooks["prestart"]:
+        del hooks["prestart"]

@@ -1,0 +1,100 @@
+"""`nvdocker-setup cdi generate|list` in-process, on the simulated driver root."""
+
+import json
+import os
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+from nvdocker_setup.cdi import spec as cdi_spec
+from nvdocker_setup.cli import common
+from nvdocker_setup.cli.main import app
+from nvdocker_setup.exit_status import ExitStatus
+
+
+class Outcome:
+    def __init__(self, result) -> None:
+        self.exit_code = result.exit_code
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+
+
+@pytest.fixture
+def cli(tmp_path, driver_root):
+    absent = tmp_path / "no-runtime.conf"
+    absent.write_text("")
+    env = {"NVDOCKER_RUNTIME_CONFIG": str(absent), "NVDOCKER_DRIVER_ROOT": driver_root.path, "COLUMNS": "200", "NO_COLOR": "1"}
+
+    def invoke(*args: str) -> Outcome:
+        common.reset_consoles()
+        try:
+            runner = CliRunner(mix_stderr=False)
+        except TypeError:
+            runner = CliRunner()
+        return Outcome(runner.invoke(app, list(args), env=env, catch_exceptions=False))
+
+    return invoke
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(str(path)).st_mode)
+
+
+def test_generate_yaml_then_no_change(cli, tmp_path):
+    out = tmp_path / "cdi" / "nvdocker.yaml"
+    first = cli("cdi", "generate", "--output", str(out))
+    assert first.exit_code == 0, first.stderr
+    assert first.stdout.startswith("wrote {}".format(out)) and "nvidia.com/gpu=all" in first.stdout
+    spec = cdi_spec.load(str(out))
+    assert spec["cdiVersion"] == "0.6.0" and mode(out) == 0o644
+    inode = os.stat(str(out)).st_ino
+    again = cli("cdi", "generate", "--output", str(out))
+    assert again.exit_code == 0 and again.stdout.startswith("no change:") and os.stat(str(out)).st_ino == inode
+
+
+def test_generate_json_by_extension_with_a_json_report(cli, tmp_path):
+    out = tmp_path / "nvdocker.json"
+    out.write_text("{}")
+    os.chmod(str(out), 0o600)
+    done = cli("cdi", "generate", "-o", str(out), "--json")
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["changed"] is True and report["format"] == "json" and report["driver_version"] == "550.54.14"
+    assert len(report["devices"]) == 5
+    assert json.loads(out.read_text())["kind"] == "nvidia.com/gpu" and mode(out) == 0o644
+    assert [name for name in os.listdir(str(tmp_path)) if name.startswith(".")] == []  # no temp file left
+
+
+def test_generate_to_stdout(cli):
+    done = cli("cdi", "generate", "-o", "-")
+    assert done.exit_code == 0
+    assert cdi_spec.parse(done.stdout.encode(), "stdout")["kind"] == "nvidia.com/gpu"
+
+
+def test_generate_without_a_driver_fails_with_a_hint(cli, tmp_path):
+    done = cli("cdi", "generate", "-o", str(tmp_path / "x.yaml"), "--driver-root", str(tmp_path / "nowhere"))
+    assert done.exit_code == ExitStatus.ERROR
+    assert "gpu-driver" in done.stderr and "driver-root" in done.stderr
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_list_shows_devices_and_staleness(cli, tmp_path):
+    out = tmp_path / "nvdocker.yaml"
+    assert cli("cdi", "generate", "-o", str(out)).exit_code == 0
+    listed = cli("cdi", "list", "--spec", str(out))
+    assert listed.exit_code == 0, listed.stderr
+    assert "nvidia.com/gpu=1  /dev/nvidia1" in listed.stdout and "stale" not in listed.stderr
+    spec = cdi_spec.load(str(out))
+    spec["annotations"][cdi_spec.DRIVER_VERSION_ANNOTATION] = "535.104.05"
+    out.write_bytes(cdi_spec.render(spec, as_json=False))
+    stale = cli("cdi", "list", "--spec", str(out), "--json")
+    report = json.loads(stale.stdout)
+    assert report["stale"] is True and report["driver_version"] == "535.104.05" and report["current_driver_version"] == "550.54.14"
+    assert report["devices"][-1] == {"name": "nvidia.com/gpu=all", "device_nodes": ["/dev/nvidia0", "/dev/nvidia1"]}
+    assert "stale" in cli("cdi", "list", "--spec", str(out)).stderr
+
+
+def test_list_without_a_spec_says_to_generate(cli, tmp_path):
+    done = cli("cdi", "list", "--spec", str(tmp_path / "absent.yaml"))
+    assert done.exit_code == ExitStatus.ERROR and "cdi generate" in done.stderr

@@ -1,0 +1,179 @@
+"""`create` on the simulated driver root: the edits, the untouched no-request case, the errors.
+
+In-process through ``prepare_bundle`` for the edits, and as a process (``python -m
+nvdocker_setup.runtime``, the entry that works without the C launcher) for the exec and the
+error reporting.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.runtime import args as runtime_args
+from nvdocker_setup.runtime.config import RuntimeConfig
+from nvdocker_setup.runtime.main import Log, prepare_bundle
+from tests.runtime.conftest import REPO, base_spec, read_config, write_bundle
+from tests.runtime.test_request import DOCKER_GPUS_HOOK, NETWORK_HOOK
+
+LIB = "/usr/lib/x86_64-linux-gnu/"
+
+
+def create(bundle, driver_root, **config):
+    parsed = runtime_args.parse(["--root", "/r", "create", "--bundle", str(bundle), "c1"])
+    prepare_bundle(parsed, RuntimeConfig(driver_root=driver_root.path, **config), Log(None, False))
+    return read_config(bundle)
+
+
+def test_no_request_leaves_config_json_byte_identical(tmp_path, driver_root):
+    data = write_bundle(tmp_path / "b", base_spec(["NVIDIA_DRIVER_CAPABILITIES=all"], hooks={"prestart": [NETWORK_HOOK]}))
+    before = os.stat(str(tmp_path / "b" / "config.json"))
+    create(tmp_path / "b", driver_root)
+    assert (tmp_path / "b" / "config.json").read_bytes() == data
+    assert os.stat(str(tmp_path / "b" / "config.json")).st_ino == before.st_ino  # not even rewritten
+
+
+def test_all_gpus(tmp_path, driver_root):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=all"]))
+    spec = create(tmp_path / "b", driver_root)
+    devices = {d["path"]: (d["major"], d["minor"]) for d in spec["linux"]["devices"]}
+    assert devices == {
+        "/dev/nvidiactl": (195, 255), "/dev/nvidia-modeset": (195, 254), "/dev/nvidia-uvm": (510, 0),
+        "/dev/nvidia-uvm-tools": (510, 1), "/dev/nvidia0": (195, 0), "/dev/nvidia1": (195, 1),
+    }
+    allowed = {(r["major"], r["minor"]) for r in spec["linux"]["resources"]["devices"] if r.get("allow")}
+    assert allowed == set(devices.values())
+    mounts = {m["destination"]: m for m in spec["mounts"]}
+    # default capabilities utility,compute: no video or graphics libraries
+    expected = {LIB + "libcuda.so.550.54.14", LIB + "libnvidia-ptxjitcompiler.so.550.54.14", LIB + "libnvidia-ml.so.550.54.14", "/usr/bin/nvidia-smi", "/lib/firmware/nvidia/550.54.14"}
+    if driver_root.persistenced_socket:
+        expected.add("/run/nvidia-persistenced/socket")
+    assert set(mounts) - {"/proc"} == expected
+    for destination in expected:
+        assert mounts[destination]["source"] == driver_root.host(destination)
+        assert mounts[destination]["options"][:3] == ["ro", "nosuid", "nodev"]
+    (hook,) = spec["hooks"]["createContainer"]
+    assert hook["args"][-6:] == ["--ldconfig", RuntimeConfig().ldconfig, "--rootfs", str(tmp_path / "b" / "rootfs"), "--folder", LIB.rstrip("/")]
+
+
+def test_one_gpu_by_index_or_uuid_and_capabilities(tmp_path, driver_root):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_DRIVER_CAPABILITIES=video"]))
+    spec = create(tmp_path / "b", driver_root)
+    paths = [d["path"] for d in spec["linux"]["devices"]]
+    assert "/dev/nvidia1" in paths and "/dev/nvidia0" not in paths
+    assert [m["destination"] for m in spec["mounts"] if "lib" in m["destination"] and "firmware" not in m["destination"]] == [LIB + "libnvidia-encode.so.550.54.14"]
+    write_bundle(tmp_path / "c", base_spec(["NVIDIA_VISIBLE_DEVICES=" + driver_root.gpus[0].uuid]))
+    assert "/dev/nvidia0" in [d["path"] for d in create(tmp_path / "c", driver_root)["linux"]["devices"]]
+
+
+def test_none_injects_the_driver_without_gpus(tmp_path, driver_root):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=none"]))
+    paths = [d["path"] for d in create(tmp_path / "b", driver_root)["linux"]["devices"]]
+    assert "/dev/nvidiactl" in paths and not any(p in paths for p in ("/dev/nvidia0", "/dev/nvidia1"))
+
+
+def test_docker_gpus_hook_is_replaced_by_our_edits(tmp_path, driver_root):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=all"], hooks={"prestart": [NETWORK_HOOK, DOCKER_GPUS_HOOK]}))
+    spec = create(tmp_path / "b", driver_root)
+    assert spec["hooks"]["prestart"] == [NETWORK_HOOK]
+    assert "/dev/nvidia1" in [d["path"] for d in spec["linux"]["devices"]]
+
+
+def test_cdi_annotation_request(tmp_path, driver_root):
+    write_bundle(tmp_path / "b", base_spec(annotations={"cdi.k8s.io/gpu": "nvidia.com/gpu=0"}))
+    paths = [d["path"] for d in create(tmp_path / "b", driver_root)["linux"]["devices"]]
+    assert "/dev/nvidia0" in paths and "/dev/nvidia1" not in paths
+
+
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        (["NVIDIA_VISIBLE_DEVICES=7"], "unknown GPU '7'"),
+        (["NVIDIA_VISIBLE_DEVICES=0:1"], "MIG"),
+        (["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=compute,cuda"], "unknown driver capability"),
+        (["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_REQUIRE_CUDA=cuda>=12.5"], "cuda>=12.5"),
+    ],
+)
+def test_bad_requests_leave_the_spec_untouched(tmp_path, driver_root, env, fragment):
+    data = write_bundle(tmp_path / "b", base_spec(env))
+    with pytest.raises(GpuSetupError) as caught:
+        create(tmp_path / "b", driver_root)
+    assert fragment in str(caught.value)
+    assert (tmp_path / "b" / "config.json").read_bytes() == data
+    assert sorted(os.listdir(str(tmp_path / "b"))) == ["config.json", "rootfs"]  # no temp file left
+
+
+def test_disable_require_skips_the_check(tmp_path, driver_root):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda>=13.0", "NVIDIA_DISABLE_REQUIRE=true"]))
+    assert "/dev/nvidia0" in [d["path"] for d in create(tmp_path / "b", driver_root)["linux"]["devices"]]
+
+
+def test_unknown_gpu_message_names_the_gpus(tmp_path, driver_root):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=GPU-deadbeef"]))
+    with pytest.raises(GpuSetupError) as caught:
+        create(tmp_path / "b", driver_root)
+    for gpu in driver_root.gpus:
+        assert gpu.uuid in caught.value.message
+
+
+# -- as a process: python -m nvdocker_setup.runtime ------------------------------------------------
+
+def run_python_runtime(argv, fake_runtime, driver_root, cwd=None):
+    env = fake_runtime.env(driver_root.path)
+    env["PYTHONPATH"] = REPO
+    return subprocess.run(
+        [sys.executable, "-m", "nvdocker_setup.runtime"] + argv, env=env, cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+    )
+
+
+def test_python_entry_passes_the_identical_argv(tmp_path, fake_runtime, driver_root):
+    argv = ["--root", "/r", "--log", "/dev/null", "--log-format", "json", "delete", "--force", "c1"]
+    done = run_python_runtime(argv, fake_runtime, driver_root)
+    assert done.returncode == 0, done.stderr
+    assert fake_runtime.argv() == [fake_runtime.path] + argv
+
+
+def test_python_entry_creates_from_the_working_directory(tmp_path, fake_runtime, driver_root):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=0"]))
+    argv = ["create", "--pid-file", "p", "c1"]
+    done = run_python_runtime(argv, fake_runtime, driver_root, cwd=str(tmp_path / "b"))
+    assert done.returncode == 0, done.stderr
+    assert fake_runtime.argv() == [fake_runtime.path] + argv
+    assert "/dev/nvidia0" in [d["path"] for d in read_config(tmp_path / "b")["linux"]["devices"]]
+    assert any("devices=0 via env" in line for line in fake_runtime.log_lines())
+
+
+def test_python_entry_reports_errors_where_docker_looks(tmp_path, fake_runtime, driver_root):
+    data = write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=5"]))
+    log = tmp_path / "log.json"
+    argv = ["--log", str(log), "--log-format", "json", "create", "--bundle", str(tmp_path / "b"), "c1"]
+    done = run_python_runtime(argv, fake_runtime, driver_root)
+    assert done.returncode == 1
+    assert fake_runtime.argv() is None  # the real runtime never ran
+    assert "unknown GPU '5'" in done.stderr
+    (line,) = log.read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "error" and entry["msg"].startswith("nvdocker-runtime: unknown GPU '5'") and entry["time"]
+    assert any("error" in l and "unknown GPU" in l for l in fake_runtime.log_lines())
+    assert (tmp_path / "b" / "config.json").read_bytes() == data
+
+
+def test_text_log_format(tmp_path, fake_runtime, driver_root):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=5"]))
+    log = tmp_path / "log.txt"
+    done = run_python_runtime(["--log", str(log), "--log-format", "text", "create", "-b", str(tmp_path / "b"), "c1"], fake_runtime, driver_root)
+    assert done.returncode == 1
+    assert log.read_text().startswith('time="') and 'level=error msg="nvdocker-runtime: unknown GPU' in log.read_text()
+
+
+def test_a_config_typo_blocks_create_but_never_delete(tmp_path, fake_runtime, driver_root):
+    fake_runtime.write_config("runtimes = {}\ndebug = perhaps\n".format(fake_runtime.path))
+    # delete falls back to the default runtimes (runc answers "container does not exist")
+    assert "debug must be" not in run_python_runtime(["delete", "nvdocker-test-absent"], fake_runtime, driver_root).stderr
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=0"]))
+    done = run_python_runtime(["create", "--bundle", str(tmp_path / "b"), "c1"], fake_runtime, driver_root)
+    assert done.returncode == 1 and "debug must be true or false" in done.stderr

@@ -1,0 +1,150 @@
+"""The C launcher: passthrough with the identical argv, `create` to Python only when the spec can
+request GPUs, the real runtime from runtime.conf, and errors where containerd reads them.
+
+Whether Python ran is told by the debug log: the Python runtime writes a line for every create
+it sees (``debug = true`` in the fake runtime's config); the launcher writes nothing on success.
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.runtime.conftest import base_spec, read_config, write_bundle
+
+
+def run(launcher, argv, fake_runtime, driver_root=None, cwd=None, env=None):
+    merged = fake_runtime.env(driver_root.path if driver_root else None)
+    merged.update(env or {})
+    return subprocess.run([launcher] + argv, env=merged, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+
+
+PASSTHROUGH = [
+    ["state", "c1"],
+    ["--root", "/r", "--log", "/dev/null", "--log-format", "json", "start", "c1"],
+    ["--root=/r", "--log=/dev/null", "--log-format=json", "--systemd-cgroup", "--debug", "delete", "--force", "c1"],
+    ["--rootless", "create", "state", "create"],
+    ["--criu", "create", "--root", "create", "kill", "create", "KILL"],
+    ["-root", "create", "-log", "/dev/null", "ps", "c1"],
+    ["--log-format", "create", "--rootless=true", "exec", "--process", "p.json", "c1"],
+    ["--cgroup-manager", "create", "--log-level", "create", "pause", "c1"],
+    ["features"],
+    ["--version"],
+    [],
+    ["run", "--bundle", ".", "c1"],
+    ["spec", "--bundle", "create"],
+]
+
+
+@pytest.mark.parametrize("argv", PASSTHROUGH, ids=[" ".join(a) or "(none)" for a in PASSTHROUGH])
+def test_passthrough_argv_is_identical_and_never_starts_python(launcher, fake_runtime, tmp_path, argv):
+    # A spec that requests GPUs in the working directory: had "create" been misread as the
+    # subcommand, Python would run and log (and fail: there is no driver here).
+    write_bundle(tmp_path / "cwd", base_spec(["NVIDIA_VISIBLE_DEVICES=all"]))
+    done = run(launcher, argv, fake_runtime, cwd=str(tmp_path / "cwd"))
+    assert done.returncode == 0, done.stderr
+    assert fake_runtime.argv() == [fake_runtime.path] + argv
+    assert fake_runtime.log_lines() == []
+
+
+@pytest.mark.parametrize(
+    "bundle_args",
+    [["--bundle", "{b}"], ["--bundle={b}"], ["-b", "{b}"], ["-b={b}"], ["-bundle", "{b}"], []],
+    ids=["--bundle B", "--bundle=B", "-b B", "-b=B", "-bundle B", "cwd"],
+)
+def test_create_with_a_request_goes_to_python(launcher, fake_runtime, driver_root, tmp_path, bundle_args):
+    bundle = tmp_path / "b"
+    write_bundle(bundle, base_spec(["NVIDIA_VISIBLE_DEVICES=1"]))
+    argv = ["--root", "/r", "--log", str(tmp_path / "log.json"), "--log-format", "json", "create"]
+    argv += [a.format(b=bundle) for a in bundle_args] + ["--pid-file", str(bundle / "init.pid"), "c1"]
+    done = run(launcher, argv, fake_runtime, driver_root, cwd=str(bundle))
+    assert done.returncode == 0, done.stderr
+    assert fake_runtime.argv() == [fake_runtime.path] + argv
+    assert any("create c1: devices=1 via env" in line for line in fake_runtime.log_lines())
+    assert "/dev/nvidia1" in [d["path"] for d in read_config(bundle)["linux"]["devices"]]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        base_spec(),
+        base_spec(["NVIDIA_DRIVER_CAPABILITIES=all"], hooks={"prestart": [{"path": "/proc/1/exe", "args": ["libnetwork-setkey"]}]}),
+    ],
+)
+def test_create_without_a_request_skips_python(launcher, fake_runtime, tmp_path, spec):
+    data = write_bundle(tmp_path / "b", spec)
+    argv = ["--root", "/r", "create", "--bundle", str(tmp_path / "b"), "c1"]
+    done = run(launcher, argv, fake_runtime)
+    assert done.returncode == 0, done.stderr
+    assert fake_runtime.argv() == [fake_runtime.path] + argv
+    assert fake_runtime.log_lines() == []
+    assert (tmp_path / "b" / "config.json").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        base_spec(["NVIDIA_VISIBLE_DEVICES=void"]),
+        base_spec(annotations={"cdi.k8s.io/x": "vendor.com/net=eth0"}),
+        base_spec(["X=caf\u00e9"]),  # json.dumps escapes it as \\u00e9: could hide a marker, so Python looks
+    ],
+)
+def test_anything_that_might_be_a_request_goes_to_python_which_decides(launcher, fake_runtime, tmp_path, marker):
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(marker))
+    data = (bundle / "config.json").read_bytes()
+    done = run(launcher, ["create", "--bundle", str(bundle), "c1"], fake_runtime)
+    assert done.returncode == 0, done.stderr
+    assert any("no GPU request, spec untouched" in line for line in fake_runtime.log_lines())
+    assert (bundle / "config.json").read_bytes() == data
+
+
+def test_python_errors_reach_the_log_and_the_spec_stays(launcher, fake_runtime, driver_root, tmp_path):
+    data = write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=3"]))
+    log = tmp_path / "log.json"
+    done = run(launcher, ["--log", str(log), "create", "--bundle", str(tmp_path / "b"), "c1"], fake_runtime, driver_root)
+    assert done.returncode == 1 and fake_runtime.argv() is None
+    assert "unknown GPU '3'" in json.loads(log.read_text().splitlines()[-1])["msg"]
+    assert (tmp_path / "b" / "config.json").read_bytes() == data
+
+
+def test_runtimes_list_order_continuation_and_other_sections(launcher, fake_runtime, tmp_path):
+    fake_runtime.write_config(
+        "runtimes = /bin/false\n[other]\nruntimes = /bin/false\n[ Runtime ]\n# first existing wins; a later value replaces\n"
+        "runtimes = /no/such/runc,\n    {}\n".format(fake_runtime.path)
+    )
+    done = run(launcher, ["state", "c1"], fake_runtime)
+    assert done.returncode == 0, done.stderr
+    assert fake_runtime.argv() == [fake_runtime.path, "state", "c1"]
+
+
+def test_bare_names_are_searched_on_path(launcher, fake_runtime):
+    fake_runtime.write_config("runtimes = fake-runc\n")
+    done = run(launcher, ["state", "c1"], fake_runtime, env={"PATH": os.path.dirname(fake_runtime.path)})
+    assert done.returncode == 0, done.stderr
+    assert fake_runtime.argv() == [fake_runtime.path, "state", "c1"]
+
+
+def test_no_runtime_found_is_reported_to_log_json(launcher, fake_runtime, tmp_path):
+    fake_runtime.write_config("runtimes = /no/such/runc \"quoted\"\n")
+    log = tmp_path / "log.json"
+    done = run(launcher, ["--log", str(log), "--log-format", "json", "state", "c1"], fake_runtime)
+    assert done.returncode == 1
+    assert "no OCI runtime found" in done.stderr
+    entry = json.loads(log.read_text())
+    assert entry["level"] == "error" and 'tried: /no/such/runc "quoted"' in entry["msg"] and entry["time"].endswith("Z")
+
+
+def test_the_launcher_never_execs_itself(launcher, fake_runtime, tmp_path):
+    os.symlink(launcher, str(tmp_path / "alias"))
+    fake_runtime.write_config("runtimes = {} {}\n".format(launcher, tmp_path / "alias"))
+    done = run(launcher, ["--log", str(tmp_path / "log.txt"), "--log-format", "text", "state", "c1"], fake_runtime)
+    assert done.returncode == 1 and "no OCI runtime found" in done.stderr
+    assert (tmp_path / "log.txt").read_text().startswith('time="') and "level=error" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_missing_explicit_config_is_an_error(launcher, fake_runtime, tmp_path):
+    done = run(launcher, ["state", "c1"], fake_runtime, env={"NVDOCKER_RUNTIME_CONFIG": str(tmp_path / "nope.conf")})
+    assert done.returncode == 1 and "NVDOCKER_RUNTIME_CONFIG" in done.stderr

@@ -1,0 +1,181 @@
+"""A simulated NVIDIA driver root (recipe: /work/shared/TESTING.md, "A simulated NVIDIA driver").
+
+No GPU is attached to the test machines, so the GPU side is tested against a directory laid out
+like a host with the driver installed: ``proc/driver/nvidia`` files, real character device nodes
+(``mknod``), stub driver libraries that are real ELF shared objects with the driver's SONAMEs,
+an ``etc/ld.so.cache`` written by the real ``ldconfig -r``, firmware, the persistenced socket and
+an ``usr/bin/nvidia-smi`` script that prints a ``-L`` listing. The code under test reads it
+through ``driver-root`` / ``NVDOCKER_DRIVER_ROOT``.
+"""
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+DRIVER_VERSION = "550.54.14"
+LIB_DIR = "/usr/lib/x86_64-linux-gnu"
+NVIDIA_MAJOR = 195
+UVM_MAJOR = 510
+
+
+class SimulatedGpu(NamedTuple):
+    bus_id: str
+    minor: int
+    uuid: str
+    model: str
+
+
+DEFAULT_GPUS = (
+    SimulatedGpu("0000:3b:00.0", 0, "GPU-4a1c1b6e-3f1d-4c2b-9a51-7d1f0e2c3b40", "NVIDIA A100-SXM4-40GB"),
+    SimulatedGpu("0000:86:00.0", 1, "GPU-9e8d7c6b-5a49-4382-8170-6f5e4d3c2b1a", "NVIDIA A100-SXM4-40GB"),
+)
+
+#: Library base name -> SONAME; one per capability we test (compute, utility, video, graphics).
+LIBRARIES: Dict[str, str] = {
+    "libcuda.so": "libcuda.so.1",
+    "libnvidia-ptxjitcompiler.so": "libnvidia-ptxjitcompiler.so.1",
+    "libnvidia-ml.so": "libnvidia-ml.so.1",
+    "libnvidia-encode.so": "libnvidia-encode.so.1",
+    "libGLX_nvidia.so": "libGLX_nvidia.so.0",
+}
+
+#: Device nodes: container path -> (major, minor), besides one /dev/nvidiaN per GPU.
+CONTROL_NODES = {
+    "/dev/nvidiactl": (NVIDIA_MAJOR, 255),
+    "/dev/nvidia-modeset": (NVIDIA_MAJOR, 254),
+    "/dev/nvidia-uvm": (UVM_MAJOR, 0),
+    "/dev/nvidia-uvm-tools": (UVM_MAJOR, 1),
+}
+
+
+class DriverRoot(NamedTuple):
+    path: str
+    version: str
+    gpus: Sequence[SimulatedGpu]
+    #: SONAME -> container path of the versioned file it links to.
+    libraries: Dict[str, str]
+    smi_listing: str
+    persistenced_socket: Optional[str]
+
+    def host(self, container_path: str) -> str:
+        return os.path.join(self.path, container_path.lstrip("/"))
+
+
+def information(gpu: SimulatedGpu) -> str:
+    return (
+        "Model: \t\t {model}\nIRQ:   \t\t 0\nGPU UUID: \t {uuid}\nVideo BIOS: \t 92.00.36.00.02\n"
+        "Bus Type: \t PCIe\nDMA Size: \t 47 bits\nDMA Mask: \t 0x7fffffffffff\n"
+        "Bus Location: \t {bus}\nDevice Minor: \t {minor}\nGPU Excluded:\t No\n"
+    ).format(model=gpu.model, uuid=gpu.uuid, bus=gpu.bus_id, minor=gpu.minor)
+
+
+def smi_listing(gpus: Sequence[SimulatedGpu]) -> str:
+    return "".join("GPU {}: {} (UUID: {})\n".format(i, gpu.model, gpu.uuid) for i, gpu in enumerate(gpus))
+
+
+def _write(path: str, text: str, mode: int = 0o644) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+
+
+def _stub_library(path: str, soname: str) -> None:
+    """A real ELF shared object (ldconfig skips anything else) with the driver's SONAME."""
+    source = path + ".c"
+    _write(source, "int nvdocker_simulated_driver(void) { return 0; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname," + soname, "-o", path, source], check=True)
+    os.unlink(source)
+
+
+def _bind_socket(path: str) -> Optional[str]:
+    """A unix socket file like nvidia-persistenced's (None when the path is too long for one)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if len(path.encode()) >= 108:
+        return None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(path)
+    return path
+
+
+def build_driver_root(
+    path: str, gpus: Sequence[SimulatedGpu] = DEFAULT_GPUS, version: str = DRIVER_VERSION, with_ldcache: bool = True
+) -> DriverRoot:
+    """Lay out a driver root at ``path`` (root, gcc and ldconfig needed)."""
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o755)
+    proc = os.path.join(path, "proc/driver/nvidia")
+    _write(
+        os.path.join(proc, "version"),
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  {}  Thu Feb 22 01:44:30 UTC 2024\n"
+        "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n".format(version),
+    )
+    for gpu in gpus:
+        _write(os.path.join(proc, "gpus", gpu.bus_id, "information"), information(gpu))
+    nodes = dict(CONTROL_NODES)
+    for gpu in gpus:
+        nodes["/dev/nvidia{}".format(gpu.minor)] = (NVIDIA_MAJOR, gpu.minor)
+    os.makedirs(os.path.join(path, "dev"), exist_ok=True)
+    for node, (major, minor) in nodes.items():
+        target = os.path.join(path, node.lstrip("/"))
+        os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        os.chmod(target, 0o666)
+    libraries = {}
+    lib_dir = os.path.join(path, LIB_DIR.lstrip("/"))
+    os.makedirs(lib_dir, exist_ok=True)
+    for base, soname in LIBRARIES.items():
+        real_name = "{}.{}".format(base, version)
+        _stub_library(os.path.join(lib_dir, real_name), soname)
+        os.symlink(real_name, os.path.join(lib_dir, soname))
+        libraries[soname] = LIB_DIR + "/" + real_name
+    if with_ldcache:
+        _write(os.path.join(path, "etc/ld.so.conf"), LIB_DIR + "\n")
+        subprocess.run(["ldconfig", "-r", path], check=True, stderr=subprocess.DEVNULL)
+    listing = smi_listing(gpus)
+    _write(
+        os.path.join(path, "usr/bin/nvidia-smi"),
+        "#!/bin/sh\n# simulated nvidia-smi\nif [ \"$1\" = -L ]; then\ncat <<'LISTING'\n{}LISTING\nelse\n"
+        "echo 'NVIDIA-SMI {v}   Driver Version: {v}   CUDA Version: 12.4'\nfi\n".format(listing, v=version),
+        mode=0o755,
+    )
+    _write(os.path.join(path, "lib/firmware/nvidia", version, "gsp_ga10x.bin"), "simulated GSP firmware\n")
+    persistenced = _bind_socket(os.path.join(path, "run/nvidia-persistenced/socket"))
+    return DriverRoot(path, version, tuple(gpus), libraries, listing, persistenced)
+
+
+def missing_tools() -> List[str]:
+    """Why a driver root cannot be built here (empty when it can)."""
+    why = []
+    if os.geteuid() != 0:
+        why.append("mknod and ldconfig -r need root")
+    for tool in ("gcc", "ldconfig"):
+        if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
+            why.append("{} is not installed".format(tool))
+    return why
+
+
+def driver_root_or_skip(path: str, **kwargs) -> DriverRoot:
+    """``build_driver_root``, or a skip (a failure under CI=true, where these tests must run)."""
+    import pytest
+
+    why = missing_tools()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true: cannot build the simulated driver root: " + "; ".join(why))
+        pytest.skip("; ".join(why))
+    return build_driver_root(path, **kwargs)
+
+
+_session_roots: Dict[int, DriverRoot] = {}
+
+
+def simulated_driver_root_fixture(tmp_path_factory) -> DriverRoot:
+    """Body of the session fixture the test packages' conftest files declare: built once per
+    session however many packages ask (the fixture object is the session's)."""
+    key = id(tmp_path_factory)
+    if key not in _session_roots:
+        _session_roots[key] = driver_root_or_skip(str(tmp_path_factory.mktemp("driver") / "root"))
+    return _session_roots[key]
