@@ -20,9 +20,7 @@ trap cleanup EXIT
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
 mkdir -p "$T/bin"
-# A stand-in for the runtime shim (the real one ships in nvdocker-toolkit): it hands every call to runc.
-printf '#!/bin/sh\nexec runc "$@"\n' > "$T/bin/nvdocker-runtime"
-chmod 0755 "$T/bin/nvdocker-runtime"
+RUNTIME="$T/bin/nvdocker-runtime"
 cat > "$NVDOCKER_DOCKER_CONFIG" <<'JSON'
 {
     "log-level": "warn",
@@ -40,6 +38,19 @@ else
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
+GPU_DEMO=0
+if [ "$HAVE_DOCKERD" = 1 ] && command -v gcc >/dev/null 2>&1 && command -v ldconfig >/dev/null 2>&1; then
+  echo "Building the runtime launcher and a simulated 2-GPU NVIDIA driver root in $T/driver"
+  PYTHON=/usr/bin/python3 bash "$REPO/scripts/build-launcher.sh" "$T/bin" >/dev/null
+  PYTHONPATH="$REPO" "$PYTHON" -c "from tests.support.driver_root import build_driver_root; build_driver_root('$T/driver')"
+  export NVDOCKER_DRIVER_ROOT="$T/driver"   # dockerd passes its environment on to the runtime
+  GPU_DEMO=1
+else
+  # A stand-in for the runtime: it hands every call to runc.
+  printf '#!/bin/sh\nexec runc "$@"\n' > "$RUNTIME"
+  chmod 0755 "$RUNTIME"
+fi
+
 if [ "$HAVE_DOCKERD" = 1 ]; then
   echo "Starting a private dockerd in $T (no bridge, no iptables, socket $T/docker.sock)"
   sandbox start
@@ -47,31 +58,43 @@ if [ "$HAVE_DOCKERD" = 1 ]; then
   # How this sandbox is restarted; on a real host --service-manager auto finds systemd or snap.
   APPLY=(--service-manager command --restart-command "PYTHONPATH='$REPO' '$PYTHON' -m tests.support.sandbox restart '$T'")
   R=$(mktemp -d "$T/rootfs.XXXX"); mkdir -p "$R/bin"; cp "$(command -v busybox || echo /bin/busybox)" "$R/bin/"
-  for c in sh echo cat ls; do ln -s busybox "$R/bin/$c"; done
+  for c in sh echo cat ls grep head; do ln -s busybox "$R/bin/$c"; done
   tar -C "$R" -c . | $DOCKER import - tiny:latest >/dev/null
 else
   echo "dockerd is not available here (or not root): running the file-only demo on a scratch daemon.json"
+  printf '#!/bin/sh\nexec runc "$@"\n' > "$RUNTIME"
+  chmod 0755 "$RUNTIME"
   APPLY=(--apply none)
 fi
 
 step "nvdocker-setup install --default-runtime --dry-run"
-"$CLI" install --runtime-path "$T/bin/nvdocker-runtime" --default-runtime --dry-run
+"$CLI" install --runtime-path "$RUNTIME" --default-runtime --dry-run
 
 step "nvdocker-setup install --default-runtime"
-"$CLI" install --runtime-path "$T/bin/nvdocker-runtime" --default-runtime "${APPLY[@]}"
+"$CLI" install --runtime-path "$RUNTIME" --default-runtime "${APPLY[@]}"
 
 if [ "$HAVE_DOCKERD" = 1 ]; then
   step "docker info --format 'runtimes: {{range \$k, \$v := .Runtimes}}{{\$k}} {{end}}| default: {{.DefaultRuntime}}'"
   $DOCKER info --format 'runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}| default: {{.DefaultRuntime}}'
   step "docker run --rm --network none tiny echo 'hello from a container started by the nvidia runtime'"
   $DOCKER run --rm --network none tiny echo 'hello from a container started by the nvidia runtime'
+  if [ "$GPU_DEMO" = 1 ]; then
+    step "docker run --rm --network none -e NVIDIA_VISIBLE_DEVICES=all tiny sh -c 'ls -l /dev/nvidia*; nvidia-smi -L'"
+    $DOCKER run --rm --network none -e NVIDIA_VISIBLE_DEVICES=all tiny sh -c 'ls -l /dev/nvidia*; nvidia-smi -L'
+    step "docker run --rm --network none -e NVIDIA_VISIBLE_DEVICES=1 tiny sh -c 'ls /dev | grep nvidia'"
+    $DOCKER run --rm --network none -e NVIDIA_VISIBLE_DEVICES=1 tiny sh -c 'ls /dev | grep nvidia'
+    step "docker run --rm --network none -e NVIDIA_VISIBLE_DEVICES=7 tiny true   # a GPU that does not exist"
+    $DOCKER run --rm --network none -e NVIDIA_VISIBLE_DEVICES=7 tiny true 2>&1 | grep -v '^Run .docker run --help' || true
+    step "nvdocker-setup doctor --check driver-gpus --check driver-device-nodes --check daemon-runtime-loaded"
+    "$CLI" doctor --check driver-gpus --check driver-device-nodes --check daemon-runtime-loaded || true
+  fi
 fi
 
 step "nvdocker-setup show"
 "$CLI" show
 
 step "nvdocker-setup install --default-runtime   # again: nothing to do"
-"$CLI" install --runtime-path "$T/bin/nvdocker-runtime" --default-runtime "${APPLY[@]}"
+"$CLI" install --runtime-path "$RUNTIME" --default-runtime "${APPLY[@]}"
 
 step "nvdocker-setup backups list"
 "$CLI" backups list
