@@ -11,7 +11,6 @@ import json
 from typing import Any, Dict, List, Optional
 
 from nvdocker_setup import __version__
-from nvdocker_setup.cdi import DEFAULT_OUTPUT  # noqa: F401  (re-exported)
 from nvdocker_setup.driver.capabilities import ALL_CAPABILITIES
 from nvdocker_setup.driver.discovery import Driver
 from nvdocker_setup.driver.edits import HookCommand, common_edits, gpu_edits
