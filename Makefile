@@ -31,7 +31,7 @@ test-pypi: deps venv
 test-debian: deps
 	@bash scripts/run-debian-tests.sh $(PYTEST_ARGS)
 
-test: test-pypi test-debian
+test: test-pypi test-debian test-packages
 
 demo: deps venv
 	@bash scripts/demo.sh $(VENV)/bin/nvdocker-setup
@@ -41,3 +41,26 @@ bench: deps
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+
+# ---- Debian and RPM packages (issue #6) -------------------------------------------------------
+# Built from a copy of the working tree (debian/export-tree.sh), with the system interpreter first
+# on PATH (pybuild runs python3.X from PATH), into $(PKG_OUT).
+PKG_OUT ?= dist
+PACKAGING_PYTEST_ARGS ?= -q --durations=10
+SYSTEM_PATH := /usr/sbin:/usr/bin:/sbin:/bin
+
+.PHONY: deb rpm packages test-packages
+
+deb: deps
+	env PATH=$(SYSTEM_PATH) sh debian/build-debs.sh $(PKG_OUT)
+
+rpm: deps
+	env PATH=$(SYSTEM_PATH) sh rpm/build-rpms.sh $(PKG_OUT)
+
+packages: deb rpm
+
+# Build the packages, lintian them, install them into a clean Debian 12 chroot (debootstrap, cached
+# in /var/cache/nvdocker-tests) and the RPMs into a scratch root. Needs root; CI=true turns a
+# missing tool into a failure. A plain `pytest` run leaves these tests out.
+test-packages: deps venv
+	$(PY) -m pytest tests/packaging $(PACKAGING_PYTEST_ARGS)
