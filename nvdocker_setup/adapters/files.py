@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
+from nvdocker_setup.adapters.hostfs import pid_alive
 from nvdocker_setup.errors import ConcurrentModification, ConfigReadError, WriteFailed
 
 #: The steps of :func:`write_atomically`, in order; ``step_hook`` is called after each one.
@@ -194,22 +195,6 @@ def _temp_pattern(basename: str) -> "re.Pattern[str]":
     return re.compile(r"\A\." + re.escape(basename) + r"\.nvdocker-(\d+)-[0-9A-Za-z]+\.tmp\Z")
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether ``pid`` names a live process (EPERM means it exists but is not ours)."""
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
-
 
 def remove_stale_temps(directory: str, basename: str) -> List[str]:
     """Delete temp files left by a writer that was killed (its pid is gone); return their names.
@@ -224,7 +209,7 @@ def remove_stale_temps(directory: str, basename: str) -> List[str]:
     removed = []
     for name in names:
         match = pattern.match(name)
-        if match is None or _pid_alive(int(match.group(1))):
+        if match is None or pid_alive(int(match.group(1))):
             continue
         full = os.path.join(directory, name)
         try:

@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from nvdocker_setup.adapters.hostfs import read_bytes, read_text
 from nvdocker_setup.context import Context
 from nvdocker_setup.errors import UsageError
 
@@ -100,20 +101,6 @@ def parse_execstart(text: str) -> List[Tuple[str, ...]]:
     return argvs
 
 
-def _read_text(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-def _read_bytes(path: str) -> Optional[bytes]:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError:
-        return None
 
 
 def _status_fields(text: str) -> Dict[str, str]:
@@ -150,15 +137,15 @@ class _ProcReader:
         return sorted(int(name) for name in names if name.isdigit())
 
     def comm(self, pid: int) -> Optional[str]:
-        text = _read_text(self.entry(pid, "comm"))
+        text = read_text(self.entry(pid, "comm"))
         return None if text is None else text.rstrip("\n")
 
     def argv(self, pid: int) -> Tuple[str, ...]:
-        raw = _read_bytes(self.entry(pid, "cmdline"))
+        raw = read_bytes(self.entry(pid, "cmdline"))
         return _split_cmdline(raw) if raw else ()
 
     def status(self, pid: int) -> Dict[str, str]:
-        text = _read_text(self.entry(pid, "status"))
+        text = read_text(self.entry(pid, "status"))
         return _status_fields(text) if text is not None else {}
 
     def uid(self, pid: int, status: Dict[str, str]) -> Optional[int]:
@@ -185,7 +172,7 @@ class _ProcReader:
         return target
 
     def has_rootlesskit_env(self, pid: int) -> bool:
-        raw = _read_bytes(self.entry(pid, "environ"))
+        raw = read_bytes(self.entry(pid, "environ"))
         return bool(raw) and any(
             item.startswith(b"ROOTLESSKIT_STATE_DIR=") for item in raw.split(b"\0")
         )
@@ -329,7 +316,7 @@ def _home(ctx: Context) -> Optional[str]:
     home = ctx.env.get("HOME", "")
     if os.path.isabs(home):
         return home
-    text = _read_text(ctx.host_path("/etc/passwd"))
+    text = read_text(ctx.host_path("/etc/passwd"))
     for line in (text or "").splitlines():
         fields = line.split(":")
         if len(fields) >= 6 and fields[2] == str(ctx.euid) and os.path.isabs(fields[5]):

@@ -15,6 +15,7 @@ import signal
 import subprocess
 from typing import List, Optional
 
+from nvdocker_setup.adapters.hostfs import pid_alive
 from nvdocker_setup.context import Context
 from nvdocker_setup.errors import NvdockerError, UsageError
 
@@ -58,15 +59,6 @@ class ServiceManager:
     def describe(self) -> str:
         return self.name
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _is_dockerd(ctx: Context, pid: int) -> bool:
@@ -174,7 +166,7 @@ class SnapService(ServiceManager):
 
     def is_active(self) -> bool:
         pid = self.main_pid()
-        return pid is not None and _pid_alive(pid)
+        return pid is not None and pid_alive(pid)
 
     def main_pid(self) -> Optional[int]:
         return self._pid_lookup()
@@ -206,7 +198,7 @@ class SignalService(ServiceManager):
 
     def is_active(self) -> bool:
         pid = self.main_pid()
-        return pid is not None and _pid_alive(pid)
+        return pid is not None and pid_alive(pid)
 
     def main_pid(self) -> Optional[int]:
         return self._pid_lookup()
@@ -250,7 +242,7 @@ def pid_lookup(ctx: Context, socket_path: str, pidfiles: List[str]):
                     candidate = int(handle.read().strip())
             except (OSError, ValueError):
                 continue
-            if _pid_alive(candidate) and _is_dockerd(ctx, candidate):
+            if pid_alive(candidate) and _is_dockerd(ctx, candidate):
                 return candidate
         return None
 

@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from nvdocker_setup.adapters.hostfs import read_text
 from nvdocker_setup.context import Context
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
 from nvdocker_setup.doctor.checks import SkipCheck
@@ -123,13 +124,6 @@ def parse_flags(argv: Tuple[str, ...], known_keys) -> List[Flag]:
         flags.append(Flag(raw, name, value, key))
     return flags
 
-
-def _read_text(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
 
 
 def parse_unit_execstart(texts: List[str]) -> Optional[Tuple[str, ...]]:
@@ -281,7 +275,7 @@ class Facts:
         return self.ctx.host_path(path)
 
     def read_host_text(self, path: str) -> Optional[str]:
-        return _read_text(self.host_file(path))
+        return read_text(self.host_file(path))
 
     # -- daemon.json ---------------------------------------------------------------------------
 

@@ -1,0 +1,41 @@
+"""Small, forgiving reads of host state (/proc, /etc) shared by the adapters and doctor.
+
+A host file that is missing or unreadable is an answer ("unknown"), not an error, for the code
+that inspects hosts; these helpers say so with None instead of raising.
+"""
+
+import os
+from typing import Optional
+
+
+def read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def read_bytes(path: str) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` names a live process (EPERM means it exists but is not ours)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
