@@ -48,24 +48,31 @@ class RuntimeArgs:
         return self.subcommand == "create"
 
 
-def parse(argv: Sequence[str]) -> RuntimeArgs:
-    """Parse ``argv`` (without the program name)."""
-    parsed = RuntimeArgs(argv)
-    index = 0
+def _scan_flags(argv: Sequence[str], index: int, value_flags: frozenset) -> tuple:
+    """The (name, value) flags from ``index`` on, and the index of the first argument after them."""
+    flags = []
     while index < len(argv):
         arg = argv[index]
         if arg == "--":
-            index += 1
-            break
+            return flags, index + 1
         flag = split_flag(arg)
         if flag is None:
             break
         name, value = flag
-        if value is None and name in GLOBAL_VALUE_FLAGS:
+        if value is None and name in value_flags:
             value = argv[index + 1] if index + 1 < len(argv) else None
             index += 2
         else:
             index += 1
+        flags.append((name, value))
+    return flags, index
+
+
+def parse(argv: Sequence[str]) -> RuntimeArgs:
+    """Parse ``argv`` (without the program name)."""
+    parsed = RuntimeArgs(argv)
+    flags, index = _scan_flags(argv, 0, GLOBAL_VALUE_FLAGS)
+    for name, value in flags:
         if name == "log":
             parsed.log = value
         elif name == "log-format":
@@ -79,20 +86,8 @@ def parse(argv: Sequence[str]) -> RuntimeArgs:
 
 
 def _parse_create(parsed: RuntimeArgs, argv: Sequence[str], index: int) -> None:
-    while index < len(argv):
-        arg = argv[index]
-        if arg == "--":
-            index += 1
-            break
-        flag = split_flag(arg)
-        if flag is None:
-            break
-        name, value = flag
-        if value is None and name in CREATE_VALUE_FLAGS:
-            value = argv[index + 1] if index + 1 < len(argv) else None
-            index += 2
-        else:
-            index += 1
+    flags, index = _scan_flags(argv, index, CREATE_VALUE_FLAGS)
+    for name, value in flags:
         if name in ("bundle", "b"):
             parsed.bundle = value
     if index < len(argv):
