@@ -168,7 +168,7 @@ def bench_docker_run(launcher: str, workdir: str, driver_root: str, runs: int) -
         print("  --runtime nvidia   median {}".format(ms(a)))
         print("  ratio              {:.3f} ({:+.1f} %)".format(a / b, (a / b - 1) * 100))
     finally:
-        sandbox.stop()
+        sandbox.close()
 
 
 def main() -> None:

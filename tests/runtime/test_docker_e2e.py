@@ -104,7 +104,7 @@ def gpu_docker(tmp_path_factory, driver_root, launcher):
         sandbox.import_tiny_image()
         yield GpuDocker(sandbox, capture)
     finally:
-        sandbox.stop()
+        sandbox.close()
 
 
 def device_lines(listing: str):

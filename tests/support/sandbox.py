@@ -90,8 +90,9 @@ class DockerdSandbox:
     ) -> None:
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
-        # unix socket paths are limited to ~104 bytes and containerd nests its own below exec-root
-        self._own_run_dir = len(self.workdir) > 40
+        # unix socket paths are limited to ~104 bytes and containerd nests its own below exec-root:
+        # a long workdir gets a short run dir, made here and removed by close()
+        self._own_run_dir = len(self.workdir) > 40 and daemon_json is not None
         self.run_dir = tempfile.mkdtemp(prefix="nvd.", dir="/tmp") if self._own_run_dir else self.workdir
         self.config_path = os.path.join(self.workdir, "daemon.json")
         self.socket_path = os.path.join(self.run_dir, "docker.sock")
