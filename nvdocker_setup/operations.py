@@ -112,6 +112,19 @@ def check_candidate(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
     return warnings
 
 
+def _same_complaints(first, second) -> bool:
+    """dockerd lists offending keys in Go map order (random): compare the lists as sets."""
+
+    def normalized(messages):
+        out = set()
+        for message in messages:
+            head, sep, tail = message.rpartition(": ")
+            out.add((head, frozenset(tail.split(", "))) if sep else (message, frozenset()))
+        return out
+
+    return normalized(first) == normalized(second)
+
+
 def _dockerd_validator(ctx: Context, original: FileSnapshot, warnings: List[str]):
     """A ``validate(temp_path)`` callback that asks ``dockerd --validate`` when it can."""
 
@@ -123,8 +136,10 @@ def _dockerd_validator(ctx: Context, original: FileSnapshot, warnings: List[str]
             return
         if original.exists:
             before = dockerd.validate_config(ctx, original.real_path)
-            if before.ran and not before.ok and before.messages == verdict.messages:
-                warnings.append("dockerd --validate rejects the current file too: " + verdict.output.strip())
+            if before.ran and not before.ok and _same_complaints(before.messages, verdict.messages):
+                warnings.append(
+                    "dockerd --validate rejects the current {} too: {}".format(original.path, "; ".join(before.messages))
+                )
                 return
         raise ValidationFailed(
             "dockerd --validate rejected the new daemon.json; nothing was written",
