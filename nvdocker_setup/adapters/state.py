@@ -60,12 +60,6 @@ class StateStore:
     def restore(self, configs: Dict[str, Dict[str, dict]]) -> None:
         self._configs = json.loads(json.dumps(configs))
 
-    def records(self) -> Dict[str, Dict[str, InstallRecord]]:
-        return {
-            path: {name: InstallRecord.from_dict(data) for name, data in entries.items()}
-            for path, entries in self._configs.items()
-        }
-
     def save(self) -> None:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         payload = json.dumps({"version": STATE_VERSION, "configs": self._configs}, indent=2, sort_keys=True) + "\n"
