@@ -10,9 +10,9 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from nvdocker_setup.adapters import dockerd
+from nvdocker_setup.adapters import dockerd, statedir
 from nvdocker_setup.adapters.backups import Backup, BackupStore
-from nvdocker_setup.adapters.files import FileSnapshot, read_snapshot, remove_file, write_atomically
+from nvdocker_setup.adapters.files import FileSnapshot, read_snapshot, remove_file, remove_stale_temps, write_atomically
 from nvdocker_setup.adapters.locate import ConfigLocation, locate_config
 from nvdocker_setup.adapters.lock import FileLock
 from nvdocker_setup.adapters.state import StateStore
@@ -22,7 +22,7 @@ from nvdocker_setup.core.diff import unified_diff
 from nvdocker_setup.core.jsondoc import JsonDocument, empty_document
 from nvdocker_setup.core.plan import InstallRequest, Plan, plan_install, plan_uninstall, validate_request
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
-from nvdocker_setup.errors import NotFound, TrustCheckFailed, ValidationFailed
+from nvdocker_setup.errors import NotFound, NvdockerError, TrustCheckFailed, UsageError, ValidationFailed
 
 if TYPE_CHECKING:
     from nvdocker_setup.apply import ApplyOptions
@@ -155,6 +155,16 @@ def _trust(ctx: Context, request: InstallRequest, warnings: List[str]) -> None:
     report = check_runtime_binary(request.runtime_path, expected_owner=ctx.euid)
     if report.ok:
         return
+    if report.hijackable and not request.force:
+        raise TrustCheckFailed(
+            "runtime {} does not exist, and a non-root user could create it before dockerd runs it as root".format(
+                request.runtime_path
+            ),
+            details=list(report.problems),
+            reference="runtime-hijackable",
+            hint="install the runtime first (package nvdocker-toolkit) or use a root-only directory; "
+            "--force accepts the risk",
+        )
     if not report.exists:
         if request.set_default and not request.force:
             raise TrustCheckFailed(
@@ -176,22 +186,100 @@ def _trust(ctx: Context, request: InstallRequest, warnings: List[str]) -> None:
     warnings.extend(report.problems)
 
 
-def _commit(
-    ctx: Context,
-    snapshot: FileSnapshot,
-    new_data: Optional[bytes],
-    reason: str,
-    warnings: List[str],
-    in_place: bool,
-    validate: bool = True,
-) -> Backup:
-    """Back up the current file, then write ``new_data`` (None: remove the file)."""
-    backup = BackupStore(ctx.backups_dir, clock=ctx.clock).save(snapshot, reason)
+def _recorded_entry_problems(ctx: Context, entry: Any) -> List[str]:
+    """Why a ``previous_entry`` read back from the state file must not go back into daemon.json
+    (empty: it may). State is checked like user input: the path must be absolute and as safe
+    for dockerd to run as a runtime we would install ourselves."""
+    if not isinstance(entry, dict):
+        return ["it is not a JSON object"]
+    path = entry.get("path")
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return ["its path {!r} is not an absolute path".format(path)]
+    report = check_runtime_binary(path, expected_owner=ctx.euid)
+    if report.hijackable or (report.exists and report.problems):
+        return list(report.problems)
+    return []
+
+
+def _uids(ctx: Context) -> Tuple[int, ...]:
+    return statedir.trusted_uids(ctx.euid)
+
+
+def _backups(ctx: Context) -> BackupStore:
+    return BackupStore(ctx.backups_dir, clock=ctx.clock, trusted_uids=_uids(ctx))
+
+
+def _state(ctx: Context) -> StateStore:
+    return StateStore(ctx.state_path, trusted_uids=_uids(ctx))
+
+
+def _write_config(
+    ctx: Context, snapshot: FileSnapshot, new_data: Optional[bytes], warnings: List[str], in_place: bool, validate: bool
+) -> None:
+    """Write ``new_data`` over the config (None: remove the file)."""
     if new_data is None:
         remove_file(snapshot)
     else:
         validator = _dockerd_validator(ctx, snapshot, warnings) if validate else None
         write_atomically(snapshot, new_data, validate=validator, in_place=in_place)
+
+
+def _same(snapshot: FileSnapshot, new_data: Optional[bytes]) -> bool:
+    """Whether writing ``new_data`` (None: removing the file) would change nothing."""
+    return (not snapshot.exists) if new_data is None else (snapshot.exists and new_data == snapshot.data)
+
+
+def _landed(snapshot: FileSnapshot, new_data: Optional[bytes]) -> bool:
+    """After an error: did the config get ``new_data`` anyway (the error came after the rename)?"""
+    try:
+        current = read_snapshot(snapshot.path)
+    except NvdockerError:
+        return False
+    return (not current.exists) if new_data is None else (current.exists and current.data == new_data)
+
+
+def _commit(
+    ctx: Context,
+    state: StateStore,
+    snapshot: FileSnapshot,
+    new_data: Optional[bytes],
+    reason: str,
+    warnings: List[str],
+    in_place: bool,
+    update_state: Callable[[Backup], None],
+    record_first: bool,
+    validate: bool = True,
+) -> Backup:
+    """Back up the current file, write ``new_data`` (None: remove the file) and update the records.
+
+    ``record_first`` (install): the record is durable *before* the config changes, so that a kill
+    at any step leaves a record uninstall can undo from (a record whose change never landed is
+    recognised by the file still having the backed-up bytes). Otherwise (uninstall) the record
+    goes only after the change landed. A write that fails leaves neither a record of it nor its
+    backup (failed attempts must not rotate real backups away); the old bytes are still there,
+    since the write is atomic.
+    """
+    store = _backups(ctx)
+    previous = state.snapshot()
+    backup = store.save(snapshot, reason, protect=state.referenced_backups())
+    try:
+        if record_first:
+            update_state(backup)
+            state.save()
+        _write_config(ctx, snapshot, new_data, warnings, in_place, validate)
+    except BaseException:
+        if not _landed(snapshot, new_data):
+            try:
+                state.restore(previous)
+                if record_first:
+                    state.save()
+                store.discard(backup)
+            except NvdockerError:
+                pass  # the original error is the one to report; the record is harmless (see above)
+        raise
+    if not record_first:
+        update_state(backup)
+        state.save()
     return backup
 
 
@@ -227,13 +315,17 @@ def _write_and_apply(
     reporter,
     in_place: bool,
     validate: bool = True,
+    record_first: bool = False,
 ) -> None:
     """Back up, write, record; then apply, restoring file and record if dockerd does not take it."""
     previous_state = state.snapshot()
-    if new_data is None or new_data != snapshot.data:
-        backup = _commit(ctx, snapshot, new_data, reason, result.warnings, in_place, validate=validate)
-        update_state(backup)
-        state.save()
+    # A writer killed earlier may have left its temp file, even where nothing is to be written now.
+    remove_stale_temps(os.path.dirname(snapshot.real_path), os.path.basename(snapshot.real_path))
+    if not _same(snapshot, new_data):
+        backup = _commit(
+            ctx, state, snapshot, new_data, reason, result.warnings, in_place, update_state,
+            record_first=record_first, validate=validate,
+        )
         result.changed = True
         result.backup = backup.file
     if decision is None:
@@ -292,11 +384,20 @@ def install(
             record = plan.record
             if fresh:
                 record = replace(record, file_existed=snapshot.exists, original_backup=backup.name)
-            state.put(snapshot.real_path, replace(record, installed_sha256=_sha256(new_data)))
+            state.put(snapshot.real_path, record.with_written(_sha256(new_data)))
 
+        if record is None and not plan.changed and snapshot.exists:
+            adopted = _adopt(ctx, snapshot, request)
+            if adopted is not None:
+                state.put(snapshot.real_path, adopted)
+                state.save()
+                result.notices.append(
+                    "adopted runtimes.{}: backup {} shows nvdocker-setup installed it (its record was lost); "
+                    "uninstall can undo it".format(request.runtime_name, adopted.original_backup)
+                )
         _write_and_apply(
             ctx, state, snapshot, new_data if plan.changed else snapshot.data, "install " + request.runtime_name,
-            result, decision, update_state, reporter, in_place,
+            result, decision, update_state, reporter, in_place, record_first=True,
         )
         return result
 
@@ -320,10 +421,20 @@ def uninstall(
     def run(state: Optional[StateStore]) -> Result:
         read_only = state is None
         if state is None:  # dry run: read the records without taking the lock
-            state = StateStore(ctx.state_path).load()
+            state = _state(ctx)
+            if statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=False):
+                state.load()
         snapshot = read_snapshot(target.path)
         document = _load(snapshot, result.notices)
         record = state.get(snapshot.real_path, runtime_name)
+        if record is not None and record.previous_entry is not None:
+            problems = _recorded_entry_problems(ctx, record.previous_entry)
+            if problems:
+                result.warnings.append(
+                    "not putting back the previous runtimes.{} entry from the state file: {}; removing ours "
+                    "instead".format(runtime_name, "; ".join(problems))
+                )
+                record = replace(record, previous_entry=None)
         new_data: Optional[bytes]
         exact = _exact_restore(ctx, snapshot, record)
         if exact is not None:
@@ -335,10 +446,10 @@ def uninstall(
             result.warnings.extend(plan.warnings)
             result.changes = plan.changes
             after = plan.after
-            new_data = plan.after.encode() if plan.changed else snapshot.data
+            new_data = plan.after.encode() if plan.changed else (snapshot.data if snapshot.exists else None)
             if plan.changed:
                 result.warnings.extend(check_candidate(document.value, plan.after.value))
-        unchanged = new_data is not None and new_data == snapshot.data
+        unchanged = _same(snapshot, new_data)
         if unchanged:
             result.notices.append("nothing to undo for runtimes.{} in {}".format(runtime_name, target.path))
         else:
@@ -363,65 +474,157 @@ def uninstall(
 
 
 def _exact_restore(ctx: Context, snapshot: FileSnapshot, record) -> Optional[Tuple[Optional[bytes], str]]:
-    """When nothing changed since install, the pre-install bytes (None: the file did not exist)."""
-    if record is None or not record.original_backup or not snapshot.exists:
+    """When nobody changed the file since our installs, the pre-install bytes (None: the file
+    did not exist). "Nobody changed it" means the file is one of the versions our installs wrote,
+    or still the backed-up original (an install killed before its write landed)."""
+    if record is None or not record.original_backup:
         return None
-    if record.installed_sha256 != _sha256(snapshot.data):
-        return None
-    store = BackupStore(ctx.backups_dir, clock=ctx.clock)
+    current = _sha256(snapshot.data) if snapshot.exists else None
+    store = _backups(ctx)
     try:
         backup = store.get(record.original_backup)
-        if not backup.existed:
-            return None, "remove {} (it did not exist before install)".format(snapshot.path)
-        return store.read(backup), "restore the exact bytes from before install (backup {})".format(backup.name)
+        original = store.read(backup) if backup.existed else None
     except NotFound:
         return None
+    if not backup.existed:
+        if current is None or current in record.written_hashes():
+            return None, "remove {} (it did not exist before install)".format(snapshot.path)
+        return None
+    if current is not None and (current in record.written_hashes() or current == backup.sha256):
+        return original, "restore the exact bytes from before install (backup {})".format(backup.name)
+    return None
+
+
+def _adopt(ctx: Context, snapshot: FileSnapshot, request: InstallRequest):
+    """A record for an entry that is ours although no record says so (the state file was lost or
+    reset): the newest install backup of this file, replayed with this request, must give exactly
+    the current bytes. None when it does not."""
+    store = _backups(ctx)
+    try:
+        candidates = [b for b in store.list(snapshot.real_path) if b.reason == "install " + request.runtime_name]
+    except NvdockerError:
+        return None
+    for backup in reversed(candidates):
+        try:
+            data = store.read(backup)
+            before = JsonDocument.parse(data, snapshot.path) if backup.existed else empty_document(snapshot.path)
+            replay = plan_install(before, request, None)
+        except NvdockerError:
+            continue
+        if replay.after.encode() != snapshot.data:
+            continue
+        record = replace(replay.record, file_existed=backup.existed, original_backup=backup.name)
+        return record.with_written(_sha256(snapshot.data))
+    return None
 
 
 def _transaction(ctx: Context, dry_run: bool, run) -> Result:
     if dry_run:
         return run(None)
+    statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=True)
     with FileLock(ctx.lock_path, timeout=ctx.lock_timeout):
-        return run(StateStore(ctx.state_path).load())
+        return run(_state(ctx).load())
 
 
 def list_backups(ctx: Context) -> List[Backup]:
-    return BackupStore(ctx.backups_dir, clock=ctx.clock).list()
+    if not statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=False):
+        return []
+    return _backups(ctx).list()
+
+
+#: Permission bits a restore may give back: never set-id, sticky, execute or group/other write,
+#: whatever a manifest says (restoring must not widen access to the config).
+_RESTORABLE_MODE = 0o644
 
 
 def restore(
     ctx: Context, name: Optional[str] = None, *, config: Optional[str] = None, in_place: bool = False
 ) -> Result:
-    """Put a backup back, after backing up the current file."""
+    """Put a backup back, after backing up the current file.
+
+    Only ever onto the config file that this host's rules select (``--config`` included), and
+    only a backup *of that file*: the manifest's ``source`` names the backup's file but never
+    chooses where we write. The install records of that file follow the restored bytes. dockerd
+    is not reloaded: the result says so.
+    """
+    statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=True)
     with FileLock(ctx.lock_path, timeout=ctx.lock_timeout):
-        store = BackupStore(ctx.backups_dir, clock=ctx.clock)
+        store = _backups(ctx)
+        state = _state(ctx).load()
+        target = _target(ctx, config)
+        current = read_snapshot(target.path)
         if name:
             backup = store.get(name)
-            path = backup.source
-            rule = "backup"
+            if backup.source != current.real_path:
+                raise UsageError(
+                    "backup {} is of {}, not of {} ({})".format(
+                        backup.name, backup.source, current.real_path, target.location.reason or target.location.rule
+                    ),
+                    hint="restore writes only to the config file this host uses; pass --config {} if that file is "
+                    "the one you mean".format(backup.source),
+                    reference="backup-other-file",
+                )
         else:
-            target = _target(ctx, config)
-            snapshot = read_snapshot(target.path)
-            backup = store.latest(snapshot.real_path)
-            path, rule = target.path, target.location.rule
-        result = Result("restore", path, rule)
-        snapshot = read_snapshot(path)
+            backup = store.latest(current.real_path)
+        path = target.path
+        result = Result("restore", path, target.location.rule)
+        snapshot = current
         data = store.read(backup) if backup.existed else None
-        if (data is None and not snapshot.exists) or (data is not None and snapshot.exists and data == snapshot.data):
+        if _same(snapshot, data):
             result.notices.append("{} already matches backup {}".format(path, backup.name))
             return result
         before_text = snapshot.data.decode("utf-8", "replace")
         after_text = data.decode("utf-8", "replace") if data is not None else ""
         result.diff = unified_diff(before_text, after_text, path)
-        saved = _commit(ctx, snapshot, data, "restore " + backup.name, result.warnings, in_place, validate=False)
+
+        def update_state(_saved: Backup) -> None:
+            _follow_restore(state, snapshot.real_path, data)
+
+        saved = _commit(
+            ctx, state, snapshot, data, "restore " + backup.name, result.warnings, in_place, update_state,
+            record_first=False, validate=False,
+        )
         if data is not None and backup.mode is not None:
-            os.chmod(snapshot.real_path, backup.mode)
-            if ctx.euid == 0 and backup.uid is not None and backup.gid is not None:
-                os.chown(snapshot.real_path, backup.uid, backup.gid)
+            _restore_attributes(ctx, snapshot.real_path, backup, result.warnings)
         result.changed = True
         result.backup = saved.file
         result.changes = ["restore backup {} ({})".format(backup.name, backup.reason)]
+        result.notices.append(
+            "dockerd was not told: reload it to use the restored file (systemctl reload docker), or check with "
+            "`nvdocker-setup doctor`"
+        )
         return result
+
+
+def _follow_restore(state: StateStore, real_path: str, data: Optional[bytes]) -> None:
+    """Records of ``real_path`` after its bytes became ``data``: a record whose entry is no longer
+    in the file is dropped; one whose entry still is remembers the new bytes as ours."""
+    value: Dict[str, Any] = {}
+    if data is not None:
+        try:
+            value = JsonDocument.parse(data, real_path).value
+        except NvdockerError:
+            value = {}
+    runtimes = value.get("runtimes") if isinstance(value.get("runtimes"), dict) else {}
+    for name, record in state.records(real_path).items():
+        entry = runtimes.get(name)
+        if isinstance(entry, dict) and entry.get("path") == record.entry.get("path"):
+            state.put(real_path, record.with_written(_sha256(data or b"")))
+        else:
+            state.remove(real_path, name)
+
+
+def _restore_attributes(ctx: Context, path: str, backup: Backup, warnings: List[str]) -> None:
+    mode = backup.mode & _RESTORABLE_MODE if backup.mode is not None else None
+    if mode is not None and mode != backup.mode:
+        warnings.append("backup {} recorded mode {:04o}; restored as {:04o}".format(backup.name, backup.mode, mode))
+    try:
+        if ctx.euid == 0 and backup.uid in _uids(ctx) and backup.gid is not None:
+            os.chown(path, backup.uid, backup.gid, follow_symlinks=False)
+        if mode is not None:
+            os.chmod(path, mode)
+    except OSError as exc:
+        warnings.append("could not restore the owner and mode of {}: {}".format(path, exc.strerror or exc))
 
 
 @dataclass
@@ -450,8 +653,8 @@ def show(ctx: Context, runtime_name: str = DEFAULT_RUNTIME_NAME, *, config: Opti
     runtimes = value.get("runtimes") if isinstance(value.get("runtimes"), dict) else {}
     features = value.get("features") if isinstance(value.get("features"), dict) else {}
     record = None
-    if os.path.exists(ctx.state_path):
-        found = StateStore(ctx.state_path).load().get(snapshot.real_path, runtime_name)
+    if statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=False):
+        found = _state(ctx).load().get(snapshot.real_path, runtime_name)
         record = found.to_dict() if found else None
     default = value.get("default-runtime")
     return ShowResult(

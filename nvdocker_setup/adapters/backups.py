@@ -12,10 +12,10 @@ import hashlib
 import json
 import os
 import re
-import secrets
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
+from nvdocker_setup.adapters import statedir
 from nvdocker_setup.adapters.files import FileSnapshot
 from nvdocker_setup.errors import NotFound, NvdockerError, UsageError, WriteFailed
 
@@ -85,6 +85,7 @@ class BackupStore:
         directory: str,
         keep: int = 10,
         clock: Callable[[], datetime.datetime] = _utc_now,
+        trusted_uids: Optional[Iterable[int]] = None,
     ) -> None:
         if keep < 1:
             raise UsageError(
@@ -94,6 +95,7 @@ class BackupStore:
         self.directory = os.path.abspath(directory)
         self.keep = keep
         self._clock = clock
+        self.trusted_uids = tuple(trusted_uids) if trusted_uids is not None else statedir.trusted_uids()
 
     @property
     def manifest_path(self) -> str:
@@ -103,7 +105,7 @@ class BackupStore:
     # Reading
 
     def _corrupt(self, why: str) -> NvdockerError:
-        return NvdockerError(
+        return statedir.StateDamaged(
             "the backup manifest {} is corrupt: {}".format(self.manifest_path, why),
             hint="inspect or repair it by hand; the copies next to it are intact "
             "(nothing was deleted)",
@@ -112,11 +114,10 @@ class BackupStore:
 
     def _load(self) -> List[Backup]:
         """All records, in creation order; missing or empty manifest = none, garbage = error."""
-        try:
-            with open(self.manifest_path, "rb") as handle:
-                raw = handle.read()
-        except FileNotFoundError:
+        if not statedir.check_directory(self.directory, self.trusted_uids, create=False):
             return []
+        try:
+            raw = statedir.read_private(self.manifest_path, self.trusted_uids)
         except OSError as exc:
             raise NvdockerError(
                 "cannot read the backup manifest {}: {}".format(
@@ -126,10 +127,12 @@ class BackupStore:
                 details=[str(exc)],
                 reference="backup-manifest-unreadable",
             ) from exc
-        if not raw.strip():
+        if raw is None or not raw.strip():
             return []
         try:
             records = json.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise self._corrupt("nested too deeply") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise self._corrupt("not valid JSON ({})".format(exc)) from exc
         if not isinstance(records, list):
@@ -223,14 +226,7 @@ class BackupStore:
                 reference="backup-corrupt",
             )
         try:
-            with open(backup.file, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError as exc:
-            raise NotFound(
-                "the copy of backup {} is missing: {}".format(backup.name, backup.file),
-                hint="choose another backup (see `nvdocker-setup backups`)",
-                reference="backup-missing",
-            ) from exc
+            data = statedir.read_private(backup.file, self.trusted_uids)
         except OSError as exc:
             raise NotFound(
                 "cannot read the copy of backup {}: {}".format(backup.name, exc.strerror or exc),
@@ -238,6 +234,12 @@ class BackupStore:
                 details=[str(exc)],
                 reference="backup-unreadable",
             ) from exc
+        if data is None:
+            raise NotFound(
+                "the copy of backup {} is missing: {}".format(backup.name, backup.file),
+                hint="choose another backup (see `nvdocker-setup backups`)",
+                reference="backup-missing",
+            )
         digest = hashlib.sha256(data).hexdigest()
         if digest != backup.sha256 or (backup.size is not None and len(data) != backup.size):
             raise NotFound(
@@ -263,8 +265,11 @@ class BackupStore:
             return now.replace(tzinfo=datetime.timezone.utc)
         return now.astimezone(datetime.timezone.utc)
 
-    def save(self, snapshot: FileSnapshot, reason: str) -> Backup:
-        """Store ``snapshot`` (or the fact that the file was missing) and rotate old backups."""
+    def save(self, snapshot: FileSnapshot, reason: str, protect: Iterable[str] = ()) -> Backup:
+        """Store ``snapshot`` (or the fact that the file was missing) and rotate old backups.
+
+        Rotation keeps the newest ``keep`` backups of the same file, and never deletes one named
+        in ``protect`` (the backups install records depend on to undo exactly)."""
         existing = self._load()
         self._ensure_directory()
         now = self._now()
@@ -288,7 +293,8 @@ class BackupStore:
             self._write_private(copy_path, snapshot.data)
 
         records = existing + [backup]
-        same_source = [b for b in records if b.source == backup.source]
+        protected = set(protect)
+        same_source = [b for b in records if b.source == backup.source and b.name not in protected]
         doomed = same_source[: max(0, len(same_source) - self.keep)]
         doomed_names = {b.name for b in doomed}
         kept = [b for b in records if b.name not in doomed_names]
@@ -307,6 +313,18 @@ class BackupStore:
             self._fsync_directory()
         return backup
 
+    def discard(self, backup: Backup) -> None:
+        """Forget a backup just taken for a write that then failed, so that failed attempts do
+        not push real backups out of the rotation. Its record goes first, then its copy."""
+        records = [b for b in self._load() if b.name != backup.name]
+        manifest = json.dumps([asdict(b) for b in records], indent=2, sort_keys=True) + "\n"
+        self._write_private(self.manifest_path, manifest.encode("utf-8"))
+        if backup.file is not None:
+            try:
+                os.unlink(backup.file)
+            except OSError:
+                pass
+
     def _write_failed(self, action: str, path: str, exc: OSError) -> WriteFailed:
         return WriteFailed(
             "cannot {} {}: {}".format(action, path, exc.strerror or exc),
@@ -317,14 +335,9 @@ class BackupStore:
         )
 
     def _ensure_directory(self) -> None:
-        """Backups may hold secrets (registry mirrors, TLS paths): root-only directory."""
-        if os.path.isdir(self.directory):
-            return
-        try:
-            os.makedirs(self.directory, DIRECTORY_MODE, exist_ok=True)
-            os.chmod(self.directory, DIRECTORY_MODE)
-        except OSError as exc:
-            raise self._write_failed("create backup directory", self.directory, exc) from exc
+        """Backups may hold secrets (registry mirrors, TLS paths): a private, trusted directory."""
+        statedir.check_directory(os.path.dirname(self.directory), self.trusted_uids, create=True)
+        statedir.check_directory(self.directory, self.trusted_uids, create=True)
 
     def _fsync_directory(self) -> None:
         try:
@@ -339,33 +352,7 @@ class BackupStore:
 
     def _write_private(self, path: str, data: bytes) -> None:
         """Write ``path`` (mode 0600) via temp + fsync + rename, so it is whole or absent."""
-        temp = os.path.join(
-            self.directory,
-            ".{}.{}-{}.tmp".format(os.path.basename(path), os.getpid(), secrets.token_hex(6)),
-        )
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-        renamed = False
-        try:
-            fd = os.open(temp, flags, COPY_MODE)
-            try:
-                os.fchmod(fd, COPY_MODE)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(temp, path)
-            renamed = True
-        except OSError as exc:
-            raise self._write_failed("write", path, exc) from exc
-        finally:
-            if not renamed:
-                try:
-                    os.unlink(temp)
-                except OSError:
-                    pass
-        self._fsync_directory()
+        statedir.write_private(path, data, reference="backup-failed")
 
     def __repr__(self) -> str:
         return "BackupStore({!r}, keep={})".format(self.directory, self.keep)

@@ -31,6 +31,10 @@ STEPS = (
     "directory-synced",
 )
 
+#: With ``in_place=True``, between "rechecked" and "renamed": half the new bytes written over
+#: the old ones, then all of them (synced, before the file is cut to length).
+IN_PLACE_STEPS = ("in-place-partial", "in-place-written")
+
 #: The steps of :func:`remove_file`, in order.
 REMOVE_STEPS = ("rechecked", "unlinked", "directory-synced")
 
@@ -394,12 +398,16 @@ def _rename(temp_path: str, target: str) -> None:
         raise _write_failed("replace", target, exc) from exc
 
 
-def _write_in_place(snapshot: FileSnapshot, data: bytes) -> None:
-    """Overwrite the target's own inode (bind mounts). Not atomic: the caller keeps a backup."""
+def _write_in_place(snapshot: FileSnapshot, data: bytes, step_hook: Optional[StepHook] = None) -> None:
+    """Overwrite the target's own inode (bind mounts). Not atomic, so never truncating first:
+    the whole new content is written over the old from offset 0 and synced, and only then is
+    the file cut to the new length. A kill at any point leaves a file at least as long as the
+    shorter of the two versions' ends, never an empty or short one; the caller keeps a backup."""
     target = snapshot.real_path
+    hook = step_hook or _no_hook
     with _as_write_failed("write", target):
         if snapshot.exists:
-            fd = os.open(target, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         else:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
             fd = os.open(target, flags, NEW_FILE_MODE)
@@ -408,10 +416,33 @@ def _write_in_place(snapshot: FileSnapshot, data: bytes) -> None:
                 if os.geteuid() == 0:
                     os.fchown(fd, 0, 0)
                 os.fchmod(fd, NEW_FILE_MODE)
-            _write_all(fd, data)
-            os.fsync(fd)
+            try:
+                _overwrite(fd, data, hook)
+            except OSError:
+                if snapshot.exists:  # put the original bytes back the same way, then report
+                    try:
+                        _overwrite(fd, snapshot.data, _no_hook)
+                    except OSError:
+                        pass
+                raise
         finally:
             os.close(fd)
+
+
+def _overwrite(fd: int, data: bytes, hook: StepHook) -> None:
+    """``data`` over the file from offset 0 in two halves (``in-place-partial`` in between, where
+    crash tests kill the writer), synced, then the file cut to its length."""
+    view = memoryview(data)
+    offset = 0
+    for stop in (len(data) // 2, len(data)):
+        while offset < stop:
+            offset += os.pwrite(fd, view[offset:stop], offset)
+        if stop < len(data):
+            hook("in-place-partial")
+    os.fsync(fd)
+    hook("in-place-written")
+    os.ftruncate(fd, len(data))
+    os.fsync(fd)
 
 
 def write_atomically(
@@ -460,7 +491,7 @@ def write_atomically(
         _recheck(snapshot, "nothing was written")
         hook("rechecked")
         if in_place:
-            _write_in_place(snapshot, new_data)
+            _write_in_place(snapshot, new_data, hook)
         else:
             _rename(temp_path, target)
             renamed = True

@@ -32,6 +32,8 @@ class TrustReport:
     problems: Tuple[str, ...]
     #: The file after resolving every symlink, when it exists.
     resolved: Optional[str] = None
+    #: A missing path that a non-root user could create (or redirect) before dockerd runs it.
+    hijackable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -167,6 +169,48 @@ def _check_file(path: str, st: os.stat_result, trusted: Tuple[int, ...], owner: 
     return problems
 
 
+def _nearest_existing(path: str) -> str:
+    current = path
+    while not os.path.lexists(current):
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    return current
+
+
+def _creation_hazards(
+    final: str, dirs: List[str], links: List[str], trusted: Tuple[int, ...], owner: str
+) -> List[str]:
+    """Who could make a missing runtime path exist: an untrusted owner or writer of an existing
+    directory on the way, or of a followed symlink, or *any* non-trusted writer of the nearest
+    existing ancestor, sticky or not (a sticky ``/tmp`` protects root's entries from being
+    replaced, not names that do not exist yet from being created)."""
+    hazards: List[str] = []
+    for directory in dirs:
+        if os.path.isdir(directory):
+            hazards.extend(_check_directory(directory, trusted, owner))
+    for link in links:
+        hazards.extend(_check_link(link, trusted, owner))
+    ancestor = _nearest_existing(final)
+    try:
+        st = os.stat(ancestor)
+    except OSError as exc:
+        return hazards + ["cannot inspect {}: {}; run the check as root".format(ancestor, exc.strerror)]
+    writers = _writers(st.st_mode)
+    if stat.S_ISDIR(st.st_mode) and writers is not None:
+        who, spec = writers
+        hazards.append(
+            "{} does not exist yet and {} is writable by {} (mode {:04o}), so a non-root user could "
+            "create it and dockerd would run their program as root; install the runtime first, or "
+            "choose a root-only directory (fix: chmod {} {})".format(
+                final, ancestor, who, stat.S_IMODE(st.st_mode), spec, ancestor
+            )
+        )
+    seen = set()
+    return [h for h in hazards if not (h in seen or seen.add(h))]
+
+
 def check_runtime_binary(path: str, *, expected_owner: int = 0) -> TrustReport:
     """Check that ``path`` is an absolute, executable regular file that no untrusted user controls.
 
@@ -204,7 +248,8 @@ def check_runtime_binary(path: str, *, expected_owner: int = 0) -> TrustReport:
             problem = "{} does not exist; install the runtime there or pass its real path".format(
                 path
             )
-        return TrustReport(path, False, (problem,))
+        hazards = _creation_hazards(final, dirs, links, trusted, owner)
+        return TrustReport(path, False, (problem,) + tuple(hazards), hijackable=bool(hazards))
     except OSError as exc:
         problem = "cannot inspect {}: {}; run the check as root".format(path, exc.strerror)
         return TrustReport(path, False, (problem,))

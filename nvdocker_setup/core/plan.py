@@ -6,6 +6,7 @@ an entry whose path the admin changed since, or a default runtime they switched,
 """
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -58,14 +59,77 @@ class InstallRecord:
     #: when the file still has that hash, uninstall restores the backup byte for byte.
     original_backup: Optional[str] = None
     installed_sha256: Optional[str] = None
+    #: sha256 of every version of the file our installs wrote (oldest first, at most
+    #: HISTORY_LIMIT): the file still being one of them means nobody else changed it since.
+    history_sha256: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["history_sha256"] = list(self.history_sha256)
+        return data
+
+    def with_written(self, sha256: str) -> "InstallRecord":
+        """This record after a write that left the file with ``sha256``."""
+        history = tuple(h for h in self.history_sha256 if h != sha256) + (sha256,)
+        return replace(self, installed_sha256=sha256, history_sha256=history[-HISTORY_LIMIT:])
+
+    def written_hashes(self) -> Tuple[str, ...]:
+        return self.history_sha256 + ((self.installed_sha256,) if self.installed_sha256 else ())
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "InstallRecord":
-        known = {name for name in cls.__dataclass_fields__}  # type: ignore[attr-defined]
-        return cls(**{key: value for key, value in data.items() if key in known})
+    def from_dict(cls, data: Any) -> "InstallRecord":
+        """A record read back from the state file, checked like user input: ``ValueError``
+        names the first field that is not what install writes."""
+        if not isinstance(data, dict):
+            raise ValueError("a record is not an object")
+        for key, kinds in _RECORD_FIELDS.items():
+            if key not in data:
+                if key in _REQUIRED_FIELDS:
+                    raise ValueError("a record has no {!r}".format(key))
+                continue
+            value = data[key]
+            if not isinstance(value, kinds):
+                raise ValueError("{!r} has the wrong type".format(key))
+        problem = runtime_name_problem(data["runtime_name"])
+        if problem is not None:
+            raise ValueError(problem)
+        for key in ("entry", "previous_entry"):
+            entry = data.get(key)
+            if entry is not None and not isinstance(entry.get("path"), str):
+                raise ValueError("{!r} has no string 'path'".format(key))
+        if data.get("previous_default") is not None and runtime_name_problem(data["previous_default"]) and (
+            data["previous_default"] not in DOCKER_DEFAULT_RUNTIMES
+        ):
+            raise ValueError("'previous_default' is not a runtime name")
+        if data.get("original_backup") is not None and not _BACKUP_NAME.match(data["original_backup"]):
+            raise ValueError("'original_backup' is not a backup name")
+        hashes = list(data.get("history_sha256") or ()) + [data.get("installed_sha256") or "0" * 64]
+        if not all(isinstance(h, str) and _SHA256.match(h) for h in hashes):
+            raise ValueError("a recorded sha256 is not a sha256")
+        values = {key: data[key] for key in _RECORD_FIELDS if key in data}
+        values["history_sha256"] = tuple(values.get("history_sha256") or ())[-HISTORY_LIMIT:]
+        return cls(**values)
+
+
+HISTORY_LIMIT = 16
+_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
+_BACKUP_NAME = re.compile(r"\A\d{8}T\d{6}\.\d{6}Z-\d+\Z")
+_RECORD_FIELDS: Dict[str, Any] = {
+    "runtime_name": (str,),
+    "entry": (dict,),
+    "file_existed": (bool,),
+    "previous_entry": (dict, type(None)),
+    "runtimes_created": (bool,),
+    "default_changed": (bool,),
+    "previous_default": (str, type(None)),
+    "cdi_changed": (bool,),
+    "previous_cdi": (bool, str, int, float, type(None)),
+    "features_created": (bool,),
+    "original_backup": (str, type(None)),
+    "installed_sha256": (str, type(None)),
+    "history_sha256": (list,),
+}
+_REQUIRED_FIELDS = ("runtime_name", "entry")
 
 
 @dataclass
@@ -83,13 +147,36 @@ class Plan:
         return self.after.text != self.before.text
 
 
+#: What dockerd and containerd both accept as a runtime (handler) name, and what Kubernetes
+#: allows a RuntimeClass handler to be (a DNS label, plus '_' and '.' that dockerd allows).
+_RUNTIME_NAME = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?\Z")
+#: Names dockerd gives a meaning of its own: its built-in runtime, and containerd shim names
+#: (dockerd 23+ runs ``io.containerd.<x>.v<n>`` as a shim directly).
+RESERVED_RUNTIME_NAMES = ("runc",)
+RESERVED_RUNTIME_PREFIXES = ("io.containerd.",)
+
+
+def runtime_name_problem(name: Any) -> Optional[str]:
+    """Why ``name`` cannot be a runtime name (None: it can). Shared by user input and state."""
+    if not isinstance(name, str) or not name:
+        return "the runtime name must be a non-empty string"
+    shown = name if len(name) <= 80 else name[:80] + "... ({} characters)".format(len(name))
+    if name in RESERVED_RUNTIME_NAMES:
+        return "the runtime name {!r} is reserved by dockerd".format(name)
+    if name.lower().startswith(RESERVED_RUNTIME_PREFIXES):
+        return "the runtime name {!r} is a containerd shim name, which dockerd runs as a shim".format(shown)
+    if not _RUNTIME_NAME.match(name):
+        return (
+            "invalid runtime name {!r}: use 1 to 63 letters, digits, '-', '_' or '.', starting and ending "
+            "with a letter or digit".format(shown)
+        )
+    return None
+
+
 def validate_runtime_name(name: str) -> None:
-    if not name:
-        raise UsageError("the runtime name must not be empty")
-    if name == "runc":
-        raise UsageError("the runtime name 'runc' is reserved by dockerd", hint="choose another --runtime-name, e.g. nvidia")
-    if "/" in name or name != name.strip():
-        raise UsageError("invalid runtime name {!r}: no '/' or surrounding spaces".format(name))
+    problem = runtime_name_problem(name)
+    if problem is not None:
+        raise UsageError(problem, hint="choose another --runtime-name, e.g. nvidia")
 
 
 def validate_request(request: InstallRequest) -> None:

@@ -387,13 +387,20 @@ def config_package_owner(facts: Facts):
 
 @check("config-install-record", GROUP, "the runtime nvdocker-setup installed is still there")
 def config_install_record(facts: Facts):
+    from nvdocker_setup.adapters import statedir
     from nvdocker_setup.adapters.state import StateStore
+    from nvdocker_setup.errors import NvdockerError
 
     state_path = facts.ctx.state_path
     if not os.path.exists(state_path):
         return skip("nvdocker-setup has no install records in {}".format(facts.ctx.state_dir))
     snapshot = facts.require_snapshot()
-    record = StateStore(state_path).load().get(snapshot.real_path, facts.runtime_name)
+    uids = statedir.trusted_uids(facts.ctx.euid)
+    try:
+        statedir.check_state_dir(facts.ctx.state_dir, uids, create=False)
+        record = StateStore(state_path, trusted_uids=uids).load().get(snapshot.real_path, facts.runtime_name)
+    except NvdockerError as error:
+        return fail(error.message, error.hint or "inspect {}".format(facts.ctx.state_dir))
     if record is None:
         return skip("nvdocker-setup did not install runtime {} into {}".format(facts.runtime_name, facts.location().path))
     value = facts.require_config()

@@ -1,6 +1,6 @@
 """Child process for the fault-injection tests: write a file and SIGKILL ourselves at one step.
 
-Usage: crash_writer.py PATH STEP NEW_DATA_FILE
+Usage: crash_writer.py PATH STEP NEW_DATA_FILE [--in-place]
 
 SIGKILL cannot be caught, so no finally block or atexit handler runs: this is what a power cut
 or the OOM killer leaves behind, and what the parent then inspects.
@@ -24,7 +24,8 @@ def main() -> None:
         if step == crash_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    write_atomically(read_snapshot(path), new_data, step_hook=hook)
+    in_place = "--in-place" in sys.argv[4:]
+    write_atomically(read_snapshot(path), new_data, step_hook=hook, in_place=in_place)
     sys.exit(3)  # only reached when the step never came: the parent treats it as a failure
 
 

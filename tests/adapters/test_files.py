@@ -431,7 +431,8 @@ def test_in_place_write_keeps_inode(daemon_json):
     st = os.stat(str(daemon_json))
     assert st.st_ino == inode
     assert stat.S_IMODE(st.st_mode) == 0o640
-    assert tuple(steps) == STEPS
+    renamed = STEPS.index("renamed")
+    assert tuple(steps) == STEPS[:renamed] + files.IN_PLACE_STEPS + STEPS[renamed:]
     assert temps_in(str(daemon_json.parent)) == []
 
 
@@ -627,3 +628,49 @@ def test_sigkill_at_each_step_missing_file(etc, tmp_path, step):
     write_atomically(read_snapshot(str(path)), final)
     assert path.read_bytes() == final
     assert temps_in(str(etc)) == []
+
+
+def _crash_in_place(path, step, data, tmp_path):
+    new_file = tmp_path / "new-bytes"
+    new_file.write_bytes(data)
+    child = subprocess.run(
+        [sys.executable, CRASH_WRITER, str(path), step, str(new_file), "--in-place"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode(errors="replace")
+
+
+@pytest.mark.parametrize("step", files.IN_PLACE_STEPS)
+@pytest.mark.parametrize("shrinks", [True, False], ids=["new-shorter", "new-longer"])
+def test_sigkill_during_in_place_write_never_leaves_a_short_file(daemon_json, tmp_path, step, shrinks):
+    old, new = (NEW_BIG, OLD) if shrinks else (OLD, NEW_BIG)
+    daemon_json.write_bytes(old)
+    inode = os.stat(str(daemon_json)).st_ino
+    _crash_in_place(daemon_json, step, new, tmp_path)
+
+    left = daemon_json.read_bytes()
+    assert os.stat(str(daemon_json)).st_ino == inode
+    # Never truncated first: the file is at least as long as the old one (the kill came before
+    # the cut to length), its head is the new bytes written so far, its tail the old bytes.
+    assert len(left) == max(len(old), len(new) if step == "in-place-written" else len(new) // 2)
+    written = len(new) if step == "in-place-written" else len(new) // 2
+    assert left[:written] == new[:written]
+    assert left[written:] == old[written:]
+
+
+def test_in_place_write_error_puts_the_original_bytes_back(daemon_json, monkeypatch):
+    daemon_json.write_bytes(OLD_BIG)
+    real_pwrite = os.pwrite
+    calls = []
+
+    def failing_pwrite(fd, data, offset):
+        calls.append(offset)
+        if len(calls) == 2:  # the second half of the new bytes: the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", failing_pwrite)
+    with pytest.raises(WriteFailed):
+        write_atomically(read_snapshot(str(daemon_json)), NEW_BIG, in_place=True)
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert daemon_json.read_bytes() == OLD_BIG
