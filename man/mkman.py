@@ -73,10 +73,12 @@ MAIN_FILES = r"""
 dockerd's configuration, unless another file is chosen (see above). No package owns it.
 .TP
 .I /var/lib/nvdocker\-setup/state.json
-what each install changed, so that uninstall undoes exactly that.
+what each install changed, so that uninstall undoes exactly that. The directory must be
+owned by root (or the invoking user) and writable by nobody else, or every command refuses it.
 .TP
 .I /var/lib/nvdocker\-setup/backups/
-the last 10 backups of each file, with a \fImanifest.json\fR of checksums.
+the last 10 backups of each file and those install records need, with a
+\fImanifest.json\fR of checksums.
 .TP
 .I /var/lib/nvdocker\-setup/lock
 the lock that serialises concurrent runs.

@@ -18,7 +18,8 @@ class ExitStatus(enum.IntEnum):
     VALIDATION_FAILED = 4
     #: Another nvdocker-setup holds the lock and did not release it in time.
     LOCK_BUSY = 5
-    #: The runtime binary (or a parent directory) is missing, unsafe or not executable.
+    #: The runtime binary (or a parent directory) is missing, unsafe or not executable, or a
+    #: non-root user could create it; or the state directory or a file in it is not safe to act on.
     TRUST_CHECK_FAILED = 6
     #: The change conflicts with the admin's configuration (another default runtime,
     #: an entry changed since install, the file changed under us); use --force or re-run.
