@@ -16,9 +16,24 @@
  * nvdocker_setup/runtime/config.py, and the argv rules nvdocker_setup/runtime/args.py.
  *
  * Build: scripts/build-launcher.sh [OUTDIR] (sets NVDOCKER_PYTHON and NVDOCKER_RUNTIME_SCRIPT).
+ *
+ * Trust: our argv and environment come from containerd's shim (itself started by containerd with
+ * dockerd's or the service's environment), never from the container, so the real runtime and
+ * Python are exec'd with the environment as it is: it is how an administrator (or a test) passes
+ * NVDOCKER_RUNTIME_CONFIG / NVDOCKER_DRIVER_ROOT, and runc gets exactly what it would get without
+ * us. Python runs -I -S (no PYTHON* variables, no site). What the container controls is the
+ * content of the bundle's config.json (env, annotations, hooks): here it is only searched with
+ * memmem, never parsed or echoed. The hooks we add to it carry their own env (see
+ * nvdocker_setup/driver/model.py HOOK_ENV), since runc starts createContainer hooks with the
+ * container's environment.
+ *
+ * Errors: fail() writes runc's --log first (containerd reads it), then one bounded line to stderr
+ * without blocking: the shim reads that pipe only after we exit, so a blocking write of more than
+ * a pipe buffer would wedge `docker run`.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -52,14 +67,36 @@ static const char *const request_markers[] = {"NVIDIA_VISIBLE_DEVICES", "nvidia-
 static const char *log_path;   /* runc's --log: where containerd looks for our error */
 static const char *log_format; /* --log-format: json (containerd) or text */
 
-/* Append `message` to --log in runc's format and to stderr, then exit 1. */
+/* One write of `text` to stderr that cannot block (O_NONBLOCK for the call; EAGAIN loses it). */
+static void write_stderr_nonblocking(const char *text, size_t len)
+{
+	int flags = fcntl(STDERR_FILENO, F_GETFL);
+
+	if (flags < 0)
+		return;
+	if (!(flags & O_NONBLOCK))
+		fcntl(STDERR_FILENO, F_SETFL, flags | O_NONBLOCK);
+	while (len > 0) {
+		ssize_t n = write(STDERR_FILENO, text, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		text += n;
+		len -= (size_t)n;
+	}
+	if (!(flags & O_NONBLOCK))
+		fcntl(STDERR_FILENO, F_SETFL, flags);
+}
+
+/* Append `message` to --log in runc's format, then to stderr, then exit 1. The text is bounded
+ * (2 KiB): far below a pipe buffer. */
 static void fail(const char *message, const char *detail)
 {
 	char text[2048], stamp[64];
 	time_t now = time(NULL);
 
 	snprintf(text, sizeof(text), "nvdocker-runtime: %s%s", message, detail ? detail : "");
-	fprintf(stderr, "%s\n", text);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
 	FILE *log = log_path ? fopen(log_path, "ae") : NULL;
 	if (log) {
@@ -81,6 +118,9 @@ static void fail(const char *message, const char *detail)
 			fputs("\"\n", log);
 		fclose(log);
 	}
+	size_t len = strlen(text);
+	text[len < sizeof(text) - 1 ? len : sizeof(text) - 2] = '\n';
+	write_stderr_nonblocking(text, len < sizeof(text) - 1 ? len + 1 : sizeof(text) - 1);
 	exit(1);
 }
 

@@ -11,7 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
     from typing import Dict, Iterable, Optional, Tuple
 
-from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.errors import GpuSetupError, quoted
 
 COMPUTE = "compute"
 COMPAT32 = "compat32"
@@ -107,7 +107,8 @@ def parse_capabilities(value: Optional[str]) -> Tuple[str, ...]:
     unknown = [name for name in names if name not in ALL_CAPABILITIES]
     if unknown:
         raise GpuSetupError(
-            "unknown driver capability {} in NVIDIA_DRIVER_CAPABILITIES={!r}".format(", ".join(repr(n) for n in unknown), value),
+            "unknown driver capability {} in NVIDIA_DRIVER_CAPABILITIES={}".format(
+                ", ".join(quoted(n, 60) for n in unknown[:5]) + (", ..." if len(unknown) > 5 else ""), quoted(value)),
             hint="use a comma list of {} or all".format(", ".join(ALL_CAPABILITIES)),
         )
     return tuple(sorted(set(names)))

@@ -16,7 +16,7 @@ import os
 import stat
 
 from nvdocker_setup.driver import capabilities as caps
-from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.errors import GpuSetupError, quoted
 from nvdocker_setup.driver.model import DeviceNode
 
 TYPE_CHECKING = False
@@ -160,12 +160,12 @@ class Driver:
         """A GPU by index (``"1"``) or UUID (``"GPU-..."``); an unknown one names those that exist."""
         wanted = selector.strip()
         for gpu in self.gpus:
-            if wanted.isdigit() and int(wanted) == gpu.index:
+            if wanted.isascii() and wanted.isdigit() and len(wanted) < 10 and int(wanted) == gpu.index:
                 return gpu
             if wanted.lower() == gpu.uuid.lower():
                 return gpu
         raise GpuSetupError(
-            "unknown GPU {!r}: this host has {}".format(wanted, self.describe_gpus()),
+            "unknown GPU {}: this host has {}".format(quoted(wanted), self.describe_gpus()),
             hint="request an index or UUID from that list (nvidia-smi -L shows them), or all",
         )
 

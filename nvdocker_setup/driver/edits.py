@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 
 from nvdocker_setup.driver import capabilities as caps
-from nvdocker_setup.driver.model import READ_ONLY_MOUNT, WRITABLE_MOUNT, ContainerEdits, Hook, Mount
+from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.model import HOOK_ENV, READ_ONLY_MOUNT, WRITABLE_MOUNT, ContainerEdits, Hook, Mount
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
@@ -30,6 +31,11 @@ class HookCommand:
     __slots__ = ("path", "args", "ldconfig")
 
     def __init__(self, path: str, args: Sequence[str], ldconfig: str) -> None:
+        # runc resolves a relative hook path against its working directory, which for a
+        # createContainer hook is the container's rootfs: only absolute paths, on the host
+        for what, value in (("hook path", path), ("ldconfig", ldconfig)):
+            if not isinstance(value, str) or not value.startswith("/"):
+                raise GpuSetupError("the {} must be an absolute path, got {!r}".format(what, value))
         self.path = path
         self.args = list(args)
         self.ldconfig = ldconfig
@@ -42,7 +48,7 @@ class HookCommand:
             argv += ["--rootfs", rootfs]
         for folder in folders:
             argv += ["--folder", folder]
-        return Hook(LDCACHE_HOOK_POINT, self.path, argv)
+        return Hook(LDCACHE_HOOK_POINT, self.path, argv, HOOK_ENV)
 
 
 def gpu_edits(driver: Driver, gpu: Gpu) -> ContainerEdits:

@@ -24,3 +24,23 @@ class GpuSetupError(Exception):
         if self.hint:
             return "{} (hint: {})".format(self.message, self.hint)
         return self.message
+
+
+#: How many characters of a value that comes from the container an error message echoes: a
+#: message must stay far below a pipe buffer (64 KiB), or writing it can block the runtime.
+ECHO_LIMIT = 200
+
+
+def quoted(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``repr`` of a (container-supplied) value, cut to ``limit`` characters with its length."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return "{}... ({} characters)".format(repr(text[:limit]), len(text))
+
+
+def shorten(text: str, limit: int = 2000) -> str:
+    """A whole message, bounded: the last line of defence for what we print or log."""
+    if len(text) <= limit:
+        return text
+    return "{}... ({} characters)".format(text[:limit], len(text))

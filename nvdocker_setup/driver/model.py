@@ -17,6 +17,12 @@ if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
 READ_ONLY_MOUNT = ("ro", "nosuid", "nodev", "rbind", "rprivate")
 #: For IPC directories the container must write into (the MPS pipe directory).
 WRITABLE_MOUNT = ("nosuid", "nodev", "noexec", "rbind", "rprivate")
+#: The whole environment of every hook we emit. A hook entry without ``env`` is started by runc
+#: with the container's environment (runc init has applied it when createContainer hooks run, and
+#: the container's rootfs is the working directory): the host's dynamic loader would then honour
+#: the image's LD_PRELOAD / LD_AUDIT / LD_LIBRARY_PATH / GCONV_PATH and run the image's code as
+#: root on the host (the class of CVE-2025-23266). So a hook never inherits an environment.
+HOOK_ENV = ("PATH=/usr/sbin:/usr/bin:/sbin:/bin",)
 
 
 class _Value:
@@ -145,17 +151,20 @@ class Hook(_Value):
         self.hook_name = hook_name
         self.path = path
         self.args = list(args)
-        self.env = list(env)
+        self.env = list(env or HOOK_ENV)  # never none: see HOOK_ENV
 
     def to_oci(self) -> Dict[str, Any]:
+        """An entry of the OCI spec's ``hooks``: always with an explicit ``env`` (:data:`HOOK_ENV`
+        when the hook was given none), never the container's."""
         hook: Dict[str, Any] = {"path": self.path}
         if self.args:
             hook["args"] = list(self.args)
-        if self.env:
-            hook["env"] = list(self.env)
+        hook["env"] = list(self.env or HOOK_ENV)
         return hook
 
     def to_cdi(self) -> Dict[str, Any]:
+        """A CDI ``hooks`` entry; ``env`` is part of CDI's hook since cdiVersion 0.3.0, so it needs
+        no higher version (see nvdocker_setup.cdi.spec.minimum_version)."""
         hook: Dict[str, Any] = {"hookName": self.hook_name}
         hook.update(self.to_oci())
         return hook

@@ -15,7 +15,7 @@ fails and the message says why (the usual images list ``cuda>=X`` first, which d
 from __future__ import annotations
 
 from nvdocker_setup.driver.discovery import version_tuple
-from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.errors import GpuSetupError, quoted, shorten
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
@@ -80,7 +80,7 @@ def _split_condition(condition: str) -> Tuple[str, str, str]:
         if sep and key.strip() and value.strip():
             return key.strip().lower(), operator, value.strip()
     raise GpuSetupError(
-        "cannot read the requirement {!r}".format(condition),
+        "cannot read the requirement {}".format(quoted(condition)),
         hint="write conditions like cuda>=12.4 or driver>=535, or set NVIDIA_DISABLE_REQUIRE=1",
     )
 
@@ -116,13 +116,13 @@ def condition_holds(condition: str, facts: Facts) -> Tuple[bool, Optional[str]]:
     """Whether one ``key op value`` holds, and why not when it cannot be told."""
     key, operator, value = _split_condition(condition)
     if key not in _KEYS:
-        raise GpuSetupError("unknown requirement key {!r} in {!r}".format(key, condition), hint="keys are cuda, driver, arch, brand")
+        raise GpuSetupError("unknown requirement key {} in {}".format(quoted(key, 60), quoted(condition)), hint="keys are cuda, driver, arch, brand")
     if key in ("arch", "brand"):
         return False, "{} cannot be checked without NVML".format(key)
     actual = facts.cuda_version if key == "cuda" else facts.driver_version
     wanted = version_tuple(value)
     if not wanted:
-        raise GpuSetupError("{!r} is not a version in {!r}".format(value, condition))
+        raise GpuSetupError("{} is not a version in {}".format(quoted(value, 60), quoted(condition)))
     return _compare(version_tuple(actual), operator, wanted), None
 
 
@@ -144,10 +144,10 @@ def check(env: Mapping[str, str], facts: Facts) -> None:
                 satisfied = True
                 break
         if not satisfied:
-            extra = "; ".join("{}: {}".format(k, v) for k, v in sorted(notes.items()))
+            extra = "; ".join("{}: {}".format(quoted(k, 60), v) for k, v in sorted(notes.items())[:4])
             raise GpuSetupError(
-                "unsatisfied requirement {}={!r}: the driver is {} (CUDA {}){}".format(
-                    name, value, facts.driver_version, facts.cuda_version, " ({})".format(extra) if extra else ""
+                "unsatisfied requirement {}={}: the driver is {} (CUDA {}){}".format(
+                    shorten(name, 80), quoted(value), facts.driver_version, facts.cuda_version, " ({})".format(extra) if extra else ""
                 ),
                 hint="update the driver, use an image for an older CUDA, or set NVIDIA_DISABLE_REQUIRE=1 to skip the check",
             )

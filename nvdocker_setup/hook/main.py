@@ -17,6 +17,17 @@
 
 Standard library only, and not even ``json`` or ``subprocess`` on the runtime's path: the hook
 runs on every GPU container start, and an interpreter start alone is ~10 ms.
+
+Security: a createContainer hook runs as root on the host, before pivot_root, from ``runc init``
+inside the container's mount namespace, with the rootfs as working directory; everything in the
+rootfs, the state on stdin (its annotations) and the spec's ``process`` are the container's. So
+the hook entries we emit carry their own ``env`` (nvdocker_setup.driver.model.HOOK_ENV), and here:
+the working directory is ``/`` before anything else; the rootfs must be absolute and never the host
+root; nothing in the rootfs is opened through a symlink or opened at all when it is not a
+directory we create a file in (the conf file is written to a new temp file and renamed into
+place, so a symlink, FIFO or device planted under its name is replaced, never followed or
+opened); programs are started by absolute path with an explicit environment; the state and spec
+are checked for types and size, and any failure is one bounded line on stderr and status 1.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from __future__ import annotations
 import os
 import sys
 
-from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.errors import GpuSetupError, quoted, shorten
 from nvdocker_setup.runtime import jsonio
 
 TYPE_CHECKING = False
@@ -34,6 +45,11 @@ if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
 PROGRAM = "nvdocker-runtime-hook"
 LD_CONF_NAME = "00-nvdocker.conf"
 CLI_NAME = "nvidia-container-cli"
+#: The whole environment of the programs the hook starts (ldconfig, nvidia-container-cli).
+SAFE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+#: runc's state is a few hundred bytes plus the annotations; a spec is rarely over 100 KB.
+MAX_STATE_BYTES = 4 << 20
+MAX_SPEC_BYTES = 64 << 20
 _CLI_SEARCH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 FIX_HINT = (
     "make nvdocker's runtime handle GPU containers: `nvdocker-setup install --default-runtime` "
@@ -43,14 +59,34 @@ FIX_HINT = (
 
 # -- container state and spec -------------------------------------------------------------------
 
+def _read_bounded(stream, limit: int, what: str) -> bytes:
+    data = getattr(stream, "buffer", stream).read(limit + 1)
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    if len(data) > limit:
+        raise GpuSetupError("{} is larger than {} bytes".format(what, limit))
+    return data
+
+
+#: Members of the OCI state we may read, and their JSON types.
+_STATE_TYPES = (("ociVersion", str), ("id", str), ("status", str), ("bundle", str), ("bundlePath", str), ("annotations", dict))
+
+
 def read_state(stream) -> Dict[str, Any]:
-    """The OCI state runc writes to a hook's stdin."""
+    """The OCI state runc writes to a hook's stdin, with the types of what we use checked."""
     try:
-        state = jsonio.loads(stream.read())
-    except ValueError as exc:
-        raise GpuSetupError("the container state on stdin is not JSON: {}".format(exc)) from None
+        state = jsonio.loads(_read_bounded(stream, MAX_STATE_BYTES, "the container state on stdin"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GpuSetupError("the container state on stdin is not JSON: {}".format(shorten(str(exc), 300))) from None
     if not isinstance(state, dict):
         raise GpuSetupError("the container state on stdin is not a JSON object")
+    for key, kind in _STATE_TYPES:
+        if key in state and state[key] is not None and not isinstance(state[key], kind):
+            raise GpuSetupError("the container state's {} is not a {}: {}".format(
+                key, "string" if kind is str else "JSON object", quoted(jsonio.dumps(state[key]), 60)))
+    pid = state.get("pid")
+    if pid is not None and (type(pid) is not int or pid < 0):
+        raise GpuSetupError("the container state's pid is not a process id: {}".format(quoted(jsonio.dumps(pid), 60)))
     return state
 
 
@@ -59,12 +95,16 @@ def load_bundle(state: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     bundle = state.get("bundle") or state.get("bundlePath")
     if not isinstance(bundle, str) or not bundle:
         raise GpuSetupError("the container state has no bundle")
+    if not bundle.startswith("/"):
+        raise GpuSetupError("the container state's bundle is not an absolute path: {}".format(quoted(bundle)))
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as handle:
-            spec = jsonio.loads(handle.read())
-    except (OSError, ValueError) as exc:
-        raise GpuSetupError("cannot read the container spec {}: {}".format(path, exc)) from None
+            spec = jsonio.loads(_read_bounded(handle, MAX_SPEC_BYTES, path))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise GpuSetupError("cannot read the container spec {}: {}".format(path, shorten(str(exc), 300))) from None
+    if not isinstance(spec, dict):
+        raise GpuSetupError("the container spec {} is not a JSON object".format(path))
     return bundle, spec
 
 
@@ -76,52 +116,107 @@ def rootfs_of(bundle: str, spec: Dict[str, Any]) -> str:
     return os.path.normpath(os.path.join(bundle, path))
 
 
+def checked_rootfs(rootfs: str) -> str:
+    """``rootfs`` if it is an absolute directory other than the host's root: ``ldconfig -r /``
+    and our conf file would otherwise rewrite the host's own ld cache and configuration."""
+    if not rootfs.startswith("/"):
+        raise GpuSetupError("the container root must be an absolute path, got {}".format(quoted(rootfs)))
+    try:
+        found = os.stat(rootfs)
+        host = os.stat("/")
+    except OSError as exc:
+        raise GpuSetupError("cannot use the container root {}: {}".format(quoted(rootfs), exc.strerror or exc)) from None
+    if (found.st_dev, found.st_ino) == (host.st_dev, host.st_ino) or os.path.realpath(rootfs) == "/":
+        raise GpuSetupError(
+            "refusing to update the ld cache of the container root {}: it is the host's root directory".format(quoted(rootfs)),
+            hint="a container root must be its own directory (OCI root.path)",
+        )
+    if not os.path.isdir(rootfs):
+        raise GpuSetupError("the container root {} is not a directory".format(quoted(rootfs)))
+    return rootfs
+
+
 # -- processes and files, cheaply -----------------------------------------------------------------
 
 def run(argv: Sequence[str]) -> int:
     """Run a program with our stdout/stderr (runc shows them when a hook fails); its status.
-    posix_spawn (vfork underneath) instead of subprocess: no extra imports, no page copying."""
+    posix_spawn (vfork underneath) instead of subprocess: no extra imports, no page copying.
+    An absolute path and :data:`SAFE_ENV`: nothing of the container's reaches it."""
+    if not argv[0].startswith("/"):
+        raise GpuSetupError("{} must be an absolute path".format(quoted(argv[0])))
     try:
-        pid = os.posix_spawn(argv[0], list(argv), {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        pid = os.posix_spawn(argv[0], list(argv), SAFE_ENV)
     except OSError as exc:
         raise GpuSetupError("cannot run {}: {}".format(argv[0], exc.strerror or exc)) from None
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 
 
-def _open_directory_in(parent_fd: int, name: str) -> int:
+def _open_directory_in(parent_fd: int, name: str) -> Optional[int]:
     """Open (creating if missing) directory ``name`` under ``parent_fd`` without following a
-    symlink: an image's ``/etc`` pointing at a host path must never make us write there."""
+    symlink: an image's ``/etc`` pointing at a host path must never make us write there. None
+    when ``name`` is not a plain directory (a symlink, a file...): we leave it alone."""
     try:
         os.mkdir(name, 0o755, dir_fd=parent_fd)
     except FileExistsError:
         pass
-    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    except (NotADirectoryError, FileNotFoundError):
+        return None
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: a symlink
+            return None
+        raise
+
+
+def _replace_file_in(dir_fd: int, name: str, data: bytes) -> bool:
+    """Write ``data`` to a new file and rename it over ``name`` (all under ``dir_fd``): whatever
+    the image put there under that name (a symlink to a host file, a FIFO that would block an
+    open, a device node) is replaced without being opened. False when ``name`` is a directory."""
+    temp = ".{}.{}.tmp".format(name, os.getpid())
+    try:
+        os.unlink(temp, dir_fd=dir_fd)  # a leftover or a planted entry: unlink never follows it
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        return False
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    try:
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError as exc:
+        os.unlink(temp, dir_fd=dir_fd)
+        if isinstance(exc, (IsADirectoryError, FileExistsError)) or exc.errno == 39:  # ENOTEMPTY
+            return False
+        raise
+    return True
 
 
 def write_ld_conf_in(rootfs: str, folders: Sequence[str]) -> bool:
     """Write ``/etc/ld.so.conf.d/00-nvdocker.conf`` inside ``rootfs`` so that a later ldconfig in
     the container keeps the driver libraries; False when the image's ``/etc`` or
-    ``/etc/ld.so.conf.d`` is a symlink (the hook's ldconfig run still indexes them)."""
+    ``/etc/ld.so.conf.d`` is not a plain directory or the conf name is taken by a directory
+    (the hook's ldconfig run still indexes the folders, which it gets as arguments)."""
     text = "# written by {} for the NVIDIA driver libraries\n{}".format(PROGRAM, "".join(f + "\n" for f in folders))
-    opened = [os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+    try:
+        opened = [os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+    except OSError as exc:
+        raise GpuSetupError("cannot open the container root {}: {}".format(quoted(rootfs), exc.strerror or exc)) from None
     try:
         for name in ("etc", "ld.so.conf.d"):
-            try:
-                opened.append(_open_directory_in(opened[-1], name))
-            except OSError as exc:
-                if name == "etc" and not os.path.isdir(os.path.join(rootfs, "etc")):
-                    raise GpuSetupError("cannot create /etc in the container: {}".format(exc)) from None
-                return False  # a symlinked directory: leave it alone
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(LD_CONF_NAME, flags, 0o644, dir_fd=opened[-1])
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-        return True
+            fd = _open_directory_in(opened[-1], name)
+            if fd is None:
+                return False  # a symlinked (or otherwise odd) directory: leave it alone
+            opened.append(fd)
+        return _replace_file_in(opened[-1], LD_CONF_NAME, text.encode())
     except OSError as exc:
-        raise GpuSetupError("cannot write /etc/ld.so.conf.d/{} in the container: {}".format(LD_CONF_NAME, exc)) from None
+        raise GpuSetupError("cannot write /etc/ld.so.conf.d/{} in the container: {}".format(LD_CONF_NAME, exc.strerror or exc)) from None
     finally:
         for fd in opened:
             os.close(fd)
@@ -137,7 +232,7 @@ def parse_options(argv: Sequence[str], repeated: Sequence[str], single: Sequence
         arg = argv[index]
         name, sep, value = arg.lstrip("-").partition("=")
         if not arg.startswith("-") or (name not in repeated and name not in single):
-            raise GpuSetupError("unexpected argument {!r}".format(arg))
+            raise GpuSetupError("unexpected argument {}".format(quoted(arg)))
         if not sep:
             if index + 1 >= len(argv):
                 raise GpuSetupError("{} needs a value".format(arg))
@@ -156,12 +251,15 @@ def update_ldcache(argv: Sequence[str], stdin) -> int:
     folders: List[str] = options["folder"]
     for folder in folders:
         if not folder.startswith("/") or ".." in folder.split("/"):
-            raise GpuSetupError("--folder must be an absolute path inside the container, got {!r}".format(folder))
+            raise GpuSetupError("--folder must be an absolute path inside the container, got {}".format(quoted(folder)))
     ldconfig = options.get("ldconfig") or "/sbin/ldconfig"
+    if not ldconfig.startswith("/"):
+        raise GpuSetupError("--ldconfig must be an absolute path on the host, got {}".format(quoted(ldconfig)))
     rootfs = options.get("rootfs")
     if rootfs is None:
         bundle, spec = load_bundle(read_state(stdin))
         rootfs = rootfs_of(bundle, spec)
+    rootfs = checked_rootfs(rootfs)
     if not folders:
         return 0
     write_ld_conf_in(rootfs, folders)
@@ -177,7 +275,8 @@ def update_ldcache(argv: Sequence[str], stdin) -> int:
 # -- prestart: the --gpus hook under a runtime other than ours -------------------------------------
 
 def find_nvidia_cli(environ: Dict[str, str]) -> Optional[str]:
-    directories = [d for d in environ.get("PATH", "").split(os.pathsep) if d] + list(_CLI_SEARCH)
+    """NVIDIA's CLI by absolute path: relative PATH entries (and "") are skipped."""
+    directories = [d for d in environ.get("PATH", "").split(os.pathsep) if d.startswith("/")] + list(_CLI_SEARCH)
     for directory in directories:
         candidate = os.path.join(directory, CLI_NAME)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
@@ -210,21 +309,31 @@ def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, drive
 
 def prestart(stdin, environ: Dict[str, str]) -> int:
     from nvdocker_setup.runtime.config import load
+    from nvdocker_setup.runtime.request import check_request_sizes, environment
 
     state = read_state(stdin)
     bundle, spec = load_bundle(state)
+    check_request_sizes(environment(spec), spec)
     cli = find_nvidia_cli(environ)
     config = load(environ)
-    argv = nvidia_cli_argv(cli or CLI_NAME, spec, int(state.get("pid") or 0), rootfs_of(bundle, spec), config.driver_root, config.ldconfig)
+    pid = state.get("pid") or 0
+    rootfs = rootfs_of(bundle, spec)
+    argv = nvidia_cli_argv(cli or CLI_NAME, spec, pid, rootfs, config.driver_root, config.ldconfig)
     if argv is None:
         return 0  # not a GPU container (NVIDIA_VISIBLE_DEVICES unset, empty or void)
+    checked_rootfs(rootfs)
+    if not pid:
+        raise GpuSetupError("the container state has no pid: nvidia-container-cli needs the container's process")
     if cli is None:
         raise GpuSetupError(
             "this container asks for GPUs (docker run --gpus, or NVIDIA_VISIBLE_DEVICES) but its runtime does not "
             "inject them, and NVIDIA's {} is not installed to do it from this hook".format(CLI_NAME),
             hint=FIX_HINT,
         )
-    os.execv(cli, argv)
+    try:
+        os.execve(cli, argv, SAFE_ENV)  # absolute path, explicit environment
+    except OSError as exc:
+        raise GpuSetupError("cannot execute {}: {}".format(cli, exc.strerror or exc)) from None
     return 1  # not reached
 
 
@@ -251,9 +360,23 @@ def exit_now(status: int) -> None:
     os._exit(status)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    command, rest = split_command(sys.argv[1:] if argv is None else argv)
+def _error(text: str) -> None:
+    """One bounded line on stderr (runc collects it for its error message)."""
     try:
+        sys.stderr.write(shorten("{}: {}".format(PROGRAM, text)) + "\n")
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        # runc starts a createContainer hook in the container's rootfs: nothing we do may
+        # depend on (or resolve a relative path against) a directory the image controls
+        os.chdir("/")
+    except OSError:
+        pass
+    try:
+        command, rest = split_command(sys.argv[1:] if argv is None else argv)
         if command == "update-ldcache":
             return update_ldcache(rest, sys.stdin)
         if command == "prestart":
@@ -263,5 +386,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stderr.write(USAGE + "\n")
         return 2
     except GpuSetupError as error:
-        sys.stderr.write("{}: {}\n".format(PROGRAM, error))
+        _error(str(error))
+        return 1
+    except Exception as exc:  # noqa: BLE001 - never a traceback: the input is the container's
+        _error("internal error: {}: {}".format(type(exc).__name__, shorten(str(exc), 300)))
         return 1

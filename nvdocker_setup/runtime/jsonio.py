@@ -45,8 +45,18 @@ except (ImportError, AttributeError, TypeError):  # another interpreter: use the
     _encode = None
 
 
+class TooDeep(ValueError):
+    """Nesting beyond the interpreter's recursion limit (~1000 levels): a ValueError like any
+    other malformed input, never a RecursionError that escapes as a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__("JSON nested too deeply")
+
+
 def loads(data: Union[bytes, str]) -> Any:
-    """``json.loads`` for UTF-8 bytes or text."""
+    """``json.loads`` for UTF-8 bytes or text; every malformed input raises ``ValueError``
+    (``UnicodeDecodeError`` and :class:`TooDeep` included). Time and memory stay linear in the
+    input: the C scanner gives up at the recursion limit, whatever the depth."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     if _scan is not None and not text.startswith("\ufeff"):
         start = len(text) - len(text.lstrip(_WHITESPACE))
@@ -54,17 +64,25 @@ def loads(data: Union[bytes, str]) -> Any:
             value, end = _scan(text, start)
         except (StopIteration, ValueError):
             value, end = None, -1
+        except RecursionError:
+            raise TooDeep() from None
         if end >= 0 and not text[end:].strip(_WHITESPACE):
             return value
     import json  # the error path (or no accelerator): json's own behaviour and messages
 
-    return json.loads(text)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise TooDeep() from None
 
 
 def dumps(value: Any) -> str:
     """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``: compact, as containerd writes."""
     if _encode is not None:
-        return "".join(_encode(value, 0))
+        try:
+            return "".join(_encode(value, 0))
+        except RecursionError:
+            raise TooDeep() from None
     import json
 
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

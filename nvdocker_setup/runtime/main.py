@@ -8,8 +8,12 @@ real runtime with the identical argv. Everything else is exec'd straight away. T
 here only for a ``create`` that may request GPUs; this module also works on its own.
 
 Failures before the exec are written as a JSON line to runc's ``--log`` file (containerd reads
-the last error from there, so ``docker run`` shows our message), to stderr and to our own log,
-and the exit status is 1. Standard library only: this is on the hot path of every container.
+the last error from there, so ``docker run`` shows our message), to our own log and to stderr,
+in that order, and the exit status is 1. The message is bounded (values from the container are
+cut, see :func:`nvdocker_setup.driver.errors.quoted`) and stderr is written without blocking:
+containerd's shim reads our stderr pipe only after we exit, so a write larger than the pipe
+buffer would block forever and wedge ``docker run``. Standard library only: this is on the hot
+path of every container.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import sys
 import time
 
-from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.errors import GpuSetupError, shorten
 from nvdocker_setup.runtime import args as runtime_args
 from nvdocker_setup.runtime import config as runtime_config
 
@@ -34,6 +38,8 @@ if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
 PROGRAM = "nvdocker-runtime"
 #: How the C launcher hands over the real runtime it already resolved (first argument, removed).
 REAL_RUNTIME_FLAG = "--nvdocker-real-runtime="
+#: The longest error message we write anywhere: far below a pipe buffer (64 KiB, 4 KiB atomic).
+MAX_MESSAGE_CHARS = 2000
 
 
 class Log:
@@ -75,17 +81,38 @@ def runc_log_line(message: str, log_format: Optional[str]) -> str:
     return jsonio.dumps({"level": "error", "msg": message, "time": _timestamp()}) + "\n"
 
 
+def write_stderr_nonblocking(text: str) -> None:
+    """Write ``text`` to fd 2 without ever blocking: O_NONBLOCK for the one write (EAGAIN, a full
+    pipe nobody reads yet, loses the message, which is in --log already), then back as it was."""
+    data = text.encode("utf-8", "backslashreplace")
+    try:
+        blocking = os.get_blocking(2)
+    except OSError:
+        return  # no stderr
+    try:
+        if blocking:
+            os.set_blocking(2, False)
+        os.write(2, data)
+    except OSError:
+        pass
+    finally:
+        if blocking:
+            try:
+                os.set_blocking(2, True)
+            except OSError:
+                pass
+
+
 def report_error(error: GpuSetupError, parsed: RuntimeArgs, log: Log) -> None:
-    message = "{}: {}".format(PROGRAM, error)
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()
-    log.write("error", message)
-    if parsed.log:
+    message = shorten("{}: {}".format(PROGRAM, error), MAX_MESSAGE_CHARS)
+    if parsed.log:  # first: containerd shows what it finds here
         try:
             with open(parsed.log, "a", encoding="utf-8") as handle:
                 handle.write(runc_log_line(message, parsed.log_format))
         except OSError:
             pass
+    log.write("error", message)
+    write_stderr_nonblocking(message + "\n")
 
 
 def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None:
@@ -166,5 +193,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         exec_runtime(real_runtime, arguments)
     except GpuSetupError as error:
         report_error(error, parsed, log)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug, or input we did not foresee: never a traceback
+        if os.environ.get("NVDOCKER_DEBUG") == "1":
+            raise
+        report_error(GpuSetupError(
+            "internal error: {}: {}".format(type(exc).__name__, shorten(str(exc), 300)),
+            hint="set NVDOCKER_DEBUG=1 in dockerd's environment for a traceback, and report it",
+        ), parsed, log)
         return 1
     return 0  # not reached: exec_runtime replaced the process

@@ -11,13 +11,18 @@ A container requests GPUs through any of:
 
 ``NVIDIA_DRIVER_CAPABILITIES`` then picks the driver files, and ``NVIDIA_REQUIRE_*`` constraints
 are checked unless ``NVIDIA_DISABLE_REQUIRE`` is true.
+
+All of it is the container's (an image's ``ENV``), so sizes are checked before anything else
+(:func:`check_request_sizes`), and error messages echo at most a few hundred characters of a
+value: an error of more than a pipe buffer would block the runtime on its stderr, which the shim
+reads only after the runtime exits, and wedge ``docker run``.
 """
 
 from __future__ import annotations
 
 import os
 
-from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.errors import GpuSetupError, quoted, shorten
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
@@ -30,6 +35,14 @@ NVIDIA_HOOK_NAMES = ("nvidia-container-runtime-hook", "nvidia-container-toolkit"
 CDI_ANNOTATION_PREFIX = "cdi.k8s.io/"
 CDI_KIND = "nvidia.com/gpu"
 ALL = "all"
+REQUIRE_PREFIX = "NVIDIA_REQUIRE_"
+#: The longest request value read: 16 GPU UUIDs are ~700 characters, the NVIDIA_REQUIRE_CUDA of
+#: the CUDA images ~1,500. Also the longest value of one cdi.k8s.io/ annotation.
+MAX_VALUE_CHARS = 8192
+#: How many NVIDIA_REQUIRE_* variables and cdi.k8s.io/ annotations a container may have.
+MAX_REQUIRE_VARIABLES = 64
+MAX_CDI_ANNOTATIONS = 64
+_SIZE_HINT = "request GPUs by index, UUID or all; see NVIDIA_VISIBLE_DEVICES in the documentation"
 
 
 class GpuRequest:
@@ -61,23 +74,60 @@ def environment(spec: Dict[str, Any]) -> Dict[str, str]:
     env: Dict[str, str] = {}
     process = spec.get("process")
     entries = process.get("env") if isinstance(process, dict) else None
-    for entry in entries or ():
+    if not isinstance(entries, list):
+        return env
+    for entry in entries:
         if isinstance(entry, str):
             name, _, value = entry.partition("=")
             env[name] = value
     return env
 
 
+def _too_long(name: str, value: str, limit: int) -> GpuSetupError:
+    return GpuSetupError(
+        "{} is {} characters long; at most {} are accepted".format(name, len(value), limit), hint=_SIZE_HINT
+    )
+
+
+def check_request_sizes(env: Dict[str, str], spec: Dict[str, Any]) -> None:
+    """Refuse, early and in a few words, request values too large to be real: nothing after this
+    spends time or memory in proportion to them, or echoes them at length."""
+    for name in (VISIBLE_DEVICES, DRIVER_CAPABILITIES, "NVIDIA_DISABLE_REQUIRE"):
+        value = env.get(name)
+        if value is not None and len(value) > MAX_VALUE_CHARS:
+            raise _too_long(name, value, MAX_VALUE_CHARS)
+    required = [name for name in env if name.startswith(REQUIRE_PREFIX)]
+    if len(required) > MAX_REQUIRE_VARIABLES:
+        raise GpuSetupError("the container has {} {}* variables; at most {} are accepted".format(
+            len(required), REQUIRE_PREFIX, MAX_REQUIRE_VARIABLES))
+    for name in required:
+        if len(env[name]) > MAX_VALUE_CHARS:
+            raise _too_long(shorten(name, 60), env[name], MAX_VALUE_CHARS)
+    annotations = spec.get("annotations")
+    if isinstance(annotations, dict):
+        keys = [key for key in annotations if isinstance(key, str) and key.startswith(CDI_ANNOTATION_PREFIX)]
+        if len(keys) > MAX_CDI_ANNOTATIONS:
+            raise GpuSetupError("the container has {} {} annotations; at most {} are accepted".format(
+                len(keys), CDI_ANNOTATION_PREFIX, MAX_CDI_ANNOTATIONS))
+        for key in keys:
+            value = annotations[key]
+            if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+                raise _too_long("the annotation " + quoted(key, 60), value, MAX_VALUE_CHARS)
+
+
 def nvidia_hook_indexes(spec: Dict[str, Any]) -> List[int]:
     """Positions in ``hooks.prestart`` of dockerd's --gpus hook (by path or argv[0])."""
     hooks = spec.get("hooks")
     prestart = hooks.get("prestart") if isinstance(hooks, dict) else None
-    found = []
-    for position, hook in enumerate(prestart or ()):
+    found: List[int] = []
+    if not isinstance(prestart, list):
+        return found
+    for position, hook in enumerate(prestart):
         if not isinstance(hook, dict):
             continue
-        args = hook.get("args") or [""]
-        names = (os.path.basename(str(hook.get("path", ""))), os.path.basename(str(args[0])))
+        path, args = hook.get("path"), hook.get("args")
+        first = args[0] if isinstance(args, list) and args else ""
+        names = (os.path.basename(path if isinstance(path, str) else ""), os.path.basename(first if isinstance(first, str) else ""))
         if any(name in NVIDIA_HOOK_NAMES for name in names):
             found.append(position)
     return found
@@ -92,22 +142,24 @@ def parse_visible_devices(value: str) -> Optional[List[str]]:
         return [ALL]
     if items == ["none"]:
         return []
+    # the whole value for context, but never the same text twice: one item is named alone
+    origin = VISIBLE_DEVICES if len(items) == 1 else "{}={}".format(VISIBLE_DEVICES, quoted(value))
     for item in items:
-        _check_selector(item, "{}={}".format(VISIBLE_DEVICES, value))
+        _check_selector(item, origin)
     return _unique(items)
 
 
 def _check_selector(item: str, origin: str) -> None:
     if item.upper().startswith("MIG-") or (":" in item and item.replace(":", "").isdigit()):
         raise GpuSetupError(
-            "MIG device {!r} in {} is not supported by nvdocker-runtime".format(item, origin),
+            "MIG device {} in {} is not supported by nvdocker-runtime".format(quoted(item), origin),
             hint="request the whole GPU by index or UUID, or use NVIDIA's runtime for MIG",
         )
     if item in ("none", "void"):
         raise GpuSetupError("{!r} cannot be combined with other devices in {}".format(item, origin))
     if not (item.isdigit() or item.upper().startswith("GPU-")):
         raise GpuSetupError(
-            "cannot read device {!r} in {}".format(item, origin),
+            "cannot read device {} in {}".format(quoted(item), origin),
             hint="use all, none, void, or a comma list of GPU indexes and GPU-<uuid>s",
         )
 
@@ -126,14 +178,14 @@ def cdi_devices(spec: Dict[str, Any]) -> List[str]:
     names: List[str] = []
     if not isinstance(annotations, dict):
         return names
-    for key in sorted(annotations):
+    for key in sorted(key for key in annotations if isinstance(key, str)):
         if not key.startswith(CDI_ANNOTATION_PREFIX) or not isinstance(annotations[key], str):
             continue
         for qualified in annotations[key].split(","):
             kind, sep, name = qualified.strip().partition("=")
             if sep and kind == CDI_KIND and name:
                 if name != ALL:
-                    _check_selector(name, "annotation {}".format(key))
+                    _check_selector(name, "annotation {}".format(quoted(key, 80)))
                 names.append(name)
     return names
 
@@ -141,6 +193,7 @@ def cdi_devices(spec: Dict[str, Any]) -> List[str]:
 def resolve(spec: Dict[str, Any]) -> Optional[GpuRequest]:
     """The container's request, or None when it asked for nothing (the spec stays untouched)."""
     env = environment(spec)
+    check_request_sizes(env, spec)
     hook_indexes = nvidia_hook_indexes(spec)
     sources: List[str] = []
     devices: List[str] = []

@@ -32,7 +32,10 @@ def test_apply_adds_devices_rules_mounts_hooks_and_env_without_overriding():
     assert [m["destination"] for m in value["mounts"]] == ["/proc", "/usr/lib/libcuda.so.550"]
     assert value["mounts"][1] == {"destination": "/usr/lib/libcuda.so.550", "type": "bind", "source": "/h/usr/lib/libcuda.so.550",
                                   "options": ["ro", "nosuid", "nodev", "rbind", "rprivate"]}
-    assert value["hooks"]["createContainer"] == [{"path": "/usr/bin/hook", "args": ["hook", "update-ldcache"]}]
+    # a hook entry never inherits the container's environment (issue #9): it always carries its own
+    assert value["hooks"]["createContainer"] == [
+        {"path": "/usr/bin/hook", "args": ["hook", "update-ldcache"], "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}
+    ]
 
 
 def test_apply_refuses_a_malformed_spec():
