@@ -131,6 +131,50 @@ def cdi_spec_check(facts: Facts):
     return ok(shown, specs=[spec.path for spec in specs])
 
 
+def _hooks(value: Dict[str, Any]) -> List[Any]:
+    edits = [value.get("containerEdits") or {}] + [
+        device.get("containerEdits") or {} for device in value.get("devices") or () if isinstance(device, dict)]
+    return [hook for edit in edits if isinstance(edit, dict) for hook in edit.get("hooks") or ()]
+
+
+def hook_problems(value: Dict[str, Any]) -> List[str]:
+    """Hooks that a container could steer: runc starts a hook without ``env`` with the container's
+    environment, so the host's loader honours the image's LD_PRELOAD (CVE-2025-23266's class)."""
+    problems = []
+    for hook in _hooks(value):
+        if not isinstance(hook, dict):
+            continue
+        shown = "{} hook {}".format(hook.get("hookName", "?"), hook.get("path"))
+        if not isinstance(hook.get("path"), str) or not hook["path"].startswith("/"):
+            problems.append("{} has no absolute path".format(shown))
+        if not hook.get("env"):
+            problems.append("{} has no env, so it starts with the container's environment (an image's "
+                            "LD_PRELOAD runs on the host as root)".format(shown))
+    return problems
+
+
+@check("cdi-hooks-env", GROUP, "the CDI spec's hooks cannot be steered by a container")
+def cdi_hooks_env(facts: Facts):
+    from nvdocker_setup.cdi.spec import GENERATOR_ANNOTATION
+
+    specs = [spec for spec in nvidia_specs(facts) if spec.value is not None]
+    if not specs:
+        raise SkipCheck("no readable CDI spec for nvidia.com/gpu (see cdi-spec)")
+    ours, foreign = [], []
+    for spec in specs:
+        found = ["{}: {}".format(spec.path, problem) for problem in hook_problems(spec.value)]
+        generator = str((spec.value.get("annotations") or {}).get(GENERATOR_ANNOTATION, ""))
+        (ours if generator.startswith("nvdocker-setup") else foreign).extend(found)
+    if ours:
+        return fail(ours[0] + (" (+{} more)".format(len(ours) - 1) if len(ours) > 1 else ""),
+                    "written by an older nvdocker-setup; regenerate it now: `{}`".format(GENERATE), problems=ours)
+    if foreign:
+        return warn(foreign[0] + (" (+{} more)".format(len(foreign) - 1) if len(foreign) > 1 else ""),
+                    "update the tool that wrote it, or replace it: `{}`".format(GENERATE), problems=foreign)
+    hooks = sum(len(_hooks(spec.value)) for spec in specs)
+    return ok("{} hook(s), each with an absolute path and its own env".format(hooks))
+
+
 def recorded_driver_version(value: Dict[str, Any]) -> Optional[str]:
     """The driver version a spec was made for: our annotation, else the libcuda/libnvidia-ml it mounts."""
     from nvdocker_setup.cdi.spec import driver_version_of

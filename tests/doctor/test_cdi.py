@@ -157,3 +157,34 @@ def test_spec_dirs_from_daemon_json(host, with_spec):
     os.rename(host.path(SPEC), host.path("/srv/cdi/nvdocker.yaml"))
     assert json.loads(open(host.path("/srv/cdi/nvdocker.yaml")).read().split("\n", 2)[2])["kind"] == "nvidia.com/gpu"
     assert host.run("cdi-spec").status == "ok"
+
+
+def _spec_with_hook(host):
+    from nvdocker_setup.driver.edits import HookCommand
+
+    return cdi_spec.generate(discover(host.root), HookCommand("/usr/bin/nvdocker-runtime-hook", ["nvdocker-runtime-hook"], "/sbin/ldconfig"))
+
+
+def test_hooks_of_a_generated_spec_carry_env(host):
+    _write(host, _spec_with_hook(host))
+    result = host.run("cdi-hooks-env")
+    assert result.status == "ok", result
+    assert "1 hook(s)" in result.detail
+
+
+@pytest.mark.parametrize("generator, status", [("nvdocker-setup 0.1.0", "fail"), (None, "warn")])
+def test_a_hook_without_env_is_flagged(host, generator, status):
+    value = _spec_with_hook(host)
+    for hook in value["containerEdits"]["hooks"]:
+        del hook["env"]  # what specs from before the CVE-2025-23266-class fix look like
+    if generator is None:
+        del value["annotations"]
+    _write(host, value)
+    result = host.run("cdi-hooks-env")
+    assert result.status == status, result
+    assert "has no env" in result.detail and "LD_PRELOAD" in result.detail
+    assert "nvdocker-setup cdi generate" in result.hint
+
+
+def test_no_spec_skips_the_hook_check(host):
+    assert host.run("cdi-hooks-env").status == "skip"
