@@ -8,6 +8,23 @@ Two phases around the write (certbot's reverter, applied to a daemon):
    runtime and default runtime show up. A reload that did not take falls back to a restart when
    allowed. On failure, SIGINT or SIGTERM, the caller's ``restore`` puts the old bytes back,
    ``reset-failed`` clears systemd's start limit, dockerd is restarted and checked again.
+
+Time bounds (``--timeout T``; each Engine API call is bounded in total, see docker_api):
+
+- the forward phase (reload, its verification, a fallback restart and its verification) ends
+  ``T`` seconds after it started: every ``GET /info`` gets min(the API's own timeout, the time
+  left), and a reload that may fall back to a restart waits at most ``T / 2`` (and at most
+  ``reload_window``) so the restart keeps time of its own;
+- the rollback's verification gets its own ``T`` after its restart (dockerd must restart on the
+  old file, which takes as long as any restart).
+
+A wait phase (the reload window, the restart, the rollback) makes at least one attempt with at
+least :data:`MIN_ATTEMPT` seconds, even when a slow service command used up the phase's time, and
+never sleeps past its deadline. So against a dockerd whose API hangs or trickles, the time
+:func:`execute` spends waiting on the Engine API is at most ``2 * T + 3 * MIN_ATTEMPT`` (see
+:func:`worst_case_api_wait`; with a quick service manager it is ``2 * T``, or ``T`` when the
+rollback finds dockerd healthy). On top of that come the service manager's own commands (reload,
+restart, reset-failed, reading its logs), each bounded by that manager's own timeout.
 """
 
 import contextlib
@@ -33,6 +50,8 @@ from nvdocker_setup.exit_status import ExitStatus
 GPU_HOOK = "nvidia-container-runtime-hook"
 RELOAD_WINDOW = 10.0  # dockerd applies a reload within a second; longer means it was rejected
 POLL_INTERVAL = 0.2
+#: The least time the first /info of a wait phase gets, even when its phase's time is used up.
+MIN_ATTEMPT = 1.0
 
 
 class ApplyFailed(NvdockerError):
@@ -197,22 +216,38 @@ def decide(
     return decision
 
 
-def _wait(api: DockerAPI, timeout: float, check: Callable[[Dict[str, Any]], List[str]], update: Callable[[str], None]) -> List[str]:
-    """Poll /info until ``check`` returns no problems; the last problems otherwise."""
-    deadline = time.monotonic() + timeout
+def worst_case_api_wait(timeout: float) -> float:
+    """The most seconds :func:`execute` waits on the Engine API with ``--timeout timeout``: the
+    forward phase and the rollback's verification, ``timeout`` each, plus one floored attempt per
+    wait phase (service manager commands come on top, see the module docstring)."""
+    return 2 * timeout + 3 * MIN_ATTEMPT
+
+
+def _wait(api: DockerAPI, deadline: float, check: Callable[[Dict[str, Any]], List[str]], update: Callable[[str], None]) -> List[str]:
+    """Poll /info until ``check`` returns no problems or ``deadline`` (monotonic) has passed;
+    the last problems otherwise. Each call gets min(the API's timeout, the time left); the first
+    one at least :data:`MIN_ATTEMPT`, so a phase is never decided without asking dockerd."""
     start = time.monotonic()
     problems = ["dockerd did not answer"]
+    first = True
     while True:
+        left = deadline - time.monotonic()
+        if first:
+            left = max(left, MIN_ATTEMPT)
+        elif left <= 0:
+            return problems
+        first = False
         try:
-            problems = check(api.info())
+            problems = check(api.info(timeout=min(api.timeout, left)))
         except DockerUnreachable as exc:
             problems = [exc.message]
         if not problems:
             return []
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return problems
         update("{:.1f}s".format(time.monotonic() - start))
-        time.sleep(POLL_INTERVAL)
+        time.sleep(min(POLL_INTERVAL, left))
 
 
 @contextlib.contextmanager
@@ -244,17 +279,20 @@ def execute(decision: Decision, restore: Callable[[], None], reporter: Optional[
     check = decision.expectation.mismatches
     try:
         with _sigterm_as_interrupt():
+            deadline = started + options.timeout  # the whole forward phase, fallback included
             if report.method == "reload":
                 reporter.step("reloading dockerd ({})".format(service.describe()))
                 service.reload()
+                # leave a fallback restart half of --timeout of its own
+                window = min(options.reload_window, options.timeout / 2 if decision.restart_allowed else options.timeout)
                 with reporter.waiting("waiting for dockerd to load the new daemon.json") as update:
-                    problems = _wait(api, min(options.timeout, options.reload_window), check, update)
+                    problems = _wait(api, min(time.monotonic() + window, deadline), check, update)
                 if problems and decision.restart_allowed:
                     report.fallback = "restart"
                     report.notes.append("the reload did not take ({}); restarting".format("; ".join(problems)))
-                    problems = _restart_and_wait(api, service, options.timeout, check, reporter)
+                    problems = _restart_and_wait(api, service, deadline, check, reporter)
             else:
-                problems = _restart_and_wait(api, service, options.timeout, check, reporter)
+                problems = _restart_and_wait(api, service, deadline, check, reporter)
             if problems:
                 raise _Unverified(problems)
     except (_Unverified, ServiceError, Interrupted, KeyboardInterrupt) as failure:
@@ -271,11 +309,11 @@ class _Unverified(Exception):
         self.problems = problems
 
 
-def _restart_and_wait(api, service, timeout, check, reporter) -> List[str]:
+def _restart_and_wait(api, service, deadline, check, reporter) -> List[str]:
     reporter.step("restarting dockerd ({})".format(service.describe()))
     service.restart()
     with reporter.waiting("waiting for dockerd to come back") as update:
-        return _wait(api, timeout, check, update)
+        return _wait(api, deadline, check, update)
 
 
 def _roll_back(decision: Decision, restore: Callable[[], None], failure: BaseException, since, reporter: Reporter) -> None:
@@ -295,8 +333,9 @@ def _roll_back(decision: Decision, restore: Callable[[], None], failure: BaseExc
             service.restart()
         else:
             service.reload()
+        # its own --timeout after the restart: bounded like the forward phase (module docstring)
         with reporter.waiting("waiting for dockerd on the previous daemon.json") as update:
-            rollback_problems = _wait(api, options.timeout, healthy_problems, update)
+            rollback_problems = _wait(api, time.monotonic() + options.timeout, healthy_problems, update)
     except (NvdockerError, OSError) as exc:
         rollback_problems = [getattr(exc, "message", None) or str(exc)]
     if rollback_problems:

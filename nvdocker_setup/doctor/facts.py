@@ -376,7 +376,11 @@ class Facts:
     def api(self):
         from nvdocker_setup.adapters.docker_api import DockerAPI
 
-        return self.memo("api", lambda: DockerAPI(self.socket_path, timeout=self.options.api_timeout))
+        # Each call is bounded in total by api_timeout; once one has timed out, the later ones
+        # (/version, the peer pid) fail at once, so a hung dockerd costs one api_timeout per run.
+        return self.memo(
+            "api", lambda: DockerAPI(self.socket_path, timeout=self.options.api_timeout, remember_timeout=True)
+        )
 
     def info(self) -> Dict[str, Any]:
         return self.memo("info", lambda: self.api().info())
