@@ -22,7 +22,7 @@ from nvdocker_setup.core.diff import unified_diff
 from nvdocker_setup.core.jsondoc import JsonDocument, empty_document
 from nvdocker_setup.core.plan import InstallRequest, Plan, plan_install, plan_uninstall, validate_request
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
-from nvdocker_setup.errors import NotFound, NvdockerError, TrustCheckFailed, UsageError, ValidationFailed
+from nvdocker_setup.errors import ConfigReadError, NotFound, NvdockerError, TrustCheckFailed, UsageError, ValidationFailed
 
 if TYPE_CHECKING:
     from nvdocker_setup.apply import ApplyOptions
@@ -85,6 +85,23 @@ def _load(snapshot: FileSnapshot, notices: List[str]) -> JsonDocument:
     if document.is_empty:
         notices.append("{} is empty; dockerd reads that as {{}}".format(snapshot.path))
     return document
+
+
+def _load_or_explain(ctx: Context, snapshot: FileSnapshot, notices: List[str]) -> JsonDocument:
+    """:func:`_load`, and when the file cannot be parsed, name the backup that can bring it back."""
+    try:
+        return _load(snapshot, notices)
+    except ConfigReadError as error:
+        try:
+            latest = _backups(ctx).latest(snapshot.real_path) if statedir.check_state_dir(
+                ctx.state_dir, _uids(ctx), create=False) else None
+        except NvdockerError:
+            latest = None
+        if latest is not None and latest.existed:
+            error.details.append("the newest backup of this file is {} ({})".format(latest.name, latest.reason))
+            error.hint = "{}; or put the backup back: nvdocker-setup restore {}".format(
+                (error.hint or "fix the file").rstrip("."), latest.name)
+        raise
 
 
 def _problem_key(problem) -> Tuple[str, str, str]:
@@ -186,12 +203,26 @@ def _trust(ctx: Context, request: InstallRequest, warnings: List[str]) -> None:
     warnings.extend(report.problems)
 
 
-def _recorded_entry_problems(ctx: Context, entry: Any) -> List[str]:
-    """Why a ``previous_entry`` read back from the state file must not go back into daemon.json
-    (empty: it may). State is checked like user input: the path must be absolute and as safe
-    for dockerd to run as a runtime we would install ourselves."""
+def _recorded_entry_problems(ctx: Context, record: Any) -> List[str]:
+    """Why the ``previous_entry`` of a record read back from the state file must not go back into
+    daemon.json (empty: it may). State is checked like user input: the entry must be exactly what
+    the original backup (the file before our first install, checksummed) holds under that name,
+    and its path must be as safe for dockerd to run as a runtime we would install ourselves."""
+    entry = record.previous_entry
     if not isinstance(entry, dict):
         return ["it is not a JSON object"]
+    store = _backups(ctx)
+    try:
+        backup = store.get(record.original_backup) if record.original_backup else None
+        data = store.read(backup) if backup is not None and backup.existed else None
+        before = JsonDocument.parse(data, backup.source).value if data is not None else {}
+    except NvdockerError as error:
+        return ["the backup that would show it cannot be read ({})".format(error.message)]
+    if backup is None:
+        return ["no backup shows what the entry was"]
+    runtimes = before.get("runtimes") if isinstance(before.get("runtimes"), dict) else {}
+    if runtimes.get(record.runtime_name) != entry:
+        return ["backup {} does not hold that entry".format(backup.name)]
     path = entry.get("path")
     if not isinstance(path, str) or not os.path.isabs(path):
         return ["its path {!r} is not an absolute path".format(path)]
@@ -229,13 +260,19 @@ def _same(snapshot: FileSnapshot, new_data: Optional[bytes]) -> bool:
     return (not snapshot.exists) if new_data is None else (snapshot.exists and new_data == snapshot.data)
 
 
-def _landed(snapshot: FileSnapshot, new_data: Optional[bytes]) -> bool:
-    """After an error: did the config get ``new_data`` anyway (the error came after the rename)?"""
+def _outcome(snapshot: FileSnapshot, new_data: Optional[bytes]) -> str:
+    """After an error: "old" (the config still has the bytes we read), "new" (the change landed
+    anyway: the error came after the rename) or "unknown" (neither, or it cannot be read: a torn
+    in-place write)."""
     try:
         current = read_snapshot(snapshot.path)
     except NvdockerError:
-        return False
-    return (not current.exists) if new_data is None else (current.exists and current.data == new_data)
+        return "unknown"
+    if _same(current, snapshot.data if snapshot.exists else None):
+        return "old"
+    if _same(current, new_data):
+        return "new"
+    return "unknown"
 
 
 def _commit(
@@ -267,8 +304,9 @@ def _commit(
             update_state(backup)
             state.save()
         _write_config(ctx, snapshot, new_data, warnings, in_place, validate)
-    except BaseException:
-        if not _landed(snapshot, new_data):
+    except BaseException as error:
+        outcome = _outcome(snapshot, new_data)
+        if outcome == "old":  # nothing changed: forget the attempt, record and backup alike
             try:
                 state.restore(previous)
                 if record_first:
@@ -276,6 +314,10 @@ def _commit(
                 store.discard(backup)
             except NvdockerError:
                 pass  # the original error is the one to report; the record is harmless (see above)
+        elif outcome == "unknown" and isinstance(error, NvdockerError):
+            # A torn file (an in-place write that failed twice): keep the backup and say how back.
+            error.details.append("{} may be damaged; its previous bytes are in backup {}".format(snapshot.path, backup.name))
+            error.hint = "restore them: nvdocker-setup restore {}{}".format(backup.name, " --in-place" if in_place else "")
         raise
     if not record_first:
         update_state(backup)
@@ -362,7 +404,7 @@ def install(
 
     def run(state: Optional[StateStore]) -> Result:
         snapshot = read_snapshot(target.path)
-        document = _load(snapshot, result.notices)
+        document = _load_or_explain(ctx, snapshot, result.notices)
         record = state.get(snapshot.real_path, request.runtime_name) if state else None
         plan = plan_install(document, request, record)
         result.warnings.extend(plan.warnings)
@@ -425,10 +467,10 @@ def uninstall(
             if statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=False):
                 state.load()
         snapshot = read_snapshot(target.path)
-        document = _load(snapshot, result.notices)
+        document = _load_or_explain(ctx, snapshot, result.notices)
         record = state.get(snapshot.real_path, runtime_name)
         if record is not None and record.previous_entry is not None:
-            problems = _recorded_entry_problems(ctx, record.previous_entry)
+            problems = _recorded_entry_problems(ctx, record)
             if problems:
                 result.warnings.append(
                     "not putting back the previous runtimes.{} entry from the state file: {}; removing ours "
@@ -486,6 +528,8 @@ def _exact_restore(ctx: Context, snapshot: FileSnapshot, record) -> Optional[Tup
         original = store.read(backup) if backup.existed else None
     except NotFound:
         return None
+    if backup.source != snapshot.real_path:
+        return None
     if not backup.existed:
         if current is None or current in record.written_hashes():
             return None, "remove {} (it did not exist before install)".format(snapshot.path)
@@ -522,7 +566,9 @@ def _transaction(ctx: Context, dry_run: bool, run) -> Result:
     if dry_run:
         return run(None)
     statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=True)
-    with FileLock(ctx.lock_path, timeout=ctx.lock_timeout):
+    with FileLock(ctx.lock_path, timeout=ctx.lock_timeout, trusted_uids=_uids(ctx)):
+        statedir.remove_stale_temps(ctx.state_dir)
+        statedir.remove_stale_temps(ctx.backups_dir)
         return run(_state(ctx).load())
 
 
@@ -548,7 +594,9 @@ def restore(
     is not reloaded: the result says so.
     """
     statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=True)
-    with FileLock(ctx.lock_path, timeout=ctx.lock_timeout):
+    with FileLock(ctx.lock_path, timeout=ctx.lock_timeout, trusted_uids=_uids(ctx)):
+        statedir.remove_stale_temps(ctx.state_dir)
+        statedir.remove_stale_temps(ctx.backups_dir)
         store = _backups(ctx)
         state = _state(ctx).load()
         target = _target(ctx, config)

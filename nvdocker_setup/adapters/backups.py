@@ -23,7 +23,22 @@ MANIFEST = "manifest.json"
 DIRECTORY_MODE = 0o700
 COPY_MODE = 0o600
 
-_NAME = re.compile(r"\A(\d{8}T\d{6}\.\d{6}Z)-(\d+)\Z")
+_NAME = re.compile(r"\A([0-9]{8}T[0-9]{6}\.[0-9]{6}Z)-([0-9]{1,12})\Z")
+_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
+#: Largest uid/gid the kernel hands out ((uid_t)-1 means "no change" and is refused).
+_MAX_ID = 2 ** 32 - 2
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError("{} is not JSON".format(name))
 
 
 def _utc_now() -> datetime.datetime:
@@ -130,7 +145,7 @@ class BackupStore:
         if raw is None or not raw.strip():
             return []
         try:
-            records = json.loads(raw.decode("utf-8"))
+            records = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
         except RecursionError:
             raise self._corrupt("nested too deeply") from None
         except (UnicodeDecodeError, ValueError) as exc:
@@ -163,7 +178,18 @@ class BackupStore:
                 raise self._corrupt("entry {} has a bad {!r}".format(index, key))
             values[key] = value
         if not _NAME.match(values["name"]):
-            raise self._corrupt("entry {} has a bad name {!r}".format(index, values["name"]))
+            raise self._corrupt("entry {} has a bad name {!r}".format(index, values["name"][:80]))
+        for key in ("created", "source", "reason", "sha256", "file"):
+            text = values[key]
+            if isinstance(text, str) and (len(text) > 4096 or "\0" in text or _has_surrogate(text)):
+                raise self._corrupt("entry {} has a bad {!r}".format(index, key))
+        if not os.path.isabs(values["source"]):
+            raise self._corrupt("entry {} has a relative source".format(index))
+        if values["sha256"] is not None and not _SHA256.match(values["sha256"]):
+            raise self._corrupt("entry {} has a bad 'sha256'".format(index))
+        for key, top in (("uid", _MAX_ID), ("gid", _MAX_ID), ("mode", 0o7777), ("size", 2 ** 62)):
+            if values[key] is not None and not 0 <= values[key] <= top:
+                raise self._corrupt("entry {} has an out-of-range {!r}".format(index, key))
         if values["existed"] and (values["file"] is None or values["sha256"] is None):
             raise self._corrupt("entry {} has no copy".format(index))
         if values["file"] is not None:

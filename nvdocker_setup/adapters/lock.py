@@ -9,9 +9,10 @@ blocked on the old inode would otherwise lock a file that nobody else opens.
 import errno
 import fcntl
 import os
+import stat
 import time
 from types import TracebackType
-from typing import Callable, Optional, Type
+from typing import Callable, Iterable, Optional, Type
 
 from nvdocker_setup.errors import LockBusy, WriteFailed
 
@@ -22,8 +23,11 @@ LOCK_DIRECTORY_MODE = 0o700
 def lock_holder(path: str) -> Optional[int]:
     """The pid written in the lock file by its current (or a killed) holder, if any."""
     try:
-        with open(path, "rb") as handle:
-            text = handle.read(64).decode("ascii", "replace").strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 64).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
     except OSError:
         return None
     if not text.isdigit():
@@ -48,6 +52,7 @@ class FileLock:
         sleep: Callable[[float], None] = time.sleep,
         *,
         what: str = "the Docker configuration",
+        trusted_uids: Optional[Iterable[int]] = None,
     ) -> None:
         self.path = path
         self.timeout = max(0.0, float(timeout))
@@ -56,6 +61,8 @@ class FileLock:
         self._clock = clock
         self._sleep = sleep
         self._fd: Optional[int] = None
+        #: When given, the lock file must be a regular file with one link, owned by one of these.
+        self.trusted_uids = tuple(trusted_uids) if trusted_uids is not None else None
 
     @property
     def held(self) -> bool:
@@ -80,8 +87,8 @@ class FileLock:
             if not os.path.isdir(directory):
                 os.makedirs(directory, LOCK_DIRECTORY_MODE, exist_ok=True)
                 os.chmod(directory, LOCK_DIRECTORY_MODE)  # makedirs' mode is filtered by umask
-            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-            return os.open(self.path, flags, LOCK_FILE_MODE)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+            fd = os.open(self.path, flags, LOCK_FILE_MODE)
         except OSError as exc:
             raise WriteFailed(
                 "cannot open the lock file {}: {}".format(self.path, exc.strerror or exc),
@@ -89,6 +96,19 @@ class FileLock:
                 details=[str(exc)],
                 reference="lock-unwritable",
             ) from exc
+        if self.trusted_uids is not None:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid not in self.trusted_uids:
+                os.close(fd)
+                from nvdocker_setup.adapters.statedir import StateUntrusted
+
+                raise StateUntrusted(
+                    "the lock file {} is not a private regular file of ours (owner uid {}, {} links)".format(
+                        self.path, st.st_uid, st.st_nlink
+                    ),
+                    hint="remove it (rm {}); nvdocker-setup creates a new one".format(self.path),
+                )
+        return fd
 
     def acquire(self) -> None:
         """Take the lock, polling until ``timeout``; :class:`LockBusy` if it stays held."""

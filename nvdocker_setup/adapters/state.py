@@ -17,6 +17,10 @@ from nvdocker_setup.errors import NvdockerError
 STATE_VERSION = 1
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError("{} is not JSON".format(name))
+
+
 def _damaged(path: str, why: str) -> NvdockerError:
     return statedir.StateDamaged(
         "the state file {} is damaged ({})".format(path, why),
@@ -40,7 +44,7 @@ class StateStore:
             self._configs = {}
             return self
         try:
-            parsed = json.loads(data.decode("utf-8"))
+            parsed = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
         except RecursionError:
             raise _damaged(self.path, "nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -49,7 +53,7 @@ class StateStore:
             raise _damaged(self.path, "no 'configs' object")
         configs: Dict[str, Dict[str, dict]] = {}
         for config, records in parsed["configs"].items():
-            if not os.path.isabs(config) or not isinstance(records, dict):
+            if not os.path.isabs(config) or "\0" in config or not isinstance(records, dict):
                 raise _damaged(self.path, "bad entry for {!r}".format(config[:200]))
             for name, record in records.items():
                 try:

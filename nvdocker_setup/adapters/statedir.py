@@ -19,6 +19,7 @@ nothing is read, written or created then.
 
 import errno
 import os
+import re
 import secrets
 import stat
 from typing import Iterable, Optional, Tuple
@@ -99,43 +100,85 @@ def _check_own_directory(path: str, st: os.stat_result, uids: Tuple[int, ...]) -
         )
 
 
+def _walk(path: str, uids: Tuple[int, ...]) -> str:
+    """Resolve ``path``'s parent like the kernel does, checking as we go: every directory a name
+    is looked up in must pass :func:`_check_ancestor`, and every symlink followed must be owned
+    by a trusted user (in a sticky ``/tmp`` anyone may own a link, and point it elsewhere later).
+    Returns the real parent directory; missing components are left to the caller."""
+    from nvdocker_setup.adapters.trust import _SymlinkLoop, _resolve
+
+    try:
+        parent, dirs, links = _resolve(os.path.dirname(path))
+    except _SymlinkLoop as loop:
+        raise _untrusted("too many levels of symbolic links at {}".format(loop), "fix the path") from None
+    for directory in dirs + [parent]:
+        if os.path.isdir(directory):
+            _check_ancestor(directory, uids)
+    for link in links:
+        try:
+            owner = os.lstat(link).st_uid
+        except OSError as exc:
+            raise _untrusted("cannot inspect {}: {}".format(link, exc.strerror or exc), "run as root") from None
+        if owner not in uids:
+            raise _untrusted(
+                "{} (on the way to the state directory) is a symlink owned by uid {}, who could point it "
+                "elsewhere".format(link, owner),
+                "give --state-dir a path without that link",
+            )
+    return parent
+
+
+def _make_directories(real_parent: str, name: str, uids: Tuple[int, ...]) -> None:
+    """Create the missing directories down to ``real_parent/name`` one at a time (0755 above,
+    0700 for the last), re-checking each parent first and setting modes through a descriptor
+    opened without following symlinks, never by path."""
+    missing = []
+    current = real_parent
+    while not os.path.lexists(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    for directory, mode in [(d, 0o755) for d in reversed(missing)] + [(os.path.join(real_parent, name), DIRECTORY_MODE)]:
+        _check_ancestor(os.path.dirname(directory), uids)
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            continue  # judged below like any existing directory
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, mode)  # mkdir's mode is filtered by the umask
+        finally:
+            os.close(fd)
+
+
 def check_directory(path: str, uids: Iterable[int], *, create: bool) -> bool:
-    """Check ``path`` (and its ancestors) as described above; create it (0700) when missing and
-    ``create``. Returns whether the directory exists afterwards."""
+    """Check ``path`` (and everything on the way to it) as described above; create it (0700)
+    when missing and ``create``. Returns whether the directory exists afterwards."""
     uids = tuple(uids)
     path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    # Ancestors are judged where they really are (/var/run -> /run is fine when root's).
-    real_parent = os.path.realpath(parent)
-    current = "/"
-    for part in [p for p in real_parent.split("/") if p] + [None]:
-        if os.path.isdir(current):
-            _check_ancestor(current, uids)
-        if part is None:
-            break
-        current = os.path.join(current, part)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        if not create:
+    for attempt in (1, 2):
+        real_parent = _walk(path, uids)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise _untrusted("cannot inspect {}: {}".format(path, exc.strerror or exc), "run as root") from None
+        if st is not None:
+            _check_own_directory(path, st, uids)
+            return True
+        if not create or attempt == 2:
+            if create:
+                raise _untrusted("{} vanished while it was being created".format(path), "run the command again")
             return False
         try:
-            os.makedirs(parent, 0o755, exist_ok=True)
-            os.mkdir(path, DIRECTORY_MODE)
-            os.chmod(path, DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
-        except FileExistsError:
-            pass
+            _make_directories(real_parent, os.path.basename(path), uids)
         except OSError as exc:
             raise WriteFailed(
                 "cannot create the state directory {}: {}".format(path, exc.strerror or exc),
                 hint="run nvdocker-setup as root (sudo), or choose another --state-dir",
                 reference="state-dir-unwritable",
             ) from None
-        st = os.lstat(path)
-    except OSError as exc:
-        raise _untrusted("cannot inspect {}: {}".format(path, exc.strerror or exc), "run as root") from None
-    _check_own_directory(path, st, uids)
-    return True
+    return True  # not reached
 
 
 def check_state_dir(state_dir: str, uids: Iterable[int], *, create: bool) -> bool:
@@ -236,3 +279,30 @@ def write_private(path: str, data: bytes, reference: str = "state-write-failed")
                 os.unlink(temp)
             except OSError:
                 pass
+
+
+_TEMP = re.compile(r"\A\..+\.([0-9]{1,10})-[0-9a-f]{12}\.tmp\Z")
+
+
+def remove_stale_temps(directory: str) -> int:
+    """Delete the temp files of :func:`write_private` whose writer is gone (SIGKILL, power cut);
+    only our naming pattern, only regular files. Call it under the lock. Returns how many."""
+    from nvdocker_setup.adapters.hostfs import pid_alive
+
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        match = _TEMP.match(name)
+        if match is None or pid_alive(int(match.group(1))):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            continue
+    return removed

@@ -90,6 +90,9 @@ class InstallRecord:
             value = data[key]
             if not isinstance(value, kinds):
                 raise ValueError("{!r} has the wrong type".format(key))
+        bad = _bad_value(data)
+        if bad is not None:
+            raise ValueError(bad)
         problem = runtime_name_problem(data["runtime_name"])
         if problem is not None:
             raise ValueError(problem)
@@ -112,8 +115,42 @@ class InstallRecord:
 
 
 HISTORY_LIMIT = 16
+#: How deep a recorded runtime entry may nest (dockerd's own entries nest two levels).
+_MAX_RECORD_DEPTH = 8
+
+
+def _bad_value(value: Any, depth: int = 0) -> Optional[str]:
+    """Why a value read back from the state file cannot be trusted as JSON we wrote (None: fine):
+    no NUL or lone surrogate in any string, no NaN or infinity, bounded nesting and sizes."""
+    if depth > _MAX_RECORD_DEPTH:
+        return "nested too deeply"
+    if isinstance(value, str):
+        if len(value) > 4096 or "\0" in value:
+            return "a string is too long or holds a NUL"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a string is not valid Unicode"
+        return None
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return "a number is not finite"
+    if isinstance(value, dict):
+        if len(value) > 256:
+            return "an object is too large"
+        for key, item in value.items():
+            problem = _bad_value(key, depth + 1) or _bad_value(item, depth + 1)
+            if problem:
+                return problem
+    if isinstance(value, list):
+        if len(value) > 256:
+            return "a list is too long"
+        for item in value:
+            problem = _bad_value(item, depth + 1)
+            if problem:
+                return problem
+    return None
 _SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
-_BACKUP_NAME = re.compile(r"\A\d{8}T\d{6}\.\d{6}Z-\d+\Z")
+_BACKUP_NAME = re.compile(r"\A[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9]{1,12}\Z")
 _RECORD_FIELDS: Dict[str, Any] = {
     "runtime_name": (str,),
     "entry": (dict,),

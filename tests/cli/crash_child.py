@@ -1,6 +1,6 @@
 """Child process for the crash tests: run install or uninstall and SIGKILL ourselves at one point.
 
-Usage: crash_child.py STATE_DIR CONFIG RUNTIME VERB KILL_POINT [--cdi]
+Usage: crash_child.py STATE_DIR CONFIG RUNTIME VERB KILL_POINT [--cdi] [--in-place]
 
 VERB is install or uninstall. KILL_POINT is ``config:<step>`` (a step of write_atomically),
 ``remove:<step>`` (of remove_file), ``before:<file>`` / ``after:<file>`` around a private write
@@ -23,6 +23,7 @@ from nvdocker_setup.core.plan import InstallRequest  # noqa: E402
 def main() -> None:
     state_dir, config, runtime, verb, kill_at = sys.argv[1:6]
     cdi = "--cdi" in sys.argv[6:]
+    in_place = "--in-place" in sys.argv[6:]
 
     def maybe_die(point: str) -> None:
         if point == kill_at:
@@ -49,9 +50,9 @@ def main() -> None:
 
     ctx = Context(env={"PATH": os.environ.get("PATH", "")}, state_dir=state_dir)
     if verb == "install":
-        operations.install(ctx, InstallRequest("nvidia", runtime, enable_cdi=cdi), config=config)
+        operations.install(ctx, InstallRequest("nvidia", runtime, enable_cdi=cdi), config=config, in_place=in_place)
     else:
-        operations.uninstall(ctx, "nvidia", config=config)
+        operations.uninstall(ctx, "nvidia", config=config, in_place=in_place)
     sys.exit(3 if kill_at != "none" else 0)  # 3: the kill point never came
 
 

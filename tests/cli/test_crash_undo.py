@@ -137,3 +137,22 @@ def test_random_kill_loop_never_loses_the_way_back(cli):
         child.wait(timeout=60)
         _undo_is_exact(cli, ORIGINAL)
     assert kills >= 3, "the kills all came too late to test anything ({} s per run)".format(full)
+
+
+@pytest.mark.parametrize("kill_at", ["config:in-place-partial", "config:in-place-written"])
+def test_killed_in_place_install_is_recoverable_from_the_named_backup(cli, kill_at):
+    """--in-place (a bind-mounted file) cannot be atomic: a kill mid-write may leave a torn file.
+    It is never empty or short, the backup was taken first, and the next run names it."""
+    cli.config.write_bytes(ORIGINAL)
+    _killed(cli, "install", kill_at, "--in-place")
+    torn = cli.config.read_bytes()
+    assert len(torn) >= len(ORIGINAL)
+    outcome = cli("uninstall", "--in-place", "--json")
+    if outcome.exit_code == 0:  # the kill came after all bytes were out: an ordinary undo
+        assert cli.config.read_bytes() == ORIGINAL
+        return
+    assert outcome.exit_code == 3, outcome.stdout
+    hint = outcome.json["error"]["hint"]
+    name = hint.split("nvdocker-setup restore ")[1].split()[0]
+    assert cli("restore", name, "--in-place").exit_code == 0
+    assert cli.config.read_bytes() == ORIGINAL

@@ -192,32 +192,45 @@ def test_malformed_state_is_a_clear_error_not_a_traceback(cli, mutate):
     assert b"nvidia" in cli.config.read_bytes()
 
 
-def test_planted_previous_entry_with_an_unsafe_path_is_not_written_back(cli, tmp_path):
+def test_planted_previous_entry_is_not_written_back(cli):
     _installed(cli)
     cli.config.write_bytes(cli.config.read_bytes().replace(b"warn", b"info"))  # no exact restore now
-    drop = tmp_path / "drop"
-    drop.mkdir()
-    os.chmod(str(drop), 0o777)
     state, record = _record(cli)
-    record["previous_entry"] = {"path": str(drop / "evil-runtime")}
+    # Safe-looking path, hostile arguments: dockerd would run `sh -c ...` as root.
+    record["previous_entry"] = {"path": "/bin/sh", "runtimeArgs": ["-c", "id > /tmp/pwned"]}
     _write_state(cli, state)
     outcome = cli("uninstall", "--json")
     assert outcome.exit_code == 0, outcome.stdout + outcome.stderr
-    assert any("not putting back" in w and str(drop) in w for w in outcome.json["warnings"]), outcome.json
+    assert any("not putting back" in w and "does not hold that entry" in w for w in outcome.json["warnings"])
     value = json.loads(cli.config.read_text())
-    assert "runtimes" not in value or "nvidia" not in value["runtimes"]
-    assert str(drop) not in cli.config.read_text()
+    assert "nvidia" not in value.get("runtimes", {})
+    assert "/bin/sh" not in cli.config.read_text()
 
 
-def test_planted_previous_entry_with_a_safe_path_is_put_back(cli, tmp_path, runtime_binary):
-    _installed(cli)
-    cli.config.write_bytes(cli.config.read_bytes().replace(b"warn", b"info"))
-    state, record = _record(cli)
-    record["previous_entry"] = {"path": runtime_binary + "-old"}  # missing, but under a root-only dir
-    _write_state(cli, state)
+def _with_previous_entry(cli, path):
+    cli.config.write_text(json.dumps({"log-level": "warn", "runtimes": {"nvidia": {"path": path}}}))
+    outcome = cli.install("--force", "--json")  # --force: the entry is someone else's
+    assert outcome.exit_code == 0, outcome.stdout + outcome.stderr
+    cli.config.write_bytes(cli.config.read_bytes().replace(b"warn", b"info"))  # no exact restore
+
+
+def test_a_real_previous_entry_is_put_back(cli, runtime_binary):
+    _with_previous_entry(cli, runtime_binary + "-old")  # missing, but under a root-only directory
     outcome = cli("uninstall", "--json")
     assert outcome.exit_code == 0, outcome.stdout
     assert json.loads(cli.config.read_text())["runtimes"]["nvidia"] == {"path": runtime_binary + "-old"}
+
+
+def test_a_previous_entry_whose_directory_became_unsafe_is_not_put_back(cli, tmp_path):
+    drop = tmp_path / "drop"
+    drop.mkdir(mode=0o755)
+    os.chmod(str(drop), 0o755)
+    _with_previous_entry(cli, str(drop / "old-runtime"))
+    os.chmod(str(drop), 0o777)  # since install, anyone may create the binary dockerd would run
+    outcome = cli("uninstall", "--json")
+    assert outcome.exit_code == 0, outcome.stdout
+    assert any("not putting back" in w and str(drop) in w for w in outcome.json["warnings"]), outcome.json
+    assert str(drop) not in cli.config.read_text()
 
 
 # ---- restore never writes where a manifest says --------------------------------------------------
@@ -316,3 +329,134 @@ def test_missing_runtime_under_root_only_directories_is_a_warning(cli, runtime_b
     outcome = cli("install", "--runtime-path", runtime_binary + "-not-yet", "--json")
     assert outcome.exit_code == 0
     assert any("does not exist yet" in w for w in outcome.json["warnings"])
+
+
+# ---- found by the attacker's review ----------------------------------------------------------------
+
+
+def test_a_symlink_owned_by_another_user_on_the_way_is_refused(cli, tmp_path):
+    real = tmp_path / "root-owned"
+    real.mkdir(mode=0o755)
+    link = tmp_path / "lnk"
+    os.symlink(str(real), str(link))
+    os.lchown(str(link), STRANGER, STRANGER)  # its owner could point it at /etc later
+    cli.env["NVDOCKER_STATE_DIR"] = str(link / "state")
+    outcome = cli.install("--json")
+    assert outcome.exit_code == ExitStatus.TRUST_CHECK_FAILED, outcome.stdout
+    assert "symlink owned by uid {}".format(STRANGER) in outcome.json["error"]["message"]
+    assert not (real / "state").exists()
+    os.lchown(str(link), 0, 0)  # root's own link is fine
+    assert cli.install().exit_code == 0
+    assert stat.S_IMODE(os.lstat(str(real / "state")).st_mode) == 0o700
+
+
+@pytest.mark.parametrize("owner", [0, STRANGER])
+def test_a_state_dir_under_a_dangling_symlink(cli, tmp_path, owner):
+    os.symlink(str(tmp_path / "nowhere"), str(tmp_path / "dangling"))
+    os.lchown(str(tmp_path / "dangling"), owner, owner)
+    cli.env["NVDOCKER_STATE_DIR"] = str(tmp_path / "dangling" / "state")
+    outcome = cli.install("--json")
+    if owner == 0:  # root's own link: followed, its target created like any missing directory
+        assert outcome.exit_code == 0, outcome.stdout + outcome.stderr
+        assert stat.S_IMODE(os.lstat(str(tmp_path / "nowhere" / "state")).st_mode) == 0o700
+    else:
+        assert outcome.exit_code == ExitStatus.TRUST_CHECK_FAILED, outcome.stdout + outcome.stderr
+        assert not (tmp_path / "nowhere").exists()
+        assert cli.config.read_bytes() == ORIGINAL
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("name", "20261130T000000.000000Z-" + "9" * 5000), ("gid", 2 ** 70), ("uid", -5), ("mode", 2 ** 80),
+     ("reason", "\udcff"), ("source", "relative/daemon.json"), ("sha256", "not-a-sha")],
+)
+def test_manifest_values_out_of_range_are_refused(cli, field, value):
+    _installed(cli)
+    path, records = _manifest(cli)
+    records[0][field] = value
+    path.write_text(json.dumps(records))
+    for verb in (("backups", "list", "--json"), ("restore", "--latest", "--json"), ("install", "--runtime-path", cli.runtime, "--cdi", "--json")):
+        outcome = cli(*verb)
+        assert outcome.exit_code == ExitStatus.TRUST_CHECK_FAILED, (verb, outcome.stdout, outcome.stderr)
+        assert _error_id(outcome) == "backup-manifest-corrupt"
+
+
+@pytest.mark.parametrize("text", ['{"configs": {}, "x": NaN}', None])
+def test_non_json_constants_and_deep_entries_in_state_are_refused(cli, text):
+    _installed(cli)
+    if text is None:
+        state, record = _record(cli)
+        deep = {}
+        node = deep
+        for _ in range(20):
+            node["a"] = {}
+            node = node["a"]
+        record["previous_entry"] = {"path": "/usr/bin/x", "options": deep}
+        _write_state(cli, state)
+    else:
+        _write_state(cli, text)
+    outcome = cli("uninstall", "--json")
+    assert outcome.exit_code == ExitStatus.TRUST_CHECK_FAILED, outcome.stdout
+    assert _error_id(outcome) == "state-damaged"
+
+
+def test_a_torn_in_place_write_keeps_its_backup_and_says_how_back(cli, monkeypatch):
+    from nvdocker_setup.adapters import files
+
+    def tear(fd, data, hook):
+        os.pwrite(fd, data[: len(data) // 2], 0)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(files, "_overwrite", tear)
+    outcome = cli.install("--in-place", "--json")
+    monkeypatch.undo()
+    assert outcome.exit_code == ExitStatus.WRITE_FAILED, outcome.stdout
+    assert cli.config.read_bytes() != ORIGINAL  # torn: neither version
+    hint = outcome.json["error"]["hint"]
+    assert "nvdocker-setup restore" in hint and "--in-place" in hint
+    name = hint.split("nvdocker-setup restore ")[1].split()[0]
+    assert name in [b["name"] for b in cli("backups", "list", "--json").json["backups"]]
+    assert cli("restore", name, "--in-place").exit_code == 0
+    assert cli.config.read_bytes() == ORIGINAL
+
+
+def test_an_unparsable_config_names_the_backup_that_brings_it_back(cli):
+    _installed(cli)
+    cli.config.write_bytes(b'{"log-level": "warn", "runt')
+    outcome = cli("uninstall", "--json")
+    assert outcome.exit_code == ExitStatus.INVALID_CONFIG
+    assert "nvdocker-setup restore " in outcome.json["error"]["hint"]
+
+
+def test_stale_private_temps_of_killed_runs_are_removed(cli):
+    _installed(cli)
+    dead = 4194303  # above any pid this machine has handed out
+    for directory in (cli.state_dir, cli.state_dir / "backups"):
+        (directory / ".state.json.{}-0123456789ab.tmp".format(dead)).write_bytes(b"{}")
+    alive = cli.state_dir / ".state.json.{}-0123456789ab.tmp".format(os.getpid())
+    alive.write_bytes(b"{}")
+    assert cli.install("--cdi").exit_code == 0
+    assert [n for n in os.listdir(str(cli.state_dir)) if n.endswith(".tmp")] == [alive.name]
+    assert [n for n in os.listdir(str(cli.state_dir / "backups")) if n.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("kind", ["hardlink", "symlink", "fifo", "stranger"])
+def test_a_planted_lock_file_is_refused(cli, tmp_path, kind):
+    _installed(cli)
+    lock = cli.state_dir / "lock"
+    lock.unlink()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    if kind == "hardlink":
+        os.link(str(victim), str(lock))
+    elif kind == "symlink":
+        os.symlink(str(victim), str(lock))
+    elif kind == "fifo":
+        os.mkfifo(str(lock))
+    else:
+        lock.write_bytes(b"")
+        os.chown(str(lock), STRANGER, STRANGER)
+    outcome = cli.install("--cdi", "--json")
+    assert outcome.exit_code in (ExitStatus.TRUST_CHECK_FAILED, ExitStatus.WRITE_FAILED), outcome.stdout
+    assert victim.read_bytes() == b"precious\n"
+    assert b"cdi" not in cli.config.read_bytes()
