@@ -5,6 +5,7 @@ Uninstall reads that record and undoes exactly those changes, and only while the
 an entry whose path the admin changed since, or a default runtime they switched, is left alone.
 """
 
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -216,6 +217,17 @@ def validate_runtime_name(name: str) -> None:
         raise UsageError(problem, hint="choose another --runtime-name, e.g. nvidia")
 
 
+def _json(value: Any) -> str:
+    """A value from daemon.json as the admin would write it (JSON, not a Python repr), bounded."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 300 else text[:300] + "... ({} characters)".format(len(text))
+
+
+def _same_binary(existing: Any, runtime_path: str) -> bool:
+    """An entry that already runs our binary (other args, say) is ours to update, not a conflict."""
+    return isinstance(existing, dict) and existing.get("path") == runtime_path
+
+
 def validate_request(request: InstallRequest) -> None:
     """Refuse requests that are wrong whatever the file says."""
     validate_runtime_name(request.runtime_name)
@@ -254,13 +266,25 @@ def plan_install(document: JsonDocument, request: InstallRequest, record: Option
         record = InstallRecord(
             runtime_name=name, entry=entry, previous_entry=existing, runtimes_created=runtimes is None
         )
+    if existing != entry and fresh and existing is not None and not _same_binary(existing, request.runtime_path):
+        # Someone else's runtime (NVIDIA's nvidia-container-runtime, say): taking its name would move
+        # every container that uses it, and the default runtime with it, onto ours.
+        if not request.force:
+            raise Conflict(
+                "runtimes.{} is already {}, which nvdocker-setup did not install; not replacing it".format(
+                    name, _json(existing)
+                ),
+                reference="runtime-entry-foreign",
+                hint="install beside it under another name (--runtime-name nvdocker), or pass --force to replace "
+                "it (uninstall puts it back)",
+            )
     if existing != entry:
         plan.after = plan.after.with_member(["runtimes"], name, entry)
         plan.changes.append(
             "{} runtimes.{} -> {}".format("replace" if existing is not None else "add", name, request.runtime_path)
         )
         if existing is not None and fresh:
-            plan.warnings.append("replacing the existing runtimes.{} entry {}; uninstall puts it back".format(name, existing))
+            plan.warnings.append("replacing the existing runtimes.{} entry {}; uninstall puts it back".format(name, _json(existing)))
     record = replace(record, entry=entry)
 
     if request.set_default:
@@ -268,8 +292,8 @@ def plan_install(document: JsonDocument, request: InstallRequest, record: Option
         if previous != name:
             if previous is not None and previous not in DOCKER_DEFAULT_RUNTIMES and not request.force:
                 raise Conflict(
-                    "default-runtime is {!r}, set by someone else; not replacing it".format(previous),
-                    hint="pass --force to make {!r} the default anyway (uninstall restores {!r})".format(name, previous),
+                    "default-runtime is {}, set by someone else; not replacing it".format(_json(previous)),
+                    hint="pass --force to make {} the default anyway (uninstall restores {})".format(_json(name), _json(previous)),
                 )
             plan.after = plan.after.with_member([], "default-runtime", name)
             plan.changes.append("set default-runtime -> {} (was {})".format(name, previous if previous is not None else "unset"))
@@ -323,8 +347,9 @@ def plan_uninstall(
                     plan.after = plan.after.without_member([], "runtimes")
         else:
             plan.warnings.append(
-                "runtimes.{} now points at {!r}, not {!r} as installed; left in place (--force removes it)".format(
-                    name, existing.get("path") if isinstance(existing, dict) else existing, record.entry.get("path")
+                "runtimes.{} now points at {}, not {} as installed; left in place (--force removes it)".format(
+                    name, _json(existing.get("path") if isinstance(existing, dict) else existing),
+                    _json(record.entry.get("path")),
                 )
             )
 

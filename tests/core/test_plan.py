@@ -48,9 +48,31 @@ def test_nothing_to_change_is_reported_unchanged():
     assert not plan.changed and plan.changes == []
 
 
-def test_nvidia_ctk_entry_is_replaced_and_remembered():
+@pytest.mark.parametrize("default", [False, True])
+def test_nvidia_ctk_entry_is_a_conflict_without_force(default):
+    value = {"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}
+    if default:
+        value["default-runtime"] = "nvidia"
+    with pytest.raises(Conflict) as caught:
+        plan_install(doc(value), request())
+    error = caught.value
+    assert error.reference == "runtime-entry-foreign" and int(error.exit_status) == 7
+    assert '{"args": [], "path": "nvidia-container-runtime"}' in error.message  # JSON, not a Python repr
+    assert "--runtime-name nvdocker" in error.hint and "--force" in error.hint
+    beside = plan_install(doc(value), request(runtime_name="nvdocker"))
+    assert beside.after.value["runtimes"]["nvidia"] == value["runtimes"]["nvidia"]
+    assert beside.after.value.get("default-runtime") == value.get("default-runtime")
+
+
+def test_an_entry_with_our_binary_is_updated_not_refused():
+    plan = plan_install(doc({"runtimes": {"nvidia": {"path": RUNTIME, "runtimeArgs": ["--debug"]}}}), request())
+    assert plan.after.value["runtimes"]["nvidia"] == {"path": RUNTIME}
+
+
+def test_nvidia_ctk_entry_is_replaced_with_force_and_remembered():
     ctk = {"path": "nvidia-container-runtime", "args": []}
-    plan = plan_install(doc({"runtimes": {"nvidia": ctk}}), request())
+    plan = plan_install(doc({"runtimes": {"nvidia": ctk}}), request(force=True))
+    assert any('"path": "nvidia-container-runtime"' in w for w in plan.warnings)
     assert plan.after.value["runtimes"]["nvidia"] == {"path": RUNTIME}
     assert plan.record.previous_entry == ctk
     undone = plan_uninstall(plan.after, "nvidia", plan.record)
@@ -175,6 +197,7 @@ requests = st.builds(
     runtime_args=st.lists(st.text(max_size=5), max_size=2).map(tuple),
     set_default=st.booleans(),
     enable_cdi=st.booleans(),
+    force=st.just(True),  # the documents may hold someone else's runtimes.nvidia: replacing it is the property
 )
 
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

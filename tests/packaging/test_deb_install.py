@@ -191,6 +191,20 @@ def test_no_daemon_json_opt_outs_failures_and_reload(chroot, debs):
     root.apt("remove nvdocker2")
     assert root.read(DAEMON_JSON) == broken
 
+    # NVIDIA's own entry (what `nvidia-ctk runtime configure --set-as-default` writes): never taken
+    # over; ours goes beside it, the default stays NVIDIA's, and removal gives the bytes back
+    ctk = b'{\n    "default-runtime": "nvidia",\n    "runtimes": {\n        "nvidia": {\n            "args": [],\n' \
+          b'            "path": "nvidia-container-runtime"\n        }\n    }\n}'
+    root.write(DAEMON_JSON, ctk)
+    done = root.apt("install " + nvdocker2)
+    assert "installing the GPU runtime beside it as runtimes.nvdocker" in done.stdout, done.stdout
+    after = json.loads(root.read(DAEMON_JSON))
+    assert after["runtimes"]["nvidia"] == {"args": [], "path": "nvidia-container-runtime"}
+    assert after["runtimes"]["nvdocker"] == {"path": "/usr/bin/nvdocker-runtime"}
+    assert after["default-runtime"] == "nvidia"
+    root.apt("remove nvdocker2")
+    assert root.read(DAEMON_JSON) == ctk
+
     # a running dockerd under systemd: reloaded through deb-systemd-invoke, which asks
     # policy-rc.d; never restarted. (A fake systemctl in /usr/sbin, ahead of the real one on
     # apt's DPkg::Path, says docker is active.)
