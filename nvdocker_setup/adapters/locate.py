@@ -33,7 +33,7 @@ SYSTEMCTL_TIMEOUT = 10.0
 #: How many ancestors to walk when looking for rootlesskit above a dockerd.
 _ANCESTOR_LIMIT = 8
 
-RULES = ("option", "env", "systemd-execstart", "running-dockerd", "rootless", "snap", "default")
+RULES = ("option", "env", "docker-host", "systemd-execstart", "running-dockerd", "rootless", "snap", "default")
 
 
 @dataclass(frozen=True)
@@ -376,16 +376,94 @@ def _from_snap(ctx: Context) -> Optional[ConfigLocation]:
     )
 
 
-def locate_config(ctx: Context, explicit: Optional[str] = None) -> ConfigLocation:
-    """Decide which daemon.json to edit: option > env > systemd > /proc > rootless > snap > default.
+def config_of_process(ctx: Context, proc: DockerdProcess, rule: str, what: str) -> Optional[ConfigLocation]:
+    """The daemon.json ``proc`` reads: its ``--config-file``, else dockerd's default for its kind
+    (None for another user's rootless daemon, whose home we do not guess)."""
+    found = _location_of_process(proc, rule, what)
+    if found is not None:
+        return found
+    if proc.rootless:
+        derived = _rootless_config_path(ctx) if proc.uid == ctx.euid else None
+        if derived is None:
+            return None
+        return ConfigLocation(derived[0], rule, "the {} (pid {}, rootless) has no --config-file; it reads "
+                              "daemon.json under {}".format(what, proc.pid, derived[1]))
+    return ConfigLocation(DEFAULT_CONFIG, rule, "the {} (pid {}) has no --config-file, so it reads dockerd's "
+                          "default".format(what, proc.pid))
 
-    A running system dockerd without ``--config-file`` reads the default file, so in that case the
-    snap rule (which only looks at leftover directories) is skipped in favour of the default.
+
+def verification_socket(ctx: Context) -> Optional[str]:
+    """The Engine API socket the user chose (the context's, or a unix DOCKER_HOST); None: not chosen."""
+    from nvdocker_setup.adapters.docker_api import socket_from_docker_host
+
+    return ctx.docker_socket or socket_from_docker_host(ctx.env.get("DOCKER_HOST"))
+
+
+def serving_dockerd(socket_path: str, procs: Sequence[DockerdProcess]) -> Optional[DockerdProcess]:
+    """The dockerd answering on ``socket_path`` (its peer credentials), when it is one of ``procs``."""
+    from nvdocker_setup.adapters.docker_api import DockerAPI
+
+    pid = DockerAPI(socket_path, timeout=2.0).peer_pid()
+    for proc in procs:
+        if proc.pid == pid:
+            return proc
+    return None
+
+
+def _from_docker_host(ctx: Context, procs: Sequence[DockerdProcess]) -> Optional[ConfigLocation]:
+    """Pair the file with the daemon we verify through: the dockerd answering on the chosen socket."""
+    socket_path = verification_socket(ctx)
+    if not socket_path or not procs:
+        return None
+    proc = serving_dockerd(socket_path, procs)
+    if proc is None:
+        return None
+    return config_of_process(ctx, proc, "docker-host", "dockerd answering on {}".format(socket_path))
+
+
+def _refuse_several(procs: Sequence[DockerdProcess]) -> None:
+    """Several system dockerds and nothing that says which: guessing would edit the file of one and
+    verify against the socket of another."""
+    system = _system_dockerds(procs)
+    if len(system) < 2:
+        return
+    lines = []
+    for proc in system:
+        hosts = [arg.split("=", 1)[1] if "=" in arg else "" for arg in proc.argv if arg.startswith(("-H=", "--host="))]
+        args = list(proc.argv)
+        for index, arg in enumerate(args[:-1]):
+            if arg in ("-H", "--host"):
+                hosts.append(args[index + 1])
+        lines.append("pid {}: {} (config: {}; socket: {})".format(
+            proc.pid, " ".join(proc.argv)[:200], proc.config_file or DEFAULT_CONFIG, ", ".join(hosts) or "default"))
+    raise UsageError(
+        "{} dockerd daemons are running; not guessing which one's daemon.json to edit".format(len(system)),
+        details=lines,
+        hint="name the daemon: DOCKER_HOST=unix:///path/to/its.sock (its file is found from it), or --config FILE",
+        reference="several-dockerds",
+    )
+
+
+def locate_config(ctx: Context, explicit: Optional[str] = None) -> ConfigLocation:
+    """Decide which daemon.json to edit: option > env > the dockerd on DOCKER_HOST > systemd >
+    /proc > rootless > snap > default.
+
+    With several system dockerds running and none of the first three rules answering, refuse
+    (naming them) rather than pair one daemon's file with another's socket. A running system
+    dockerd without ``--config-file`` reads the default file, so in that case the snap rule (which
+    only looks at leftover directories) is skipped in favour of the default.
     """
-    for found in (_from_explicit(ctx, explicit), _from_env(ctx), _from_systemd(ctx)):
+    for found in (_from_explicit(ctx, explicit), _from_env(ctx)):
         if found is not None:
             return found
     procs = dockerd_processes(ctx)
+    found = _from_docker_host(ctx, procs)
+    if found is not None:
+        return found
+    _refuse_several(procs)
+    found = _from_systemd(ctx)
+    if found is not None:
+        return found
     found = _from_running(procs) or _from_rootless(ctx, procs)
     if found is not None:
         return found

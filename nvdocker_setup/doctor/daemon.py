@@ -38,6 +38,30 @@ def daemon_reachable(facts: Facts):
     )
 
 
+@check("daemon-config-pairing", GROUP, "the daemon.json checked is the one the dockerd on the socket reads")
+def daemon_config_pairing(facts: Facts):
+    from nvdocker_setup.adapters.locate import config_of_process
+
+    proc = facts.dockerd()
+    if proc is None:
+        return skip("no dockerd process is known to answer on {}".format(facts.socket_path))
+    reads = config_of_process(facts.ctx, proc, "running-dockerd", "dockerd")
+    if reads is None:
+        return skip("cannot tell which daemon.json the rootless dockerd (pid {}) reads".format(proc.pid))
+    location = facts.location()
+    checked = os.path.normpath(location.path)
+    if os.path.normpath(reads.path) == checked:
+        return ok("dockerd (pid {}) on {} reads {}, the file checked here".format(proc.pid, facts.socket_path, checked))
+    return fail(
+        "{} is the file checked and edited here ({}), but the dockerd answering on {} (pid {}) reads {}: "
+        "changes to one are verified against the other".format(checked, location.reason, facts.socket_path,
+                                                               proc.pid, reads.path),
+        "point both at the same daemon: DOCKER_HOST=unix://<its socket> for the file found from it, or "
+        "--config {}".format(reads.path),
+        checked=checked, daemon_reads=reads.path, pid=proc.pid,
+    )
+
+
 def _expectation(facts: Facts, info: Dict[str, Any]):
     from nvdocker_setup.core.apply_plan import Expectation
 

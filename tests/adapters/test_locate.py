@@ -449,3 +449,51 @@ def test_fake_systemctl_rejects_unexpected_arguments(host: FakeHost) -> None:
     assert systemctl is not None
     assert stat.S_IMODE(os.stat(systemctl).st_mode) == 0o755
     assert ctx.run([systemctl, "show", "docker"], timeout=5).returncode == 99
+
+
+# -- several dockerds: the file must be the one of the daemon we verify through (issue #14) ---------
+
+
+def test_several_system_dockerds_are_refused_and_named(host: FakeHost) -> None:
+    host.process(100, ["/usr/bin/dockerd", "-H", "fd://", "--config-file", "/etc/docker/daemon.json"])
+    host.process(200, ["/usr/bin/dockerd", "--host=unix:///run/ci.sock", "--config-file=/srv/ci.json"])
+    with pytest.raises(UsageError) as caught:
+        locate_config(host.ctx())
+    error = caught.value
+    assert error.reference == "several-dockerds"
+    assert any("pid 100" in line and "/etc/docker/daemon.json" in line for line in error.details)
+    assert any("pid 200" in line and "/srv/ci.json" in line and "unix:///run/ci.sock" in line for line in error.details)
+    assert "DOCKER_HOST" in error.hint and "--config" in error.hint
+    # --config or the env variable still decide alone
+    assert locate_config(host.ctx(), "/srv/ci.json").rule == "option"
+
+
+def test_docker_host_pairs_the_file_with_the_daemon_answering_there(host: FakeHost, tmp_path: Path) -> None:
+    import socket
+
+    # The daemon "answering" on the socket is this test process (SO_PEERCRED gives our pid),
+    # listed in the fake /proc as a dockerd with its own --config-file.
+    path = str(tmp_path / "d.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+    try:
+        host.process(100, ["/usr/bin/dockerd", "--config-file", "/etc/docker/daemon.json"])
+        host.process(os.getpid(), ["/usr/bin/dockerd", "-H", "unix://" + path, "--config-file", "/srv/second.json"])
+        host.env["DOCKER_HOST"] = "unix://" + path
+        found = locate_config(host.ctx())
+        assert (found.path, found.rule) == ("/srv/second.json", "docker-host")
+        assert str(os.getpid()) in found.reason and path in found.reason
+        # the same through the context's socket, and a daemon without --config-file reads the default
+        del host.env["DOCKER_HOST"]
+        (host.root / "proc" / str(os.getpid()) / "cmdline").write_bytes(b"/usr/bin/dockerd\0-H\0unix://" + path.encode() + b"\0")
+        found = locate_config(host.ctx(docker_socket=path))
+        assert (found.path, found.rule) == (DEFAULT_CONFIG, "docker-host")
+    finally:
+        listener.close()
+
+
+def test_docker_host_of_no_known_dockerd_falls_through(host: FakeHost, tmp_path: Path) -> None:
+    host.process(100, ["/usr/bin/dockerd", "--config-file", "/srv/daemon.json"])
+    host.env["DOCKER_HOST"] = "unix://" + str(tmp_path / "nobody.sock")
+    assert locate_config(host.ctx()).rule == "running-dockerd"

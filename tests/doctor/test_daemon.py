@@ -179,3 +179,31 @@ def test_fake_engine_with_another_default_runtime(host, engine):
     engine(DefaultRuntime="nvidia")
     result = host.run("daemon-default-runtime")
     assert result.status == "fail" and "default runtime is nvidia, but daemon.json says runc" in result.detail
+
+
+def test_config_pairing_flags_the_file_of_another_daemon(host, engine):
+    import os
+
+    engine()  # answers in this process: its peer pid is ours
+    host.add_dockerd(argv=("/usr/bin/dockerd", "--config-file", "/srv/other.json"), pid=os.getpid())
+    host.env["NVDOCKER_DOCKER_CONFIG"] = "/etc/docker/daemon.json"  # the admin named another file
+    result = host.run("daemon-config-pairing")
+    assert result.status == "fail", result
+    assert "/srv/other.json" in result.detail and "pid {}".format(os.getpid()) in result.detail
+    assert "DOCKER_HOST" in result.hint
+
+
+def test_config_pairing_ok_when_the_daemon_reads_the_checked_file(host, engine):
+    import os
+
+    engine()
+    host.add_dockerd(argv=("/usr/bin/dockerd", "-H", "fd://"), pid=os.getpid())
+    host.env.pop("NVDOCKER_DOCKER_CONFIG", None)
+    result = host.run("daemon-config-pairing")
+    assert result.status == "ok", result
+    assert "/etc/docker/daemon.json" in result.detail
+
+
+def test_config_pairing_skips_without_a_known_daemon(host):
+    host.remove_dockerd()
+    assert host.run("daemon-config-pairing").status == "skip"
