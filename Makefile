@@ -4,16 +4,22 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps venv test test-pypi test-debian demo bench clean
+.PHONY: help deps auto-deps venv test test-pypi test-debian demo bench clean
 
 help:
 	@echo "make demo    run install/uninstall on a sandbox daemon.json"
 	@echo "make test    install test dependencies, run the suite with PyPI libraries and with Debian 12's"
 	@echo "make bench   CLI start-up and no-op install medians (Debian's python3 and libraries)"
 
-# apt packages the tests need (installed when run as root and missing).
+# Debian packages the tests need (installed when run as root and missing): tools and Debian's
+# Python libraries only, never docker.io/containerd/runc (the tests unpack Debian's Docker into
+# /var/cache/nvdocker-tests instead). `make deps` installs them; the targets below do it too,
+# except on a host that runs Docker from another source, where they only say what is missing.
 deps:
 	@bash scripts/install-deps.sh
+
+auto-deps:
+	@bash scripts/install-deps.sh --auto
 
 $(VENV)/.stamp: pyproject.toml
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -24,19 +30,19 @@ $(VENV)/.stamp: pyproject.toml
 venv: $(VENV)/.stamp
 
 # Current PyPI releases of typer, rich, jsonschema, in a venv.
-test-pypi: deps venv
+test-pypi: auto-deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Debian 12's python3-typer 0.7.0, python3-rich 13.3.1, python3-jsonschema 4.10.3: what the packages run on.
-test-debian: deps
+test-debian: auto-deps
 	@bash scripts/run-debian-tests.sh $(PYTEST_ARGS)
 
 test: test-pypi test-debian test-packages
 
-demo: deps venv
+demo: auto-deps venv
 	@bash scripts/demo.sh $(VENV)/bin/nvdocker-setup
 
-bench: deps
+bench: auto-deps
 	$(SYSTEM_PYTHON) benchmarks/cli_startup.py
 
 clean:
@@ -51,10 +57,10 @@ SYSTEM_PATH := /usr/sbin:/usr/bin:/sbin:/bin
 
 .PHONY: deb rpm packages test-packages
 
-deb: deps
+deb: auto-deps
 	env PATH=$(SYSTEM_PATH) sh debian/build-debs.sh $(PKG_OUT)
 
-rpm: deps
+rpm: auto-deps
 	env PATH=$(SYSTEM_PATH) sh rpm/build-rpms.sh $(PKG_OUT)
 
 packages: deb rpm
@@ -62,5 +68,5 @@ packages: deb rpm
 # Build the packages, lintian them, install them into a clean Debian 12 chroot (debootstrap, cached
 # in /var/cache/nvdocker-tests) and the RPMs into a scratch root. Needs root; CI=true turns a
 # missing tool into a failure. A plain `pytest` run leaves these tests out.
-test-packages: deps venv
+test-packages: auto-deps venv
 	$(PY) -m pytest tests/packaging $(PACKAGING_PYTEST_ARGS)

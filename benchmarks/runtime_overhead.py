@@ -180,9 +180,13 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (runc create, mknod, a private dockerd)")
-    runc = shutil.which("runc", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin")
+    from tests.support.sandbox import engine_bin_dirs
+
+    # The runc the private dockerd uses (Debian 12's, unpacked by the test support), else the host's.
+    os.environ["PATH"] = os.pathsep.join(engine_bin_dirs() + [os.environ.get("PATH", ""), "/usr/sbin:/usr/bin"])
+    runc = shutil.which("runc")
     if runc is None:
-        sys.exit("runc is not installed")
+        sys.exit("runc is not available")
     workdir = tempfile.mkdtemp(prefix="nvdocker-bench.")
     os.chmod(workdir, 0o755)
     try:

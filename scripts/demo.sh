@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The main job on a sandbox. With dockerd installed and root: a private dockerd (its own socket,
+# The main job on a sandbox. As root: a private dockerd (Debian 12's, unpacked; its own socket,
 # data root and daemon.json in a temp dir, no bridge, no iptables) gets the runtime through
 # `install --default-runtime`, runs a container with it, and `uninstall` puts everything back.
-# Without dockerd: the same on a scratch daemon.json only, and it says so.
-# Touches nothing outside the temp dir; stops only the dockerd it started, by pid.
+# Without root (or when Debian's docker.io cannot be fetched): the same on a scratch daemon.json
+# only, and it says so. Touches nothing outside the temp dir and the download cache
+# /var/cache/nvdocker-tests; stops only the dockerd it started, by pid.
 set -euo pipefail
 CLI=${1:-nvdocker-setup}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,10 +32,12 @@ cat > "$NVDOCKER_DOCKER_CONFIG" <<'JSON'
 JSON
 cp "$NVDOCKER_DOCKER_CONFIG" "$T/original.json"
 
-if command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ]; then
-  [ "$(id -u)" -eq 0 ] && HAVE_DOCKERD=1 || HAVE_DOCKERD=0
-else
-  HAVE_DOCKERD=0
+# The private dockerd is Debian 12's docker.io (with its containerd and runc) unpacked under
+# /var/cache/nvdocker-tests, never an installed package; the host's own Docker is not used.
+HAVE_DOCKERD=0
+if [ "$(id -u)" -eq 0 ] && ENGINE_PATH=$(PYTHONPATH="$REPO" "$PYTHON" -m tests.support.sandbox path); then
+  HAVE_DOCKERD=1
+  export PATH="$ENGINE_PATH:$PATH"
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 

@@ -58,7 +58,7 @@ os.execv(runc, [runc] + args)
 def dockerd_sandbox():
     """A private dockerd (no network, temp dirs) with the healthy host's runtime, plus runtimes for
     the smoke test: ``fakegpu`` (adds the GPU nodes), ``plainrunc`` (adds nothing), ``broken``."""
-    from tests.support.sandbox import DockerdSandbox, dockerd_or_skip
+    from tests.support.sandbox import DockerdSandbox, dockerd_or_skip, engine_bin_dirs
 
     dockerd_or_skip()
     workdir = tempfile.mkdtemp(prefix="nvx.", dir="/tmp")
@@ -69,7 +69,8 @@ def dockerd_sandbox():
     config = json.loads(json.dumps(HEALTHY_CONFIG))
     config["runtimes"].update({
         "fakegpu": {"path": fake_runtime},
-        "plainrunc": {"path": shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/runc"},
+        "plainrunc": {"path": shutil.which("runc", path=os.pathsep.join(engine_bin_dirs() + ["/usr/sbin:/usr/bin:/sbin:/bin"]))
+                      or "/usr/sbin/runc"},
         "broken": {"path": "/nonexistent/nvx-runtime"},
     })
     sandbox = DockerdSandbox(workdir, daemon_json=(json.dumps(config) + "\n").encode())
@@ -117,7 +118,9 @@ def tiny_image(dockerd_sandbox):
 @pytest.fixture
 def docker_cli(host):
     """The real docker CLI on the simulated host's PATH (it is pinned to the socket with -H)."""
-    docker = shutil.which("docker", path="/usr/local/bin:/usr/bin:/bin")
+    from tests.support.sandbox import engine_bin_dirs
+
+    docker = shutil.which("docker", path=os.pathsep.join(engine_bin_dirs() + ["/usr/local/bin:/usr/bin:/bin"]))
     if docker is None:
         pytest.skip("the docker CLI is not installed")
     os.symlink(docker, os.path.join(host.fakebin, "docker"))

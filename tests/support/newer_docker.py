@@ -7,8 +7,12 @@ the host's own sources use, with a private sources list, preferences, lists, cac
 status under the cache dir: the host's apt configuration is only read (its proxy settings apply),
 never written. ``dpkg-deb -x`` unpacks the packages into ``<cache>/docker26`` (``usr/bin``: docker,
 containerd and its shims; ``usr/sbin``: dockerd), which appears by one rename once it is complete. An
-fcntl lock makes parallel runs download once. runc stays the host's (trixie's needs a newer glibc);
+fcntl lock makes parallel runs download once. runc is Debian 12's (trixie's needs a newer glibc):
 the containerd that dockerd starts finds it on PATH.
+
+The same machinery unpacks Debian 12's own docker.io 20.10, containerd 1.6 and runc 1.1
+(:data:`DOCKER20`): the private dockerd of every other real-engine test and of ``make demo``, so
+that no test installs a Docker package on the host.
 """
 
 import errno
@@ -26,7 +30,7 @@ SUITE = "trixie"
 PACKAGES = ("docker.io", "containerd", "docker-cli")
 EXPECTED_MAJOR = 26
 FOLDER_NAME = "docker26"
-STAMP = ".nvdocker-docker26.json"
+STAMP = ".nvdocker-docker26.json"  # = DOCKER26.stamp
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 LOCK_WAIT = 900.0  # another run may be downloading; that takes seconds, not minutes
@@ -36,6 +40,28 @@ _VERSION = re.compile(r"version\s+v?((\d+)\.(\d+)\S*?),?\s")
 
 class Docker26Unavailable(RuntimeError):
     """Why the Docker 26 binaries could not be provided here."""
+
+
+class Release:
+    """One Debian suite's Docker, unpacked into ``<cache>/<folder>``."""
+
+    def __init__(self, suite: str, packages: Sequence[str], major: int, folder: str,
+                 binaries: Sequence[str]) -> None:
+        self.suite = suite
+        self.packages = tuple(packages)
+        self.major = major
+        self.folder = folder
+        self.stamp = ".nvdocker-{}.json".format(folder)
+        self.binaries = tuple(binaries)
+
+
+_DOCKER_BINARIES = ("usr/sbin/dockerd", "usr/bin/docker", "usr/bin/containerd", "usr/bin/containerd-shim-runc-v2")
+DOCKER26 = Release(SUITE, PACKAGES, EXPECTED_MAJOR, FOLDER_NAME, _DOCKER_BINARIES)
+#: Debian 12's own docker.io 20.10 with its containerd 1.6 and runc 1.1: the private dockerd of
+#: the tests and the demo, unpacked instead of installed, so that `make test` never installs or
+#: removes a package of the host's Docker (docker-ce, containerd.io and runc conflict with it).
+DOCKER20 = Release("bookworm", ("docker.io", "containerd", "runc"), 20, "docker20",
+                   _DOCKER_BINARIES + ("usr/sbin/runc",))
 
 
 def cache_root() -> str:
@@ -171,13 +197,13 @@ def _apt_options(apt_dir: str) -> List[str]:
     return options
 
 
-def _prepare_apt(apt_dir: str, uri: str, keyring: str) -> None:
+def _prepare_apt(apt_dir: str, uri: str, keyring: str, suite: str = SUITE) -> None:
     for sub in ("sources.list.d", "preferences.d", "state", "lists/partial", "cache", "archives/partial", "debs"):
         os.makedirs(os.path.join(apt_dir, sub), exist_ok=True)
     for empty in ("sources.list", "status"):
         open(os.path.join(apt_dir, empty), "w").close()
-    with open(os.path.join(apt_dir, "sources.list.d", SUITE + ".sources"), "w") as handle:
-        handle.write("Types: deb\nURIs: {}\nSuites: {}\nComponents: main\nSigned-By: {}\n".format(uri, SUITE, keyring))
+    with open(os.path.join(apt_dir, "sources.list.d", suite + ".sources"), "w") as handle:
+        handle.write("Types: deb\nURIs: {}\nSuites: {}\nComponents: main\nSigned-By: {}\n".format(uri, suite, keyring))
     try:  # apt downloads as _apt into the current directory when it may write there
         entry = pwd.getpwnam("_apt")
         os.chown(os.path.join(apt_dir, "debs"), entry.pw_uid, -1)
@@ -194,22 +220,22 @@ def dockerd_version(folder: str) -> Tuple[str, int, int]:
     return match.group(1), int(match.group(2)), int(match.group(3))
 
 
-def _complete(folder: str) -> bool:
-    return os.path.isfile(os.path.join(folder, STAMP)) and os.access(os.path.join(folder, "usr", "sbin", "dockerd"), os.X_OK)
+def _complete(folder: str, release: Release = DOCKER26) -> bool:
+    return os.path.isfile(os.path.join(folder, release.stamp)) and os.access(os.path.join(folder, "usr", "sbin", "dockerd"), os.X_OK)
 
 
-def _fetch_into(work: str) -> str:
+def _fetch_into(work: str, release: Release = DOCKER26) -> str:
     """Download and unpack the packages below ``work``; return the finished tree (not yet in place)."""
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/bin:/bin") is None:
             raise Docker26Unavailable("{} is not installed".format(tool))
     uri, keyring = host_debian_mirror()
     apt_dir = os.path.join(work, "apt")
-    _prepare_apt(apt_dir, uri, keyring)
+    _prepare_apt(apt_dir, uri, keyring, release.suite)
     options = _apt_options(apt_dir)
-    _run(["apt-get", "-q", "-q", *options, "update"], "apt-get update ({} {})".format(uri, SUITE), timeout=300)
+    _run(["apt-get", "-q", "-q", *options, "update"], "apt-get update ({} {})".format(uri, release.suite), timeout=300)
     debs = os.path.join(apt_dir, "debs")
-    _run(["apt-get", "-q", "-q", *options, "download", *PACKAGES], "apt-get download", cwd=debs, timeout=600)
+    _run(["apt-get", "-q", "-q", *options, "download", *release.packages], "apt-get download", cwd=debs, timeout=600)
     tree = os.path.join(work, "tree")
     os.makedirs(tree)
     fetched = {}
@@ -221,19 +247,19 @@ def _fetch_into(work: str) -> str:
         package = dict(line.split(": ", 1) for line in fields.splitlines() if ": " in line)
         fetched[package.get("Package", name)] = package.get("Version", "?")
         _run(["dpkg-deb", "-x", deb, tree], "dpkg-deb -x " + name, timeout=300)
-    missing = [p for p in PACKAGES if p not in fetched]
+    missing = [p for p in release.packages if p not in fetched]
     if missing:
         raise Docker26Unavailable("apt-get download did not fetch {}".format(", ".join(missing)))
-    for binary in ("usr/sbin/dockerd", "usr/bin/docker", "usr/bin/containerd", "usr/bin/containerd-shim-runc-v2"):
+    for binary in release.binaries:
         if not os.access(os.path.join(tree, binary), os.X_OK):
             raise Docker26Unavailable("{} is missing from the unpacked packages".format(binary))
     version, major, _minor = dockerd_version(tree)
-    if major != EXPECTED_MAJOR:
+    if major != release.major:
         raise Docker26Unavailable(
-            "{} now ships dockerd {}, not {}.x; update tests/support/newer_docker.py".format(SUITE, version, EXPECTED_MAJOR)
+            "{} now ships dockerd {}, not {}.x; update tests/support/newer_docker.py".format(release.suite, version, release.major)
         )
-    with open(os.path.join(tree, STAMP), "w") as handle:
-        json.dump({"suite": SUITE, "mirror": uri, "packages": fetched, "dockerd": version,
+    with open(os.path.join(tree, release.stamp), "w") as handle:
+        json.dump({"suite": release.suite, "mirror": uri, "packages": fetched, "dockerd": version,
                    "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, handle, indent=2, sort_keys=True)
         handle.write("\n")
     return tree
@@ -253,32 +279,42 @@ def _lock(path: str, timeout: float = LOCK_WAIT) -> int:
             time.sleep(0.2)
 
 
-def ensure_docker26(cache: Optional[str] = None) -> str:
-    """The cached folder with Docker 26's usr/bin and usr/sbin, fetched first when missing."""
+def ensure_release(release: Release, cache: Optional[str] = None) -> str:
+    """The cached folder with ``release``'s usr/bin and usr/sbin, fetched first when missing."""
     cache = cache or cache_root()
-    folder = os.path.join(cache, FOLDER_NAME)
-    if _complete(folder):
+    folder = os.path.join(cache, release.folder)
+    if _complete(folder, release):
         return folder
     try:
         os.makedirs(cache, exist_ok=True)
     except OSError as error:
         raise Docker26Unavailable("cannot create the cache {}: {}".format(cache, error)) from None
-    fd = _lock(os.path.join(cache, FOLDER_NAME + ".lock"))
+    fd = _lock(os.path.join(cache, release.folder + ".lock"))
     try:
-        if _complete(folder):  # another run finished it while we waited
+        if _complete(folder, release):  # another run finished it while we waited
             return folder
-        work = os.path.join(cache, FOLDER_NAME + ".work")
+        work = os.path.join(cache, release.folder + ".work")
         for leftover in (folder, work):  # half-made by a run that was killed
             shutil.rmtree(leftover, ignore_errors=True)
         os.makedirs(work)
         try:
-            tree = _fetch_into(work)
+            tree = _fetch_into(work, release)
             os.rename(tree, folder)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return folder
     finally:
         os.close(fd)
+
+
+def ensure_docker26(cache: Optional[str] = None) -> str:
+    """The cached folder with Docker 26's usr/bin and usr/sbin, fetched first when missing."""
+    return ensure_release(DOCKER26, cache)
+
+
+def ensure_docker20(cache: Optional[str] = None) -> str:
+    """The cached folder with Debian 12's Docker 20.10, containerd 1.6 and runc 1.1."""
+    return ensure_release(DOCKER20, cache)
 
 
 _outcome: Dict[str, Tuple[Optional[str], str]] = {}

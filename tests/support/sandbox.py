@@ -27,8 +27,44 @@ class SandboxError(RuntimeError):
     pass
 
 
+_engine: Dict[str, object] = {}
+
+
+def engine_folder() -> Optional[str]:
+    """Debian 12's docker.io, containerd and runc, unpacked under the test cache (never installed:
+    `make test` must not touch the host's own Docker packages); None when it cannot be had, and
+    why in :func:`engine_problem`. ``NVDOCKER_TEST_DOCKERD`` names another dockerd instead."""
+    if "folder" not in _engine:
+        _engine["folder"], _engine["why"] = None, ""
+        if os.geteuid() != 0:
+            _engine["why"] = "a private dockerd needs root"
+        else:
+            from tests.support.newer_docker import Docker26Unavailable, ensure_docker20
+
+            try:
+                _engine["folder"] = ensure_docker20()
+            except (Docker26Unavailable, OSError) as error:
+                _engine["why"] = "Debian 12's docker.io could not be fetched and unpacked: {}".format(error)
+    return _engine["folder"]  # type: ignore[return-value]
+
+
+def engine_problem() -> str:
+    engine_folder()
+    return str(_engine.get("why") or "")
+
+
+def engine_bin_dirs() -> List[str]:
+    """Where the private dockerd finds containerd, its shims, runc and the docker CLI."""
+    folder = engine_folder()
+    return [os.path.join(folder, "usr", "sbin"), os.path.join(folder, "usr", "bin")] if folder else []
+
+
 def find_dockerd() -> Optional[str]:
-    return shutil.which("dockerd", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/usr/bin")
+    chosen = os.environ.get("NVDOCKER_TEST_DOCKERD")
+    if chosen:
+        return chosen if os.access(chosen, os.X_OK) else None
+    folder = engine_folder()
+    return os.path.join(folder, "usr", "sbin", "dockerd") if folder else None
 
 
 def dockerd_or_skip() -> str:
@@ -38,7 +74,7 @@ def dockerd_or_skip() -> str:
     path = find_dockerd()
     if path and os.geteuid() == 0:
         return path
-    why = "dockerd is not installed" if not path else "a private dockerd needs root"
+    why = engine_problem() or "dockerd is not available"
     if os.environ.get("CI") == "true":
         pytest.fail("CI=true: " + why + " (the real-engine tests must run in CI)")
     pytest.skip(why)
@@ -102,7 +138,9 @@ class DockerdSandbox:
         self.extra_flags = list(extra_flags)
         base_path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         self.env = dict(os.environ)
-        self.env["PATH"] = os.pathsep.join(list(path_prepend) + [base_path, "/usr/sbin", "/sbin"])
+        # The unpacked Debian 12 engine comes right after what the caller puts first (Docker 26's
+        # own containerd, say): its runc and containerd, never whatever the host has installed.
+        self.env["PATH"] = os.pathsep.join(list(path_prepend) + engine_bin_dirs() + [base_path, "/usr/sbin", "/sbin"])
         self.env.update(env or {})
         self.process: Optional[subprocess.Popen] = None
         if daemon_json is not None and not os.path.exists(self.config_path):
@@ -186,7 +224,7 @@ class DockerdSandbox:
         return json.loads(_unix_http_get(self.socket_path, "/info").decode())
 
     def docker(self, *args: str, check: bool = True, timeout: float = 60.0, input: Optional[bytes] = None) -> subprocess.CompletedProcess:
-        docker = shutil.which("docker", path="/usr/bin:" + os.environ.get("PATH", "")) or "docker"
+        docker = shutil.which("docker", path=self.env["PATH"]) or "docker"
         completed = subprocess.run(
             [docker, "-H", self.docker_host, *args], input=input, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, timeout=timeout, env=dict(os.environ, DOCKER_CONFIG=os.path.join(self.workdir, "cli")),
@@ -273,8 +311,15 @@ def _detached_stop(workdir: str, timeout: float = 30.0) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
+    if list(argv) == ["path"]:  # for scripts: the PATH entries of the private engine, or why not
+        dirs = engine_bin_dirs() if find_dockerd() else []
+        if not dirs:
+            print("sandbox: {}".format(engine_problem() or "no dockerd"), file=sys.stderr)
+            return 1
+        print(os.pathsep.join(dirs))
+        return 0
     if len(argv) != 2 or argv[0] not in ("start", "stop", "restart"):
-        print("usage: python -m tests.support.sandbox start|stop|restart DIR", file=sys.stderr)
+        print("usage: python -m tests.support.sandbox start|stop|restart DIR | path", file=sys.stderr)
         return 2
     action, workdir = argv
     try:
