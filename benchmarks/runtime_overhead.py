@@ -193,7 +193,9 @@ def main() -> None:
         launcher = build_launcher(os.path.join(workdir, "bin"))
         driver = build_driver_root(os.path.join(workdir, "driver-root"))
         print("python {} | runc {} | launcher {}".format(
-            sys.version.split()[0], subprocess.run([runc, "--version"], stdout=subprocess.PIPE, universal_newlines=True).stdout.split()[2], launcher
+            sys.version.split()[0],
+            subprocess.run([runc, "--version"], stdout=subprocess.PIPE, universal_newlines=True).stdout.split()[2],
+            launcher,
         ))
         bench_passthrough(launcher, runc, workdir, args.passthrough_runs)
         bench_create(launcher, runc, workdir, driver.path, args.create_runs)

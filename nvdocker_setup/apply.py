@@ -297,7 +297,7 @@ def execute(decision: Decision, restore: Callable[[], None], reporter: Optional[
                 raise _Unverified(problems)
     except (_Unverified, ServiceError, Interrupted, KeyboardInterrupt) as failure:
         _roll_back(decision, restore, failure, since, reporter)
-        raise AssertionError("unreachable")  # _roll_back always raises
+        raise AssertionError("unreachable") from failure  # _roll_back always raises
     report.verified = True
     report.seconds = round(time.monotonic() - started, 3)
     return report

@@ -22,7 +22,14 @@ from nvdocker_setup.core.diff import unified_diff
 from nvdocker_setup.core.jsondoc import JsonDocument, empty_document
 from nvdocker_setup.core.plan import InstallRequest, Plan, plan_install, plan_uninstall, validate_request
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
-from nvdocker_setup.errors import ConfigReadError, NotFound, NvdockerError, TrustCheckFailed, UsageError, ValidationFailed
+from nvdocker_setup.errors import (
+    ConfigReadError,
+    NotFound,
+    NvdockerError,
+    TrustCheckFailed,
+    UsageError,
+    ValidationFailed,
+)
 
 if TYPE_CHECKING:
     from nvdocker_setup.apply import ApplyOptions

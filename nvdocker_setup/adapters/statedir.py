@@ -105,7 +105,7 @@ def _walk(path: str, uids: Tuple[int, ...]) -> str:
     is looked up in must pass :func:`_check_ancestor`, and every symlink followed must be owned
     by a trusted user (in a sticky ``/tmp`` anyone may own a link, and point it elsewhere later).
     Returns the real parent directory; missing components are left to the caller."""
-    from nvdocker_setup.adapters.trust import _SymlinkLoop, _resolve
+    from nvdocker_setup.adapters.trust import _resolve, _SymlinkLoop
 
     try:
         parent, dirs, links = _resolve(os.path.dirname(path))

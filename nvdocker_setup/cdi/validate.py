@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any, Dict, List
 
-from nvdocker_setup.cdi.spec import CDI_VERSIONS, version_key, minimum_version
+from nvdocker_setup.cdi.spec import CDI_VERSIONS, minimum_version, version_key
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cdi.schema.json")
 

@@ -100,10 +100,10 @@ def reporting(as_json: bool) -> Iterator[None]:
         yield
     except NvdockerError as error:
         render_error(error, as_json)
-        raise typer.Exit(int(error.exit_status))
+        raise typer.Exit(int(error.exit_status)) from None
     except KeyboardInterrupt:
         render_error(NvdockerError("interrupted", reference="interrupted"), as_json)
-        raise typer.Exit(int(ExitStatus.INTERRUPTED))
+        raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:  # a bug: say so plainly, keep the traceback behind a switch
@@ -115,7 +115,7 @@ def reporting(as_json: bool) -> Iterator[None]:
             hint="this is a bug in nvdocker-setup; re-run with NVDOCKER_DEBUG=1 for a traceback and report it",
         )
         render_error(bug, as_json)
-        raise typer.Exit(int(ExitStatus.ERROR))
+        raise typer.Exit(int(ExitStatus.ERROR)) from exc
 
 
 def print_diff(diff: str) -> None:

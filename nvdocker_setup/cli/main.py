@@ -3,8 +3,7 @@
 import typer
 
 from nvdocker_setup import __version__
-from nvdocker_setup.cli import backups, cdi, install, restore, show, uninstall
-from nvdocker_setup.cli import doctor
+from nvdocker_setup.cli import backups, cdi, doctor, install, restore, show, uninstall
 
 app = typer.Typer(
     name="nvdocker-setup",

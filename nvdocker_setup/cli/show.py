@@ -16,8 +16,9 @@ def show(
     as_json: bool = common.json_option(),
 ) -> None:
     """Show the runtime entry, the default runtime and how the config file was chosen."""
-    from nvdocker_setup import operations
     from rich.markup import escape
+
+    from nvdocker_setup import operations
 
     with common.reporting(as_json):
         ctx = common.make_context(state_dir)

@@ -150,7 +150,9 @@ class _Parser:
 
     def check_depth(self, pos: int, depth: int) -> None:
         if depth > MAX_DEPTH:
-            raise self.fail(pos, "nesting deeper than {} levels".format(MAX_DEPTH), hint="daemon.json never needs this depth; the file is damaged")
+            raise self.fail(
+                pos, "nesting deeper than {} levels".format(MAX_DEPTH), hint="daemon.json never needs this depth; the file is damaged"
+            )
 
     def parse_object(self, start: int, depth: int) -> Node:
         self.check_depth(start, depth)
@@ -259,7 +261,7 @@ class _Parser:
 
 def _decode(data: bytes, source: str) -> Tuple[str, str, bytes]:
     """Return (text, encoding, bom). dockerd accepts UTF-8 (BOM optional) and UTF-16 with a BOM."""
-    for bom, encoding in _BOMS:
+    for bom, encoding in _BOMS:  # noqa: B007 - the matching pair is used after the loop
         if data.startswith(bom):
             break
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
     from typing import List, Optional, Tuple

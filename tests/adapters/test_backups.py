@@ -280,5 +280,7 @@ def test_keep_must_be_positive(tmp_path):
 def test_backup_is_frozen(store, daemon_json):
     backup = store.save(read_snapshot(str(daemon_json)), "install nvidia")
     assert isinstance(backup, Backup)
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
         backup.name = "other"  # type: ignore[misc]

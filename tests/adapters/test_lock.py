@@ -126,7 +126,7 @@ def test_lock_released_after_with_block(lock_path):
 def test_lock_released_when_block_raises(lock_path):
     with pytest.raises(ZeroDivisionError):
         with FileLock(lock_path):
-            1 / 0
+            raise ZeroDivisionError("inside the block")
     with FileLock(lock_path, timeout=0):
         pass
 

@@ -58,7 +58,8 @@ def test_install_reloads_and_a_running_container_keeps_its_pid(tmp_path, sandbox
     assert ctx.service.calls == ["reload"]
     info = sandbox.info()
     assert info["Runtimes"]["nvidia"]["path"] == runtime_binary and info["DefaultRuntime"] == "nvidia"
-    assert sandbox.docker("inspect", "-f", "{{.State.Running}} {{.State.Pid}}", container).stdout.decode().split() == ["true", pid_before.decode()]
+    state = sandbox.docker("inspect", "-f", "{{.State.Running}} {{.State.Pid}}", container).stdout.decode().split()
+    assert state == ["true", pid_before.decode()]
     # the runtime really runs containers (the stand-in execs runc)
     assert sandbox.docker("run", "--rm", "--network", "none", "tiny", "echo", "via-nvidia").stdout == b"via-nvidia\n"
     sandbox.docker("rm", "-f", container)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from nvdocker_setup.adapters.files import STEPS, REMOVE_STEPS
+from nvdocker_setup.adapters.files import REMOVE_STEPS, STEPS
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_child.py")
 ORIGINAL = b'{\n    "data-root": "/srv/docker",\n    "log-opts": {"max-size": "10m"}\n}\n'

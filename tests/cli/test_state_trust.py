@@ -375,7 +375,9 @@ def test_manifest_values_out_of_range_are_refused(cli, field, value):
     path, records = _manifest(cli)
     records[0][field] = value
     path.write_text(json.dumps(records))
-    for verb in (("backups", "list", "--json"), ("restore", "--latest", "--json"), ("install", "--runtime-path", cli.runtime, "--cdi", "--json")):
+    verbs = (("backups", "list", "--json"), ("restore", "--latest", "--json"),
+             ("install", "--runtime-path", cli.runtime, "--cdi", "--json"))
+    for verb in verbs:
         outcome = cli(*verb)
         assert outcome.exit_code == ExitStatus.TRUST_CHECK_FAILED, (verb, outcome.stdout, outcome.stderr)
         assert _error_id(outcome) == "backup-manifest-corrupt"

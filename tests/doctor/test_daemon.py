@@ -9,7 +9,6 @@ import pytest
 
 from tests.doctor.simhost import RUNTIME
 
-
 # -- a real private dockerd ---------------------------------------------------------------------
 
 @pytest.mark.dockerd

@@ -139,7 +139,8 @@ def _doctor_agrees(root):
     """`nvdocker-setup doctor` finds nothing wrong with the file the package wrote."""
     if root.sh("nvdocker-setup doctor --help", check=False).returncode != 0:
         # only this check is left out; the rest of the lifecycle test goes on
-        warnings.warn("doctor check skipped: `nvdocker-setup doctor --help` failed (no doctor verb in this build)")
+        warnings.warn("doctor check skipped: `nvdocker-setup doctor --help` failed (no doctor verb in this build)",
+                      stacklevel=1)
         return
     done = root.sh("nvdocker-setup doctor --json", check=False)
     assert "Traceback" not in done.stdout, done.stdout

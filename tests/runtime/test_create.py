@@ -158,7 +158,7 @@ def test_python_entry_reports_errors_where_docker_looks(tmp_path, fake_runtime, 
     (line,) = log.read_text().splitlines()
     entry = json.loads(line)
     assert entry["level"] == "error" and entry["msg"].startswith("nvdocker-runtime: unknown GPU '5'") and entry["time"]
-    assert any("error" in l and "unknown GPU" in l for l in fake_runtime.log_lines())
+    assert any("error" in line and "unknown GPU" in line for line in fake_runtime.log_lines())
     assert (tmp_path / "b" / "config.json").read_bytes() == data
 
 

@@ -371,7 +371,9 @@ def sandbox26(folder: str, workdir: str, daemon_json: bytes, **kwargs):
     return DockerdSandbox(workdir, daemon_json=daemon_json, dockerd=dockerd_path(folder), path_prepend=bin_dirs(folder), **kwargs)
 
 
-def docker26(folder: str, box, *args: str, check: bool = True, timeout: float = 60.0, input: Optional[bytes] = None) -> subprocess.CompletedProcess:
+def docker26(
+    folder: str, box, *args: str, check: bool = True, timeout: float = 60.0, input: Optional[bytes] = None
+) -> subprocess.CompletedProcess:
     """Docker 26's CLI against a sandbox (20.10's CLI knows neither CDI device names nor CDISpecDirs)."""
     completed = subprocess.run(
         [os.path.join(folder, "usr", "bin", "docker"), "-H", box.docker_host, *args], input=input,
@@ -379,5 +381,6 @@ def docker26(folder: str, box, *args: str, check: bool = True, timeout: float = 
         env=dict(os.environ, DOCKER_CONFIG=os.path.join(box.workdir, "cli")),
     )
     if check and completed.returncode != 0:
-        raise AssertionError("docker {} failed ({}): {}".format(" ".join(args), completed.returncode, completed.stderr.decode(errors="replace")))
+        raise AssertionError("docker {} failed ({}): {}".format(
+            " ".join(args), completed.returncode, completed.stderr.decode(errors="replace")))
     return completed

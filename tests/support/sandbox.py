@@ -230,7 +230,8 @@ class DockerdSandbox:
             stderr=subprocess.PIPE, timeout=timeout, env=dict(os.environ, DOCKER_CONFIG=os.path.join(self.workdir, "cli")),
         )
         if check and completed.returncode != 0:
-            raise SandboxError("docker {} failed ({}): {}".format(" ".join(args), completed.returncode, completed.stderr.decode(errors="replace")))
+            raise SandboxError("docker {} failed ({}): {}".format(
+                " ".join(args), completed.returncode, completed.stderr.decode(errors="replace")))
         return completed
 
     def import_tiny_image(self) -> str:
