@@ -19,7 +19,7 @@ from nvdocker_setup.adapters.state import StateStore
 from nvdocker_setup.adapters.trust import check_runtime_binary
 from nvdocker_setup.context import Context
 from nvdocker_setup.core.diff import unified_diff
-from nvdocker_setup.core.jsondoc import JsonDocument, empty_document
+from nvdocker_setup.core.jsondoc import JsonDocument, empty_document, member_object
 from nvdocker_setup.core.plan import InstallRequest, Plan, plan_install, plan_uninstall, validate_request
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
 from nvdocker_setup.errors import (
@@ -222,12 +222,12 @@ def _recorded_entry_problems(ctx: Context, record: Any) -> List[str]:
     try:
         backup = store.get(record.original_backup) if record.original_backup else None
         data = store.read(backup) if backup is not None and backup.existed else None
-        before = JsonDocument.parse(data, backup.source).value if data is not None else {}
+        before = JsonDocument.parse(data, backup.source).value if backup is not None and data is not None else {}
     except NvdockerError as error:
         return ["the backup that would show it cannot be read ({})".format(error.message)]
     if backup is None:
         return ["no backup shows what the entry was"]
-    runtimes = before.get("runtimes") if isinstance(before.get("runtimes"), dict) else {}
+    runtimes = member_object(before, "runtimes")
     if runtimes.get(record.runtime_name) != entry:
         return ["backup {} does not hold that entry".format(backup.name)]
     path = entry.get("path")
@@ -290,7 +290,7 @@ def _commit(
     reason: str,
     warnings: List[str],
     in_place: bool,
-    update_state: Callable[[Backup], None],
+    update_state: Callable[[Optional[Backup]], None],
     record_first: bool,
     validate: bool = True,
 ) -> Backup:
@@ -360,7 +360,7 @@ def _write_and_apply(
     reason: str,
     result: Result,
     decision,
-    update_state: Callable[[Backup], None],
+    update_state: Callable[[Optional[Backup]], None],
     reporter,
     in_place: bool,
     validate: bool = True,
@@ -428,9 +428,11 @@ def install(
         )
         new_data = plan.after.encode()
 
-        def update_state(backup: Backup) -> None:
+        def update_state(backup: Optional[Backup]) -> None:
+            assert backup is not None  # a change always has its backup
             fresh = state.get(snapshot.real_path, request.runtime_name) is None
             record = plan.record
+            assert record is not None  # an install plan always carries its record
             if fresh:
                 record = replace(record, file_existed=snapshot.exists, original_backup=backup.name)
             state.put(snapshot.real_path, record.with_written(_sha256(new_data)))
@@ -507,7 +509,7 @@ def uninstall(
             return result
         decision = _apply_phase(ctx, apply_options, target, runtime_name, document.value, after.value, check_hook=False)
 
-        def update_state(_backup: Backup) -> None:
+        def update_state(_backup: Optional[Backup]) -> None:
             state.remove(snapshot.real_path, runtime_name)
 
         if unchanged and record is not None:
@@ -564,6 +566,7 @@ def _adopt(ctx: Context, snapshot: FileSnapshot, request: InstallRequest):
             continue
         if replay.after.encode() != snapshot.data:
             continue
+        assert replay.record is not None  # an install plan always carries its record
         record = replace(replay.record, file_existed=backup.existed, original_backup=backup.name)
         return record.with_written(_sha256(snapshot.data))
     return None
@@ -632,7 +635,7 @@ def restore(
         after_text = data.decode("utf-8", "replace") if data is not None else ""
         result.diff = unified_diff(before_text, after_text, path)
 
-        def update_state(_saved: Backup) -> None:
+        def update_state(_saved: Optional[Backup]) -> None:
             _follow_restore(state, snapshot.real_path, data)
 
         saved = _commit(
@@ -660,7 +663,7 @@ def _follow_restore(state: StateStore, real_path: str, data: Optional[bytes]) ->
             value = JsonDocument.parse(data, real_path).value
         except NvdockerError:
             value = {}
-    runtimes = value.get("runtimes") if isinstance(value.get("runtimes"), dict) else {}
+    runtimes = member_object(value, "runtimes")
     for name, record in state.records(real_path).items():
         entry = runtimes.get(name)
         if isinstance(entry, dict) and entry.get("path") == record.entry.get("path"):
@@ -671,7 +674,7 @@ def _follow_restore(state: StateStore, real_path: str, data: Optional[bytes]) ->
 
 def _restore_attributes(ctx: Context, path: str, backup: Backup, warnings: List[str]) -> None:
     mode = backup.mode & _RESTORABLE_MODE if backup.mode is not None else None
-    if mode is not None and mode != backup.mode:
+    if mode is not None and backup.mode is not None and mode != backup.mode:
         warnings.append("backup {} recorded mode {:04o}; restored as {:04o}".format(backup.name, backup.mode, mode))
     try:
         if ctx.euid == 0 and backup.uid in _uids(ctx) and backup.gid is not None:
@@ -705,8 +708,8 @@ def show(ctx: Context, runtime_name: str = DEFAULT_RUNTIME_NAME, *, config: Opti
     snapshot = read_snapshot(target.path)
     document = _load(snapshot, [])
     value = document.value
-    runtimes = value.get("runtimes") if isinstance(value.get("runtimes"), dict) else {}
-    features = value.get("features") if isinstance(value.get("features"), dict) else {}
+    runtimes = member_object(value, "runtimes")
+    features = member_object(value, "features")
     record = None
     if statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=False):
         found = _state(ctx).load().get(snapshot.real_path, runtime_name)

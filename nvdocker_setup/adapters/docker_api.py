@@ -57,23 +57,23 @@ class _DeadlineSocket(socket.socket):
 
     deadline: _Deadline
 
-    def connect(self, address) -> None:  # type: ignore[override]
+    def connect(self, address) -> None:
         self.settimeout(self.deadline.remaining())
         super().connect(address)
 
-    def sendall(self, data, flags: int = 0) -> None:  # type: ignore[override]
+    def sendall(self, data, flags: int = 0) -> None:
         self.settimeout(self.deadline.remaining())
         super().sendall(data, flags)
 
-    def send(self, data, flags: int = 0) -> int:  # type: ignore[override]
+    def send(self, data, flags: int = 0) -> int:
         self.settimeout(self.deadline.remaining())
         return super().send(data, flags)
 
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
         self.settimeout(self.deadline.remaining())
         return super().recv(bufsize, flags)
 
-    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
         self.settimeout(self.deadline.remaining())
         return super().recv_into(buffer, nbytes, flags)
 

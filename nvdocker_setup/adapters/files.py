@@ -83,7 +83,7 @@ def _describe(path: str, real_path: str) -> str:
 
 def _read_fd(fd: int) -> bytes:
     """Read until EOF: one read(2) may return less than the whole file."""
-    chunks = []
+    chunks: List[bytes] = []
     while True:
         chunk = os.read(fd, 1 << 20)
         if not chunk:

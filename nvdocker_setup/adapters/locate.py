@@ -172,10 +172,8 @@ class _ProcReader:
         return target
 
     def has_rootlesskit_env(self, pid: int) -> bool:
-        raw = read_bytes(self.entry(pid, "environ"))
-        return bool(raw) and any(
-            item.startswith(b"ROOTLESSKIT_STATE_DIR=") for item in raw.split(b"\0")
-        )
+        raw = read_bytes(self.entry(pid, "environ")) or b""
+        return any(item.startswith(b"ROOTLESSKIT_STATE_DIR=") for item in raw.split(b"\0"))
 
     def under_rootlesskit(self, ppid: int) -> bool:
         """True when an ancestor is rootlesskit (its re-exec'd child shows up as ``exe``)."""

@@ -207,8 +207,7 @@ def _creation_hazards(
                 final, ancestor, who, stat.S_IMODE(st.st_mode), spec, ancestor
             )
         )
-    seen = set()
-    return [h for h in hazards if not (h in seen or seen.add(h))]
+    return list(dict.fromkeys(hazards))  # without repeats, in order
 
 
 def check_runtime_binary(path: str, *, expected_owner: int = 0) -> TrustReport:

@@ -9,13 +9,15 @@ from the file is not forgotten: its old value stays until a restart. ``features.
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from nvdocker_setup.core.jsondoc import member_object
+
 APPLY_MODES = ("auto", "reload", "restart", "none")
 RELOADABLE_KEYS = frozenset({"runtimes", "default-runtime"})
 
 
 def changed_keys(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
     """Top-level keys whose value differs (``features`` is reported per flag, ``features.cdi``)."""
-    changed = []
+    changed: List[str] = []
     for key in list(before) + [k for k in after if k not in before]:
         if before.get(key, _MISSING) == after.get(key, _MISSING):
             continue
@@ -64,7 +66,7 @@ class Expectation:
 
     @classmethod
     def from_config(cls, value: Dict[str, Any], runtime_name: str) -> "Expectation":
-        runtimes = value.get("runtimes") if isinstance(value.get("runtimes"), dict) else {}
+        runtimes = member_object(value, "runtimes")
         entry = runtimes.get(runtime_name)
         path = entry.get("path") if isinstance(entry, dict) else None
         default = value.get("default-runtime")

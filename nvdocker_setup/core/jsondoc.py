@@ -129,11 +129,11 @@ class _Parser:
         if char == "[":
             return self.parse_array(pos, depth + 1)
         if char == '"':
-            value, end = self.parse_string(pos)
-            return Node("string", pos, end, value)
-        for literal, value in (("true", True), ("false", False), ("null", None)):
+            string, end = self.parse_string(pos)
+            return Node("string", pos, end, string)
+        for literal, constant in (("true", True), ("false", False), ("null", None)):
             if text.startswith(literal, pos):
-                return Node(literal, pos, pos + len(literal), value)
+                return Node(literal, pos, pos + len(literal), constant)
         for word in ("NaN", "Infinity", "-Infinity"):
             if text.startswith(word, pos):
                 raise self.fail(pos, "{} is not valid JSON".format(word), hint="use a number or a string instead")
@@ -442,3 +442,10 @@ def _kind_name(node: Node) -> str:
 def empty_document(source: str = "daemon.json") -> JsonDocument:
     """The document for a missing file (written as UTF-8 with two-space indentation)."""
     return JsonDocument("", "utf-8", b"", None, Style("  ", "\n", ": "), source)
+
+
+def member_object(value: Any, key: str) -> Dict[str, Any]:
+    """``value[key]`` when ``value`` is an object and that member is one too, else ``{}``: how the
+    engine reads ``runtimes`` and ``features``, whose wrong shapes ``check_shape`` reports."""
+    member = value.get(key) if isinstance(value, dict) else None
+    return member if isinstance(member, dict) else {}

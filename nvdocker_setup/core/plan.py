@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
-from nvdocker_setup.core.jsondoc import JsonDocument
+from nvdocker_setup.core.jsondoc import JsonDocument, member_object
 from nvdocker_setup.errors import ConfigReadError, Conflict, UsageError
 
 #: Runtimes whose place as default we may take without --force: they are Docker's own.
@@ -321,7 +321,7 @@ def plan_uninstall(
     check_shape(document)
     current = document.value
     plan = Plan(before=document, after=document)
-    runtimes = current.get("runtimes") if isinstance(current.get("runtimes"), dict) else {}
+    runtimes = member_object(current, "runtimes")
     existing = runtimes.get(name)
 
     if record is None:
