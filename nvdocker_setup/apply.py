@@ -29,13 +29,13 @@ restart, reset-failed, reading its logs), each bounded by that manager's own tim
 
 import contextlib
 import datetime
-import os
 import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from nvdocker_setup.adapters.docker_api import DockerAPI, DockerUnreachable, default_socket
+from nvdocker_setup.adapters.gpu_hook import hook_appeared_after_start
 from nvdocker_setup.adapters.service import ServiceError, ServiceManager, detect
 from nvdocker_setup.context import Context
 from nvdocker_setup.core.apply_plan import (
@@ -47,7 +47,6 @@ from nvdocker_setup.core.apply_plan import (
 from nvdocker_setup.errors import Conflict, NvdockerError
 from nvdocker_setup.exit_status import ExitStatus
 
-GPU_HOOK = "nvidia-container-runtime-hook"
 RELOAD_WINDOW = 10.0  # dockerd applies a reload within a second; longer means it was rejected
 POLL_INTERVAL = 0.2
 #: The least time the first /info of a wait phase gets, even when its phase's time is used up.
@@ -129,34 +128,6 @@ def _ask_to_stop(options: ApplyOptions, stopped: int, why: str) -> bool:
         why, stopped, "" if stopped == 1 else "s"
     )
     return bool(options.confirm and options.confirm(question))
-
-
-def hook_appeared_after_start(ctx: Context, pid: Optional[int]) -> bool:
-    """Is the --gpus hook on dockerd's PATH newer than dockerd? (it registers --gpus only at start)"""
-    if pid is None:
-        return False
-    try:
-        with open(ctx.host_path("/proc/{}/environ".format(pid)), "rb") as handle:
-            environ = dict(
-                item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item
-            )
-        with open(ctx.host_path("/proc/{}/stat".format(pid))) as handle:
-            start_ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
-        with open(ctx.host_path("/proc/stat")) as handle:
-            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return False
-    started = boot + start_ticks / os.sysconf("SC_CLK_TCK")
-    search = environ.get(b"PATH", b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").decode(errors="replace")
-    for directory in search.split(":"):
-        candidate = ctx.host_path(os.path.join(directory or ".", GPU_HOOK))
-        try:
-            status = os.stat(candidate)
-        except OSError:
-            continue
-        if os.access(candidate, os.X_OK):
-            return status.st_ctime > started
-    return False
 
 
 def decide(

@@ -5,7 +5,7 @@ that inspects hosts; these helpers say so with None instead of raising.
 """
 
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 
 def read_text(path: str) -> Optional[str]:
@@ -22,6 +22,20 @@ def read_bytes(path: str) -> Optional[bytes]:
             return handle.read()
     except OSError:
         return None
+
+
+def process_environ(proc_root: str, pid: int) -> Optional[Dict[str, str]]:
+    """The environment of process ``pid`` from ``<proc_root>/<pid>/environ`` (None: unreadable).
+    The one parser of that file: values are decoded leniently, later duplicates win."""
+    raw = read_bytes(os.path.join(proc_root, str(pid), "environ"))
+    if raw is None:
+        return None
+    environ: Dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        if b"=" in item:
+            key, value = item.split(b"=", 1)
+            environ[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    return environ
 
 
 def pid_alive(pid: int) -> bool:

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from nvdocker_setup.adapters.hostfs import read_bytes, read_text
+from nvdocker_setup.adapters.hostfs import process_environ, read_bytes, read_text
 from nvdocker_setup.context import Context
 from nvdocker_setup.errors import UsageError
 
@@ -33,12 +33,12 @@ SYSTEMCTL_TIMEOUT = 10.0
 #: How many ancestors to walk when looking for rootlesskit above a dockerd.
 _ANCESTOR_LIMIT = 8
 
-RULES = ("option", "env", "docker-host", "systemd-execstart", "running-dockerd", "rootless", "snap", "default")
 
 
 @dataclass(frozen=True)
 class ConfigLocation:
-    """Where daemon.json is, and which rule said so (``rule`` is a stable id from :data:`RULES`)."""
+    """Where daemon.json is, and which rule said so. ``rule`` is a stable id: option, env,
+    docker-host, systemd-execstart, running-dockerd, rootless, snap or default."""
 
     path: str
     rule: str
@@ -172,8 +172,7 @@ class _ProcReader:
         return target
 
     def has_rootlesskit_env(self, pid: int) -> bool:
-        raw = read_bytes(self.entry(pid, "environ")) or b""
-        return any(item.startswith(b"ROOTLESSKIT_STATE_DIR=") for item in raw.split(b"\0"))
+        return "ROOTLESSKIT_STATE_DIR" in (process_environ(self.proc, pid) or {})
 
     def under_rootlesskit(self, ppid: int) -> bool:
         """True when an ancestor is rootlesskit (its re-exec'd child shows up as ``exe``)."""

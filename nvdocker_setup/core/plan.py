@@ -17,7 +17,6 @@ from nvdocker_setup.errors import ConfigReadError, Conflict, UsageError
 #: Runtimes whose place as default we may take without --force: they are Docker's own.
 DOCKER_DEFAULT_RUNTIMES = ("runc", "io.containerd.runc.v2")
 
-ABSENT = None  # a recorded "previous value" of None means the key did not exist
 
 
 @dataclass(frozen=True)

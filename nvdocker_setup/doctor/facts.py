@@ -16,9 +16,9 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from nvdocker_setup.adapters.hostfs import read_text
+from nvdocker_setup.adapters.hostfs import process_environ, read_text
 from nvdocker_setup.context import Context
-from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
+from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY, SYSTEMD_DEFAULT_PATH
 from nvdocker_setup.doctor.checks import SkipCheck
 
 #: Environment variable naming the driver root (below ``--driver-root``).
@@ -31,7 +31,7 @@ DEFAULT_SMOKE_IMAGE = "busybox:latest"
 TOOLKIT_CONFIG = "/etc/nvidia-container-runtime/config.toml"
 TOOLKIT_CONFIG_ENV = "NVIDIA_CTK_CONFIG_FILE_PATH"
 #: systemd's default PATH for services, which is dockerd's unless the unit sets another.
-SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SERVICE_PATH = SYSTEMD_DEFAULT_PATH
 
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
              "/lib/systemd/system", "/usr/lib/systemd/system")
@@ -431,17 +431,7 @@ class Facts:
         return self.memo("dockerd", compute)
 
     def process_environ(self, pid: int) -> Optional[Dict[str, str]]:
-        try:
-            with open(self.ctx.host_path("/proc/{}/environ".format(pid)), "rb") as handle:
-                raw = handle.read()
-        except OSError:
-            return None
-        environ: Dict[str, str] = {}
-        for item in raw.split(b"\0"):
-            if b"=" in item:
-                key, value = item.split(b"=", 1)
-                environ[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
-        return environ
+        return process_environ(self.ctx.host_path("/proc"), pid)
 
     def dockerd_path_env(self) -> Tuple[str, str]:
         """(PATH dockerd searches, where that PATH comes from)."""

@@ -134,7 +134,7 @@ def runtime_low_level(facts: Facts):
 
 @check("gpu-hook-on-path", GROUP, "nvidia-container-runtime-hook is on dockerd's PATH")
 def gpu_hook_on_path(facts: Facts):
-    from nvdocker_setup.apply import GPU_HOOK
+    from nvdocker_setup.adapters.gpu_hook import GPU_HOOK
 
     search, source = facts.dockerd_path_env()
     found = facts.which_in(GPU_HOOK, search)
@@ -155,7 +155,7 @@ def gpu_hook_on_path(facts: Facts):
 
 @check("gpu-hook-registered", GROUP, "dockerd started after the --gpus hook was installed")
 def gpu_hook_registered(facts: Facts):
-    from nvdocker_setup.apply import GPU_HOOK, hook_appeared_after_start
+    from nvdocker_setup.adapters.gpu_hook import GPU_HOOK, hook_appeared_after_start
 
     proc = facts.dockerd()
     if proc is None:
