@@ -399,11 +399,12 @@ def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, drive
 
 def prestart(stdin, environ: Dict[str, str]) -> int:
     from nvdocker_setup.runtime.config import load
-    from nvdocker_setup.runtime.request import check_request_sizes, environment
+    from nvdocker_setup.runtime.request import check_request_sizes, check_unsupported, environment
 
     state = read_state(stdin)
     bundle, spec = load_bundle(state)
     check_request_sizes(environment(spec), spec)
+    check_unsupported(environment(spec))  # nvidia_cli_argv does not pass them on
     cli = find_nvidia_cli(environ)
     config = load(environ)
     pid = state.get("pid") or 0
