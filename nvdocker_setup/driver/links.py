@@ -13,6 +13,8 @@ point out of the directory it is made in, whatever the container's files are.
 
 from __future__ import annotations
 
+import os
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
     from typing import Optional, Tuple
@@ -36,14 +38,14 @@ NVIDIA_LINKS = (
 
 
 def is_plain_name(name: object) -> bool:
-    """A single directory entry name: not empty, no ``/`` or NUL, not ``.``/``..``, short."""
-    return (
-        isinstance(name, str)
-        and name not in ("", ".", "..")
-        and "/" not in name
-        and "\0" not in name
-        and len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES
-    )
+    """A single directory entry name: not empty, no ``/`` or NUL, not ``.``/``..``, short, and a
+    file name this system can encode."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        return False
+    try:
+        return len(os.fsencode(name)) <= MAX_NAME_BYTES
+    except UnicodeError:
+        return False
 
 
 def is_plain_directory(path: object) -> bool:

@@ -127,7 +127,7 @@ def test_the_number_of_links_is_bounded(own_root):
     assert len(hook_links(common_edits(driver, ("compute", "compat32"), HOOK))) == rules.MAX_LINKS
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\0b", "x" * 256])
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\0b", "x" * 256, "\ud800"])
 def test_names_that_are_not_plain_entries(name):
     assert not rules.is_plain_name(name)
 

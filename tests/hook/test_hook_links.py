@@ -203,6 +203,12 @@ def test_bad_link_values_are_refused_before_anything_is_made(rootfs, value):
     assert not (rootfs / "etc").exists()
 
 
+def test_a_name_the_file_system_cannot_encode_is_a_clean_error():
+    """(argv cannot carry one; parsed values are checked all the same)"""
+    with pytest.raises(hook_main.GpuSetupError, match="--link must be"):
+        hook_main.parse_links(["libcuda.so.1::" + LIB_DIR + "/\ud800"])
+
+
 def test_a_nul_in_a_link_is_refused():
     assert parse_link("libcuda.so.1\0x::" + LIB_DIR + "/libcuda.so") is None
     assert parse_link("libcuda.so.1::" + LIB_DIR + "/libcuda.so\0") is None
