@@ -60,9 +60,14 @@ static const char *const global_value_flags[] = {"root", "log", "log-format", "c
 /* `create` flags that take a value. */
 static const char *const create_value_flags[] = {"bundle", "b", "console-socket", "pid-file",
 						 "pidfd-socket", "preserve-fds", NULL};
-/* A request needs one of these in config.json; "\u" catches a JSON-escaped spelling of any. */
+/* A request needs one of these in config.json; "\u" catches a JSON-escaped spelling of any.
+ * Exactly nvdocker_setup/runtime/request.py REQUEST_MARKERS, in its order (tests/runtime/
+ * test_launcher.py parses this array and fails when the two differ): requests we refuse
+ * (NVIDIA_IMEX_CHANNELS...) must reach Python too, or they would be silently ignored. */
 static const char *const request_markers[] = {"NVIDIA_VISIBLE_DEVICES", "nvidia-container-runtime-hook",
-					      "nvidia-container-toolkit", "cdi.k8s.io", "\\u", NULL};
+					      "nvidia-container-toolkit", "cdi.k8s.io",
+					      "NVIDIA_IMEX_CHANNELS", "NVIDIA_MIG_CONFIG_DEVICES",
+					      "NVIDIA_MIG_MONITOR_DEVICES", "\\u", NULL};
 
 static const char *log_path;   /* runc's --log: where containerd looks for our error */
 static const char *log_format; /* --log-format: json (containerd) or text */

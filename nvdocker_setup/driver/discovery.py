@@ -246,6 +246,52 @@ class Driver:
                 found.setdefault(located[1], located)
         return [found[key] for key in sorted(found)]
 
+    def library_links(self, capabilities: Iterable[str], word_size: int = 64) -> List[Tuple[str, str, str]]:
+        """``(target, container directory, name)`` of the links that go next to the libraries for
+        ``capabilities``, sorted, at most :data:`~nvdocker_setup.driver.links.MAX_LINKS`.
+
+        These are the symlinks the host has for the libraries we mount: every ld cache entry
+        (``libcuda.so.1``, and ``libcuda.so`` when a driver install added that development link)
+        that is a symlink whose chain of plain names in its own directory ends at a mounted
+        library. Plus NVIDIA's :data:`~nvdocker_setup.driver.links.NVIDIA_LINKS`
+        (``libcuda.so -> libcuda.so.1`` even when the host lacks it). A link whose target leaves
+        its directory is not copied.
+        """
+        from nvdocker_setup.driver import links as rules
+
+        capabilities = tuple(capabilities)
+        mounted: Dict[str, set] = {}  # container directory -> names of the library files mounted there
+        for _host, container in self.libraries(capabilities, word_size):
+            directory, _, name = container.rpartition("/")
+            mounted.setdefault(directory, set()).add(name)
+        prefixes = caps.libraries_for(capabilities)
+        located_dirs: Dict[str, Optional[Tuple[str, str]]] = {}
+        found: Dict[Tuple[str, str], str] = {}  # (container directory, name) -> target
+        present: List[Tuple[str, str]] = []  # names that will resolve in the container
+        for entry in self.cache_entries():
+            if entry.word_size != word_size or not any(_matches(entry.name, prefix) for prefix in prefixes):
+                continue
+            parent, _, name = entry.path.rpartition("/")
+            if parent not in located_dirs:
+                located_dirs[parent] = self.locate(parent) if parent else None
+            located = located_dirs[parent]
+            if located is None or located[1] not in mounted or not rules.is_plain_name(name):
+                continue
+            host_dir, container_dir = located
+            target = _link_in_directory(host_dir, name, parent)
+            end = _chain_end(host_dir, name, parent) if target is not None else name
+            if end not in mounted[container_dir]:
+                continue
+            present.append((container_dir, name))
+            if target is not None:
+                found.setdefault((container_dir, name), target)
+        for link, prefix in rules.NVIDIA_LINKS:
+            for container_dir, name in sorted(present):
+                if name.startswith(prefix) and name[len(prefix):].isdigit():
+                    found.setdefault((container_dir, link), name)
+        ordered = sorted(found.items())[: rules.MAX_LINKS]
+        return [(target, directory, name) for (directory, name), target in ordered]
+
     def binaries(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
         found: List[Tuple[str, str]] = []
         for name in caps.binaries_for(capabilities):
@@ -282,6 +328,39 @@ class Driver:
 def _matches(name: str, prefix: str) -> bool:
     """``libcuda.so`` matches ``libcuda.so`` and ``libcuda.so.1``, not ``libcuda.so_x``."""
     return name == prefix or (name.startswith(prefix) and name[len(prefix)] == ".")
+
+
+def _plain_target(target: str, directory: str) -> Optional[str]:
+    """A link target as a plain name in ``directory`` (an absolute target in it counts), or None."""
+    from nvdocker_setup.driver.links import is_plain_name
+
+    if target.startswith("/") and target.rpartition("/")[0] == directory:
+        target = target.rpartition("/")[2]
+    return target if is_plain_name(target) else None
+
+
+def _link_in_directory(host_dir: str, name: str, directory: str) -> Optional[str]:
+    """The target of symlink ``name`` as a plain name in the same directory; None when ``name``
+    is no symlink or points elsewhere."""
+    try:
+        return _plain_target(os.readlink(os.path.join(host_dir, name)), directory)
+    except OSError:
+        return None
+
+
+def _chain_end(host_dir: str, name: str, directory: str, hops: int = 8) -> Optional[str]:
+    """The name a chain of same-directory links starting at ``name`` ends at (a file, not a
+    link); None when the chain leaves the directory, breaks or is too long."""
+    for _ in range(hops):
+        try:
+            target = os.readlink(os.path.join(host_dir, name))
+        except OSError as exc:
+            return name if exc.errno == errno.EINVAL else None
+        following = _plain_target(target, directory)
+        if following is None:
+            return None
+        name = following
+    return None
 
 
 def _kernel_dir(root: str, path: str) -> str:

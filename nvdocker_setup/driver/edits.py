@@ -10,11 +10,12 @@ import os
 
 from nvdocker_setup.driver import capabilities as caps
 from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.links import format_link
 from nvdocker_setup.driver.model import HOOK_ENV, READ_ONLY_MOUNT, WRITABLE_MOUNT, ContainerEdits, Hook, Mount
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
-    from typing import Iterable, List, Optional, Sequence
+    from typing import Iterable, List, Optional, Sequence, Tuple
 
     from nvdocker_setup.driver.discovery import Driver, Gpu
 
@@ -40,14 +41,20 @@ class HookCommand:
         self.args = list(args)
         self.ldconfig = ldconfig
 
-    def ldcache_hook(self, folders: Iterable[str], rootfs: Optional[str] = None) -> Hook:
+    def ldcache_hook(
+        self, folders: Iterable[str], rootfs: Optional[str] = None, links: Iterable[Tuple[str, str, str]] = ()
+    ) -> Hook:
         """The hook entry; with ``rootfs`` (the runtime knows it, a CDI spec cannot) the hook
-        need not read the container state, which saves it the JSON parsing."""
+        need not read the container state, which saves it the JSON parsing. ``links`` are
+        ``(target, container directory, name)``: the same interpreter start creates them before
+        it runs ldconfig, so the new names are in the container's ld cache too."""
         argv = self.args + ["update-ldcache", "--ldconfig", self.ldconfig]
         if rootfs is not None:
             argv += ["--rootfs", rootfs]
         for folder in folders:
             argv += ["--folder", folder]
+        for target, directory, name in links:
+            argv += ["--link", format_link(target, directory, name)]
         return Hook(LDCACHE_HOOK_POINT, self.path, argv, HOOK_ENV)
 
 
@@ -56,17 +63,27 @@ def gpu_edits(driver: Driver, gpu: Gpu) -> ContainerEdits:
     return ContainerEdits(device_nodes=[driver.gpu_device_node(gpu)])
 
 
+def _word_sizes(capabilities: Sequence[str]) -> Tuple[int, ...]:
+    return (64, 32) if caps.COMPAT32 in capabilities else (64,)
+
+
 def _library_mounts(driver: Driver, capabilities: Sequence[str]) -> List[Mount]:
-    found = driver.libraries(capabilities)
-    if caps.COMPAT32 in capabilities:
-        found += driver.libraries(capabilities, word_size=32)
-    return [Mount(host, container) for host, container in found]
+    return [Mount(host, container) for size in _word_sizes(capabilities) for host, container in driver.libraries(capabilities, size)]
+
+
+def _library_links(driver: Driver, capabilities: Sequence[str]) -> List[Tuple[str, str, str]]:
+    """The host's links for the mounted libraries (``libcuda.so -> libcuda.so.1``), bounded."""
+    from nvdocker_setup.driver.links import MAX_LINKS
+
+    found = [link for size in _word_sizes(capabilities) for link in driver.library_links(capabilities, size)]
+    return found[:MAX_LINKS]
 
 
 def common_edits(
     driver: Driver, capabilities: Sequence[str], hook: Optional[HookCommand], rootfs: Optional[str] = None
 ) -> ContainerEdits:
-    """What any GPU container gets for ``capabilities``: control nodes, driver files, the ld hook."""
+    """What any GPU container gets for ``capabilities``: control nodes, driver files, the ld hook
+    (which also creates the libraries' links, see :meth:`Driver.library_links`)."""
     libraries = _library_mounts(driver, capabilities)
     mounts = list(libraries)
     mounts += [Mount(host, container) for host, container in driver.binaries(capabilities)]
@@ -80,7 +97,7 @@ def common_edits(
     hooks = []
     if hook is not None and libraries:
         folders = sorted({os.path.dirname(mount.container_path) for mount in libraries})
-        hooks.append(hook.ldcache_hook(folders, rootfs))
+        hooks.append(hook.ldcache_hook(folders, rootfs, _library_links(driver, capabilities)))
     return ContainerEdits(device_nodes=driver.control_device_nodes(), mounts=mounts, hooks=hooks)
 
 

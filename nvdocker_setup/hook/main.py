@@ -1,8 +1,10 @@
 """nvdocker-runtime-hook: OCI hooks for GPU containers, reading the container state on stdin.
 
-``update-ldcache [--ldconfig PATH] [--rootfs DIR] --folder DIR...``
+``update-ldcache [--ldconfig PATH] [--rootfs DIR] --folder DIR... [--link TARGET::/DIR/NAME...]``
     Our ``createContainer`` hook. It runs after the driver files are mounted and before
-    pivot_root, in the container's mount namespace: it adds the injected library folders to the
+    pivot_root, in the container's mount namespace: it creates the library links the host has
+    (``libcuda.so -> libcuda.so.1``, which applications ``dlopen``; NVIDIA's ``create-symlinks``
+    hook, folded in here to save an interpreter start), adds the injected library folders to the
     container's ``/etc/ld.so.conf.d`` and runs the host's ``ldconfig -r <rootfs>``, which
     rebuilds the container's ld cache and creates the SONAME links (``libcuda.so.1``). The
     runtime passes ``--rootfs``; from a CDI spec it comes from the state on stdin.
@@ -26,7 +28,8 @@ the working directory is ``/`` before anything else; the rootfs must be absolute
 root; nothing in the rootfs is opened through a symlink or opened at all when it is not a
 directory we create a file in (the conf file is written to a new temp file and renamed into
 place, so a symlink, FIFO or device planted under its name is replaced, never followed or
-opened); programs are started by absolute path with an explicit environment; the state and spec
+opened; a library link is made by ``symlinkat`` in a directory reached with O_NOFOLLOW from the
+root's fd, and whatever already has its name is left alone); programs are started by absolute path with an explicit environment; the state and spec
 are checked for types and size, and any failure is one bounded line on stderr and status 1.
 """
 
@@ -198,6 +201,91 @@ def _replace_file_in(dir_fd: int, name: str, data: bytes) -> bool:
     return True
 
 
+def _existing_directory_in(parent_fd: int, name: str) -> Optional[int]:
+    """Open directory ``name`` under ``parent_fd`` without following a symlink and without
+    creating it; None when it is missing, a symlink or not a directory (we leave it alone)."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    except (NotADirectoryError, FileNotFoundError):
+        return None
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: a symlink
+            return None
+        raise
+
+
+def _directory_fd(root_fd: int, directory: str) -> Optional[int]:
+    """An fd of ``directory`` (absolute, plain names: :func:`links.is_plain_directory`) inside the
+    root open as ``root_fd``, walked one component at a time: a symlinked, missing or odd
+    component anywhere on the way gives None, so nothing outside the root is ever reached."""
+    fd = os.dup(root_fd)
+    for name in directory.strip("/").split("/"):
+        try:
+            following = _existing_directory_in(fd, name)
+        finally:
+            os.close(fd)
+        if following is None:
+            return None
+        fd = following
+    return fd
+
+
+def create_links_in(rootfs: str, wanted: Sequence[Tuple[str, str, str]]) -> int:
+    """Create the symlinks ``(target, directory, name)`` inside ``rootfs``; how many were made.
+
+    Each directory is reached from an fd of the root with O_NOFOLLOW per component (a directory
+    the image made a symlink, to a host path or anywhere, is skipped), and the link is made by
+    ``symlinkat`` relative to that fd: the name is a single entry and the target a plain name in
+    the same directory (both checked by :func:`links.parse_link`). Whatever the image already has
+    under the name (its own link, a file, a directory, a FIFO) is left alone, never opened or
+    followed: ``symlinkat`` fails with EEXIST on any existing entry, dangling links included.
+    """
+    if not wanted:
+        return 0
+    try:
+        root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise GpuSetupError("cannot open the container root {}: {}".format(quoted(rootfs), exc.strerror or exc)) from None
+    directories: Dict[str, Optional[int]] = {}
+    created = 0
+    try:
+        for target, directory, name in wanted:
+            if directory not in directories:
+                directories[directory] = _directory_fd(root_fd, directory)
+            fd = directories[directory]
+            if fd is None:
+                continue
+            try:
+                os.symlink(target, name, dir_fd=fd)
+                created += 1
+            except FileExistsError:
+                pass
+    except OSError as exc:
+        raise GpuSetupError("cannot create the library links in the container: {}".format(exc.strerror or exc)) from None
+    finally:
+        for fd in directories.values():
+            if fd is not None:
+                os.close(fd)
+        os.close(root_fd)
+    return created
+
+
+def parse_links(values: Sequence[str]) -> List[Tuple[str, str, str]]:
+    """``--link TARGET::/dir/NAME`` values, checked and bounded."""
+    from nvdocker_setup.driver import links
+
+    if len(values) > links.MAX_LINKS:
+        raise GpuSetupError("{} --link options; at most {} are accepted".format(len(values), links.MAX_LINKS))
+    parsed = []
+    for value in values:
+        link = links.parse_link(value)
+        if link is None:
+            raise GpuSetupError(
+                "--link must be TARGET::/absolute/dir/NAME with plain names (no '/', '..' or NUL in TARGET and NAME), got {}".format(quoted(value, 120)))
+        parsed.append(link)
+    return parsed
+
+
 def write_ld_conf_in(rootfs: str, folders: Sequence[str]) -> bool:
     """Write ``/etc/ld.so.conf.d/00-nvdocker.conf`` inside ``rootfs`` so that a later ldconfig in
     the container keeps the driver libraries; False when the image's ``/etc`` or
@@ -247,8 +335,9 @@ def parse_options(argv: Sequence[str], repeated: Sequence[str], single: Sequence
 
 
 def update_ldcache(argv: Sequence[str], stdin) -> int:
-    options = parse_options(argv, repeated=("folder",), single=("ldconfig", "rootfs"))
+    options = parse_options(argv, repeated=("folder", "link"), single=("ldconfig", "rootfs"))
     folders: List[str] = options["folder"]
+    links = parse_links(options["link"])
     for folder in folders:
         if not folder.startswith("/") or ".." in folder.split("/"):
             raise GpuSetupError("--folder must be an absolute path inside the container, got {}".format(quoted(folder)))
@@ -260,6 +349,7 @@ def update_ldcache(argv: Sequence[str], stdin) -> int:
         bundle, spec = load_bundle(read_state(stdin))
         rootfs = rootfs_of(bundle, spec)
     rootfs = checked_rootfs(rootfs)
+    create_links_in(rootfs, links)  # first: ldconfig then indexes the new names too
     if not folders:
         return 0
     write_ld_conf_in(rootfs, folders)
@@ -309,11 +399,12 @@ def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, drive
 
 def prestart(stdin, environ: Dict[str, str]) -> int:
     from nvdocker_setup.runtime.config import load
-    from nvdocker_setup.runtime.request import check_request_sizes, environment
+    from nvdocker_setup.runtime.request import check_request_sizes, check_unsupported, environment
 
     state = read_state(stdin)
     bundle, spec = load_bundle(state)
     check_request_sizes(environment(spec), spec)
+    check_unsupported(environment(spec))  # nvidia_cli_argv does not pass them on
     cli = find_nvidia_cli(environ)
     config = load(environ)
     pid = state.get("pid") or 0

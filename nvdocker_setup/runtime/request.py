@@ -12,6 +12,14 @@ A container requests GPUs through any of:
 ``NVIDIA_DRIVER_CAPABILITIES`` then picks the driver files, and ``NVIDIA_REQUIRE_*`` constraints
 are checked unless ``NVIDIA_DISABLE_REQUIRE`` is true.
 
+Requests NVIDIA's runtime honours and we do not yet (:data:`UNSUPPORTED_REQUESTS`: IMEX channels,
+MIG configuration and monitoring) fail the create with a message, with or without a GPU request,
+instead of starting a container without what it asked for.
+
+The C launcher starts Python only for a ``config.json`` that contains one of
+:data:`REQUEST_MARKERS`; its ``request_markers`` array must list exactly those (a test compares
+them), so a request kind added here reaches Python.
+
 All of it is the container's (an image's ``ENV``), so sizes are checked before anything else
 (:func:`check_request_sizes`), and error messages echo at most a few hundred characters of a
 value: an error of more than a pipe buffer would block the runtime on its stderr, which the shim
@@ -43,6 +51,21 @@ MAX_VALUE_CHARS = 8192
 MAX_REQUIRE_VARIABLES = 64
 MAX_CDI_ANNOTATIONS = 64
 _SIZE_HINT = "request GPUs by index, UUID or all; see NVIDIA_VISIBLE_DEVICES in the documentation"
+#: Requests NVIDIA's runtime knows that nvdocker-runtime cannot honour yet: variable, what it asks for.
+UNSUPPORTED_REQUESTS = (
+    ("NVIDIA_IMEX_CHANNELS", "IMEX channels"),
+    ("NVIDIA_MIG_CONFIG_DEVICES", "MIG configuration access"),
+    ("NVIDIA_MIG_MONITOR_DEVICES", "MIG monitoring access"),
+)
+#: Values of those that ask for nothing (as NVIDIA_VISIBLE_DEVICES's void and none).
+_NOTHING = ("", "void", "none")
+#: Strings one of which every request puts in config.json: the env names, the --gpus hook names,
+#: the CDI annotation prefix (without its "/", which JSON may write as "\/"), and "\u" for a
+#: JSON-escaped spelling of any of them. launcher/nvdocker-runtime.c request_markers = these.
+REQUEST_MARKERS = (
+    (VISIBLE_DEVICES,) + NVIDIA_HOOK_NAMES + (CDI_ANNOTATION_PREFIX.rstrip("/"),)
+    + tuple(name for name, _ in UNSUPPORTED_REQUESTS) + ("\\u",)
+)
 
 
 class GpuRequest:
@@ -92,7 +115,7 @@ def _too_long(name: str, value: str, limit: int) -> GpuSetupError:
 def check_request_sizes(env: Dict[str, str], spec: Dict[str, Any]) -> None:
     """Refuse, early and in a few words, request values too large to be real: nothing after this
     spends time or memory in proportion to them, or echoes them at length."""
-    for name in (VISIBLE_DEVICES, DRIVER_CAPABILITIES, "NVIDIA_DISABLE_REQUIRE"):
+    for name in (VISIBLE_DEVICES, DRIVER_CAPABILITIES, "NVIDIA_DISABLE_REQUIRE") + tuple(n for n, _ in UNSUPPORTED_REQUESTS):
         value = env.get(name)
         if value is not None and len(value) > MAX_VALUE_CHARS:
             raise _too_long(name, value, MAX_VALUE_CHARS)
@@ -113,6 +136,19 @@ def check_request_sizes(env: Dict[str, str], spec: Dict[str, Any]) -> None:
             value = annotations[key]
             if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
                 raise _too_long("the annotation " + quoted(key, 60), value, MAX_VALUE_CHARS)
+
+
+def check_unsupported(env: Dict[str, str]) -> None:
+    """Refuse a request we cannot honour (:data:`UNSUPPORTED_REQUESTS`), whatever else the
+    container asked for: started without it, it would fail later and less clearly."""
+    for name, what in UNSUPPORTED_REQUESTS:
+        value = env.get(name)
+        if value is not None and value.strip().lower() not in _NOTHING:
+            raise GpuSetupError(
+                "{}={} asks for {}, which nvdocker-runtime does not support; the container was not started".format(
+                    name, quoted(value), what),
+                hint="unset {} (or set it to void) to run without them, or run this container with NVIDIA's runtime".format(name),
+            )
 
 
 def nvidia_hook_indexes(spec: Dict[str, Any]) -> List[int]:
@@ -194,6 +230,7 @@ def resolve(spec: Dict[str, Any]) -> Optional[GpuRequest]:
     """The container's request, or None when it asked for nothing (the spec stays untouched)."""
     env = environment(spec)
     check_request_sizes(env, spec)
+    check_unsupported(env)
     hook_indexes = nvidia_hook_indexes(spec)
     sources: List[str] = []
     devices: List[str] = []

@@ -145,6 +145,19 @@ def test_prestart_delegates_to_nvidia_container_cli(tmp_path):
     ]
 
 
+def test_prestart_refuses_imex_rather_than_handing_over_without_it(tmp_path):
+    """nvidia_cli_argv does not pass IMEX/MIG-config requests on: refuse instead of ignoring them."""
+    record = tmp_path / "cli-argv.json"
+    cli = tmp_path / "bin" / "nvidia-container-cli"
+    cli.parent.mkdir()
+    cli.write_text("#!{}\nimport json, sys\njson.dump(sys.argv, open({!r}, 'w'))\n".format(sys.executable, str(record)))
+    os.chmod(str(cli), 0o755)
+    state, _ = gpu_bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=0"])
+    done = run_hook(["prestart"], stdin=state, env=isolated_env(tmp_path, str(cli.parent)))
+    assert done.returncode == 1 and "NVIDIA_IMEX_CHANNELS='0' asks for IMEX channels" in done.stderr, done.stderr
+    assert not record.exists()
+
+
 def test_nvidia_cli_argv_with_a_driver_root_and_disabled_requirements():
     spec = {"process": {"env": ["NVIDIA_VISIBLE_DEVICES=none", "NVIDIA_REQUIRE_CUDA=cuda>=99", "NVIDIA_DISABLE_REQUIRE=1"]}}
     argv = nvidia_cli_argv("/usr/bin/nvidia-container-cli", spec, 7, "/r", "/run/nvidia/driver", "/sbin/ldconfig")

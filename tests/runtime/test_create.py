@@ -56,7 +56,16 @@ def test_all_gpus(tmp_path, driver_root):
         assert mounts[destination]["source"] == driver_root.host(destination)
         assert mounts[destination]["options"][:3] == ["ro", "nosuid", "nodev"]
     (hook,) = spec["hooks"]["createContainer"]
-    assert hook["args"][-6:] == ["--ldconfig", RuntimeConfig().ldconfig, "--rootfs", str(tmp_path / "b" / "rootfs"), "--folder", LIB.rstrip("/")]
+    links = [hook["args"][i + 1] for i, arg in enumerate(hook["args"]) if arg == "--link"]
+    assert hook["args"][-6 - 2 * len(links):-2 * len(links)] == [
+        "--ldconfig", RuntimeConfig().ldconfig, "--rootfs", str(tmp_path / "b" / "rootfs"), "--folder", LIB.rstrip("/")]
+    # the host's links for utility,compute: the development links and the SONAME links
+    assert links == [
+        "libcuda.so.1::" + LIB + "libcuda.so", "libcuda.so.550.54.14::" + LIB + "libcuda.so.1",
+        "libnvidia-ml.so.1::" + LIB + "libnvidia-ml.so", "libnvidia-ml.so.550.54.14::" + LIB + "libnvidia-ml.so.1",
+        "libnvidia-ptxjitcompiler.so.1::" + LIB + "libnvidia-ptxjitcompiler.so",
+        "libnvidia-ptxjitcompiler.so.550.54.14::" + LIB + "libnvidia-ptxjitcompiler.so.1",
+    ]
 
 
 def test_one_gpu_by_index_or_uuid_and_capabilities(tmp_path, driver_root):

@@ -130,6 +130,37 @@ def test_all_gpus_nvidia_smi_and_libraries(gpu_docker, driver_root):
     assert link.strip() == "libcuda.so.550.54.14"  # the ld cache hook ran ldconfig in the container
 
 
+def link_lines(listing):
+    """{name: target} of the symlinks in busybox `ls -l` output."""
+    found = {}
+    for line in listing.splitlines():
+        match = re.match(r"l\S+\s+.*\s(\S+) -> (\S+)$", line)
+        if match:
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+@pytest.mark.parametrize("request_by", ["env", "gpus"])
+def test_the_hosts_library_links_are_in_the_container(gpu_docker, driver_root, request_by):
+    """Issue #14 item 2: `libcuda.so`, which applications dlopen, is there like on the host."""
+    request = ["-e", "NVIDIA_VISIBLE_DEVICES=0"] if request_by == "env" else ["--gpus", "device=0"]
+    script = "ls -l /usr/lib/x86_64-linux-gnu; echo ---; cat /etc/ld.so.cache"
+    done = gpu_docker.run("--runtime", "nvidia", *request, "tiny", "sh", "-c", script)
+    listing, cache = done.stdout.decode(errors="replace").split("---\n")
+    links = link_lines(listing)
+    assert links["libcuda.so"] == "libcuda.so.1", listing
+    assert links["libnvidia-ml.so"] == "libnvidia-ml.so.1"
+    assert links["libcuda.so.1"] == "libcuda.so." + driver_root.version
+    assert "libnvidia-encode.so" not in links  # video was not requested
+    # created before the hook's ldconfig: the container's ld cache lists the name
+    assert "/usr/lib/x86_64-linux-gnu/libcuda.so\x00" in cache
+
+
+def test_no_library_links_without_a_request(gpu_docker):
+    done = gpu_docker.run("--runtime", "nvidia", "tiny", "sh", "-c", "ls /usr/lib/x86_64-linux-gnu 2>&1; true")
+    assert "libcuda" not in done.stdout.decode()
+
+
 def test_one_gpu_by_index(gpu_docker):
     done = gpu_docker.run("--runtime", "nvidia", "-e", "NVIDIA_VISIBLE_DEVICES=1", "tiny", "ls", "-l", "/dev")
     found = device_lines(done.stdout.decode())

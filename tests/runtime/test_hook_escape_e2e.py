@@ -367,3 +367,62 @@ def test_rootfs_links_and_odd_files_never_touch_the_host(lab, name):
     # and under plain runc the image runs, untouched
     done, _ = lab.run("--runtime", "runc", image, "true")
     assert done.returncode == 0 and hashes_of(watched) == before
+
+
+# -- what the image has where the hook makes the library links (issue #14, item 2) ---------------------
+
+
+def link_layout(lab, name):
+    """An image whose library directory, or whose ``libcuda.so``, is something planted; the host dir
+    its symlinks point at."""
+    rootfs = tiny_rootfs(os.path.join(lab.work, "libs-" + name))
+    host = os.path.join(lab.host, "libs-" + name)
+    os.makedirs(os.path.join(host, "x86_64-linux-gnu"))
+    sentinel = os.path.join(host, "sentinel")
+    with open(sentinel, "w") as handle:
+        handle.write("host file, must not change\n")
+    lib = os.path.join(rootfs, LIB_DIR.lstrip("/"))
+    if name == "lib_dir_is_a_link":
+        os.makedirs(os.path.dirname(lib))
+        os.symlink(os.path.join(host, "x86_64-linux-gnu"), lib)
+    elif name == "usr_lib_is_a_link":
+        os.makedirs(os.path.join(rootfs, "usr"))
+        os.symlink(host, os.path.join(rootfs, "usr", "lib"))
+    else:
+        os.makedirs(lib)
+        planted = os.path.join(lib, "libcuda.so")
+        if name == "libcuda_so_is_a_link":
+            os.symlink(sentinel, planted)
+        elif name == "libcuda_so_is_a_dangling_link":
+            os.symlink(os.path.join(host, "created-through-the-link"), planted)
+        elif name == "libcuda_so_is_a_directory":
+            os.makedirs(os.path.join(planted, "keep"))
+        elif name == "libcuda_so_is_a_fifo":
+            os.mkfifo(planted)
+    return rootfs, host
+
+
+LINK_LAYOUTS = ["lib_dir_is_a_link", "usr_lib_is_a_link", "libcuda_so_is_a_link", "libcuda_so_is_a_dangling_link",
+                "libcuda_so_is_a_directory", "libcuda_so_is_a_fifo"]
+
+
+@pytest.mark.parametrize("name", LINK_LAYOUTS)
+def test_planted_library_links_and_directories_never_touch_the_host(lab, name):
+    rootfs, host = link_layout(lab, name)
+    image = import_image(lab.sandbox, rootfs, "libs-{}:latest".format(name.replace("_", "-")), ["NVIDIA_VISIBLE_DEVICES=all"])
+    watched = [host, lab.driver_root.host(LIB_DIR), lab.driver_root.host("/etc")]
+    before = hashes_of(watched)
+    script = "stat -c %F {0}/libcuda.so; readlink {0}/libcuda.so; readlink {0}/libcuda.so.1".format(LIB_DIR)
+    done, took = lab.run("--runtime", "nvidia", image, "sh", "-c", script, timeout=60)
+    assert hashes_of(watched) == before
+    assert not os.path.lexists(os.path.join(host, "created-through-the-link"))
+    assert not os.path.lexists(os.path.join(host, "x86_64-linux-gnu", "libcuda.so"))
+    assert took < 30, "docker run took {:.1f} s".format(took)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    out = done.stdout.decode()
+    assert "libcuda.so." + lab.driver_root.version in out.splitlines()  # the ld cache hook still ran
+    kind = {"libcuda_so_is_a_directory": "directory", "libcuda_so_is_a_fifo": "fifo"}.get(name)
+    if kind:  # the image's own entry is left as it was
+        assert out.splitlines()[0] == kind, out
+    if name == "libcuda_so_is_a_link":
+        assert out.splitlines()[1] == os.path.join(host, "sentinel")  # the image's link, not ours, not followed

@@ -7,10 +7,12 @@ it sees (``debug = true`` in the fake runtime's config); the launcher writes not
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
 
+from nvdocker_setup.runtime import request
 from tests.runtime.conftest import base_spec, read_config, write_bundle
 
 
@@ -148,3 +150,60 @@ def test_the_launcher_never_execs_itself(launcher, fake_runtime, tmp_path):
 def test_a_missing_explicit_config_is_an_error(launcher, fake_runtime, tmp_path):
     done = run(launcher, ["state", "c1"], fake_runtime, env={"NVDOCKER_RUNTIME_CONFIG": str(tmp_path / "nope.conf")})
     assert done.returncode == 1 and "NVDOCKER_RUNTIME_CONFIG" in done.stderr
+
+
+# -- one list of request markers (issue #14, item 3) -------------------------------------------------------
+
+LAUNCHER_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "launcher", "nvdocker-runtime.c")
+
+
+def c_string_array(source, name):
+    """The string literals of ``static const char *const NAME[] = {...};`` in C source, unescaped."""
+    match = re.search(r"\b" + re.escape(name) + r"\[\]\s*=\s*\{(.*?)\};", source, re.S)
+    assert match, "no array {} in the launcher".format(name)
+    body = re.sub(r"/\*.*?\*/", "", match.group(1), flags=re.S)
+    items = [item.strip() for item in body.split(",") if item.strip()]
+    assert items[-1] == "NULL", items
+    strings = []
+    for item in items[:-1]:
+        assert re.fullmatch(r'"(?:[^"\\]|\\.)*"', item), "not a plain string literal: " + item
+        strings.append(re.sub(r"\\(.)", r"\1", item[1:-1]))
+    return strings
+
+
+def test_the_launchers_request_markers_are_the_python_list():
+    """Drift between the C array and request.REQUEST_MARKERS would let a request kind skip Python."""
+    with open(LAUNCHER_SOURCE) as handle:
+        markers = c_string_array(handle.read(), "request_markers")
+    assert markers == list(request.REQUEST_MARKERS)
+
+
+def test_the_marker_parser_sees_a_drift():
+    source = 'static const char *const request_markers[] = {"NVIDIA_VISIBLE_DEVICES", "\\\\u", NULL};'
+    assert c_string_array(source, "request_markers") == ["NVIDIA_VISIBLE_DEVICES", "\\u"]
+    assert c_string_array(source, "request_markers") != list(request.REQUEST_MARKERS)
+
+
+def test_every_request_kind_has_a_marker():
+    for name, _ in request.UNSUPPORTED_REQUESTS:
+        assert name in request.REQUEST_MARKERS
+    assert request.VISIBLE_DEVICES in request.REQUEST_MARKERS
+    assert all(hook in request.REQUEST_MARKERS for hook in request.NVIDIA_HOOK_NAMES)
+    assert request.CDI_ANNOTATION_PREFIX.startswith(tuple(request.REQUEST_MARKERS))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [["NVIDIA_IMEX_CHANNELS=0"], ["NVIDIA_MIG_CONFIG_DEVICES=all"], ["NVIDIA_MIG_MONITOR_DEVICES=all"]],
+    ids=lambda env: env[0].split("=")[0],
+)
+def test_a_request_we_do_not_support_alone_reaches_python_and_fails(launcher, fake_runtime, driver_root, tmp_path, env):
+    data = write_bundle(tmp_path / "b", base_spec(env))
+    log = tmp_path / "log.json"
+    done = run(launcher, ["--log", str(log), "create", "--bundle", str(tmp_path / "b"), "c1"], fake_runtime, driver_root)
+    assert done.returncode == 1 and fake_runtime.argv() is None, done.stderr
+    name = env[0].split("=")[0]
+    message = json.loads(log.read_text().splitlines()[-1])["msg"]
+    assert "{} asks for".format(env[0].replace("=", "='", 1) + "'") in message and "not support" in message, message
+    assert "nvdocker-runtime:" in done.stderr and name in done.stderr
+    assert (tmp_path / "b" / "config.json").read_bytes() == data

@@ -87,3 +87,42 @@ def test_cdi_annotations():
     assert both.devices == ["all"] and both.sources == ["env", "cdi"]
     with pytest.raises(GpuSetupError):
         resolve(base_spec(annotations={"cdi.k8s.io/a": "nvidia.com/gpu=0:1"}))
+
+
+# -- requests we cannot honour yet (issue #14, item 3) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["NVIDIA_IMEX_CHANNELS", "NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"])
+@pytest.mark.parametrize(
+    "gpus", [[], ["NVIDIA_VISIBLE_DEVICES=all"], ["NVIDIA_VISIBLE_DEVICES=void"], ["NVIDIA_VISIBLE_DEVICES=none"]],
+    ids=["alone", "with-all", "with-void", "with-none"],
+)
+def test_unsupported_requests_fail_whatever_else_was_asked(name, gpus):
+    with pytest.raises(GpuSetupError) as caught:
+        resolve(base_spec(gpus + [name + "=0,1"]))
+    message = str(caught.value)
+    assert message.startswith("{}='0,1' asks for ".format(name)) and "nvdocker-runtime does not support" in message
+    assert "hint: unset {}".format(name) in message
+
+
+def test_cdi_annotations_with_imex_fail_too():
+    spec = base_spec(["NVIDIA_IMEX_CHANNELS=all"], annotations={"cdi.k8s.io/x": "nvidia.com/gpu=0"})
+    with pytest.raises(GpuSetupError, match="IMEX channels"):
+        resolve(spec)
+
+
+@pytest.mark.parametrize("value", ["", " ", "void", "none", "VOID"])
+def test_unsupported_variables_that_ask_for_nothing_are_no_request(value):
+    assert resolve(base_spec(["NVIDIA_IMEX_CHANNELS=" + value, "NVIDIA_MIG_CONFIG_DEVICES=" + value])) is None
+    wanted = resolve(base_spec(["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_MIG_MONITOR_DEVICES=" + value]))
+    assert wanted is not None and wanted.devices == ["1"]
+
+
+@pytest.mark.parametrize("name", ["NVIDIA_IMEX_CHANNELS", "NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"])
+def test_unsupported_values_are_bounded_like_the_others(name):
+    with pytest.raises(GpuSetupError) as caught:
+        resolve(base_spec([name + "=" + "7," * 20000]))
+    assert str(caught.value).startswith("{} is 40000 characters long; at most 8192 are accepted".format(name))
+    with pytest.raises(GpuSetupError) as caught:
+        resolve(base_spec([name + "=" + "x" * 8000]))
+    assert len(str(caught.value)) < 600 and "(8000 characters)" in str(caught.value)

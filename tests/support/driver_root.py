@@ -2,7 +2,8 @@
 
 No GPU is attached to the test machines, so the GPU side is tested against a directory laid out
 like a host with the driver installed: ``proc/driver/nvidia`` files, real character device nodes
-(``mknod``), stub driver libraries that are real ELF shared objects with the driver's SONAMEs,
+(``mknod``), stub driver libraries that are real ELF shared objects with the driver's SONAMEs (and the
+``libcuda.so`` development links a driver install adds),
 an ``etc/ld.so.cache`` written by the real ``ldconfig -r``, firmware, the persistenced socket and
 an ``usr/bin/nvidia-smi`` script that prints a ``-L`` listing. The code under test reads it
 through ``driver-root`` / ``NVDOCKER_DRIVER_ROOT``.
@@ -19,6 +20,17 @@ DRIVER_VERSION = "550.54.14"
 LIB_DIR = "/usr/lib/x86_64-linux-gnu"
 NVIDIA_MAJOR = 195
 UVM_MAJOR = 510
+
+
+#: The unversioned development links a real driver install (NVIDIA's .run installer, or the
+#: distributions' packages) puts next to the libraries: ``libcuda.so -> libcuda.so.1``... Apps and
+#: CUDA loaders ``dlopen`` these names; the container gets the same links (issue #14, item 2).
+DEV_LINKS: Dict[str, str] = {
+    "libcuda.so": "libcuda.so.1",
+    "libnvidia-ml.so": "libnvidia-ml.so.1",
+    "libnvidia-ptxjitcompiler.so": "libnvidia-ptxjitcompiler.so.1",
+    "libnvidia-encode.so": "libnvidia-encode.so.1",
+}
 
 
 class SimulatedGpu(NamedTuple):
@@ -131,6 +143,8 @@ def build_driver_root(
         _stub_library(os.path.join(lib_dir, real_name), soname)
         os.symlink(real_name, os.path.join(lib_dir, soname))
         libraries[soname] = LIB_DIR + "/" + real_name
+    for link, target in DEV_LINKS.items():
+        os.symlink(target, os.path.join(lib_dir, link))
     if with_ldcache:
         _write(os.path.join(path, "etc/ld.so.conf"), LIB_DIR + "\n")
         subprocess.run(["ldconfig", "-r", path], check=True, stderr=subprocess.DEVNULL)
