@@ -11,7 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
     from typing import Dict, Iterable, Optional, Tuple
 
-from nvdocker_setup.driver.errors import GpuSetupError, quoted
+from nvdocker_setup.driver.errors import GpuSetupError, quoted  # noqa: E402 - after the TYPE_CHECKING guard
 
 COMPUTE = "compute"
 COMPAT32 = "compat32"

@@ -204,7 +204,8 @@ class Driver:
         if not any(node.path == "/dev/nvidiactl" for node in nodes):
             raise GpuSetupError(
                 "the NVIDIA control device /dev/nvidiactl is missing under {}".format(self.dev_root),
-                hint="load the driver and create its device nodes (nvidia-modprobe, or nvidia-ctk system create-device-nodes --control-devices)",
+                hint="load the driver and create its device nodes (nvidia-modprobe, or nvidia-ctk system "
+                "create-device-nodes --control-devices)",
             )
         return nodes
 

@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
     from typing import List, Optional, Tuple
 
-from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.errors import GpuSetupError  # noqa: E402 - after the TYPE_CHECKING guard
 
 OLD_MAGIC = b"ld.so-1.7.0"
 NEW_MAGIC = b"glibc-ld.so.cache1.1"

@@ -116,7 +116,9 @@ def condition_holds(condition: str, facts: Facts) -> Tuple[bool, Optional[str]]:
     """Whether one ``key op value`` holds, and why not when it cannot be told."""
     key, operator, value = _split_condition(condition)
     if key not in _KEYS:
-        raise GpuSetupError("unknown requirement key {} in {}".format(quoted(key, 60), quoted(condition)), hint="keys are cuda, driver, arch, brand")
+        raise GpuSetupError(
+            "unknown requirement key {} in {}".format(quoted(key, 60), quoted(condition)), hint="keys are cuda, driver, arch, brand"
+        )
     if key in ("arch", "brand"):
         return False, "{} cannot be checked without NVML".format(key)
     actual = facts.cuda_version if key == "cuda" else facts.driver_version

@@ -29,8 +29,9 @@ root; nothing in the rootfs is opened through a symlink or opened at all when it
 directory we create a file in (the conf file is written to a new temp file and renamed into
 place, so a symlink, FIFO or device planted under its name is replaced, never followed or
 opened; a library link is made by ``symlinkat`` in a directory reached with O_NOFOLLOW from the
-root's fd, and whatever already has its name is left alone); programs are started by absolute path with an explicit environment; the state and spec
-are checked for types and size, and any failure is one bounded line on stderr and status 1.
+root's fd, and whatever already has its name is left alone); programs are started by absolute
+path with an explicit environment; the state and spec are checked for types and size, and any
+failure is one bounded line on stderr and status 1.
 """
 
 from __future__ import annotations
@@ -281,7 +282,8 @@ def parse_links(values: Sequence[str]) -> List[Tuple[str, str, str]]:
         link = links.parse_link(value)
         if link is None:
             raise GpuSetupError(
-                "--link must be TARGET::/absolute/dir/NAME with plain names (no '/', '..' or NUL in TARGET and NAME), got {}".format(quoted(value, 120)))
+                "--link must be TARGET::/absolute/dir/NAME with plain names (no '/', '..' or NUL in TARGET and NAME), "
+                "got {}".format(quoted(value, 120)))
         parsed.append(link)
     return parsed
 

@@ -50,7 +50,7 @@ class RuntimeArgs:
 
 def _scan_flags(argv: Sequence[str], index: int, value_flags: frozenset) -> tuple:
     """The (name, value) flags from ``index`` on, and the index of the first argument after them."""
-    flags = []
+    flags: list = []
     while index < len(argv):
         arg = argv[index]
         if arg == "--":

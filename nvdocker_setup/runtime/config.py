@@ -132,11 +132,12 @@ def default_ldconfig() -> str:
 def load(environ: Mapping[str, str] = os.environ) -> RuntimeConfig:
     """Defaults, then the config file, then ``NVDOCKER_DRIVER_ROOT``."""
     explicit = environ.get(CONFIG_ENV) or None
-    path = explicit or DEFAULT_CONFIG_PATH
+    source = explicit or DEFAULT_CONFIG_PATH
+    path: Optional[str] = source  # None: no file was read
     values: Dict[str, str] = {}
     try:
-        with open(path, "r", encoding="utf-8") as handle:
-            values = parse_ini(handle.read(), path).get(SECTION, {})
+        with open(source, "r", encoding="utf-8") as handle:
+            values = parse_ini(handle.read(), source).get(SECTION, {})
     except FileNotFoundError:
         if explicit:
             raise GpuSetupError(
@@ -144,8 +145,7 @@ def load(environ: Mapping[str, str] = os.environ) -> RuntimeConfig:
             ) from None
         path = None
     except OSError as exc:
-        raise GpuSetupError("cannot read {}: {}".format(path, exc.strerror or exc)) from None
-    source = path or DEFAULT_CONFIG_PATH
+        raise GpuSetupError("cannot read {}: {}".format(source, exc.strerror or exc)) from None
     runtimes = values.get("runtimes", "").replace(",", " ").split()
     config = RuntimeConfig(
         path=path,

@@ -35,10 +35,12 @@ def _unencodable(value: Any) -> Any:
     raise TypeError("Object of type {} is not JSON serializable".format(type(value).__name__))
 
 
+_scan: Any
+_encode: Any
 try:
     import _json
 
-    _scan = _json.make_scanner(_DecoderSettings())
+    _scan = _json.make_scanner(_DecoderSettings())  # type: ignore[arg-type]  # duck-typed settings
     _encode = _json.make_encoder(None, _unencodable, _json.encode_basestring, None, ":", ",", False, False, True)
 except (ImportError, AttributeError, TypeError):  # another interpreter: use the json package
     _scan = None
