@@ -64,7 +64,8 @@ def test_find_gpu_by_index_or_uuid_and_unknown_names_the_gpus(driver_root):
 def test_device_nodes_come_from_stat(driver_root):
     driver = discover(driver_root.path)
     control = {node.path: (node.major, node.minor) for node in driver.control_device_nodes()}
-    assert control == {"/dev/nvidiactl": (195, 255), "/dev/nvidia-modeset": (195, 254), "/dev/nvidia-uvm": (510, 0), "/dev/nvidia-uvm-tools": (510, 1)}
+    assert control == {"/dev/nvidiactl": (195, 255), "/dev/nvidia-modeset": (195, 254), "/dev/nvidia-uvm": (510, 0),
+            "/dev/nvidia-uvm-tools": (510, 1)}
     node = driver.gpu_device_node(driver.gpus[1])
     assert (node.path, node.major, node.minor, node.file_mode) == ("/dev/nvidia1", 195, 1, 0o666)
     assert node.host_path == os.path.join(driver_root.path, "dev/nvidia1")

@@ -69,7 +69,8 @@ def synthetic_cache(entries, endian="<"):
         strings += path.encode() + b"\0"
         offsets.append((name_at, path_at))
     flag_byte = 2 if endian == "<" else 3
-    header = ldcache.NEW_MAGIC + struct.pack(endian + "II", len(entries), len(strings)) + bytes([flag_byte, 0, 0, 0]) + struct.pack(endian + "IIII", 0, 0, 0, 0)
+    header = ldcache.NEW_MAGIC + struct.pack(endian + "II", len(entries), len(strings)) + bytes([flag_byte, 0, 0,
+            0]) + struct.pack(endian + "IIII", 0, 0, 0, 0)
     body = b"".join(struct.pack(endian + "iIIIQ", flags, n, p, 0, 0) for (n, p), (_, _, flags) in zip(offsets, entries))
     return header + body + strings
 

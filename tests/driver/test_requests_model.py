@@ -39,7 +39,8 @@ def test_library_lists_follow_nvidia():
 
 @pytest.mark.parametrize(
     "driver, cuda",
-    [("550.54.14", "12.4"), ("550.127.05", "12.4"), ("535.183.01", "12.2"), ("570.86.15", "12.8"), ("470.256.02", "11.4"), ("300.1", "0.0")],
+    [("550.54.14", "12.4"), ("550.127.05", "12.4"), ("535.183.01", "12.2"), ("570.86.15", "12.8"), ("470.256.02",
+            "11.4"), ("300.1", "0.0")],
 )
 def test_cuda_version_for_driver(driver, cuda):
     assert cuda_version_for_driver(driver) == cuda

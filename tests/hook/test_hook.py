@@ -135,7 +135,8 @@ def test_prestart_delegates_to_nvidia_container_cli(tmp_path):
     cli.parent.mkdir()
     cli.write_text("#!{}\nimport json, sys\njson.dump(sys.argv, open({!r}, 'w'))\n".format(sys.executable, str(record)))
     os.chmod(str(cli), 0o755)
-    state, bundle = gpu_bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=0,1", "NVIDIA_DRIVER_CAPABILITIES=utility", "NVIDIA_REQUIRE_CUDA=cuda>=12.0"])
+    state, bundle = gpu_bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=0,1", "NVIDIA_DRIVER_CAPABILITIES=utility",
+            "NVIDIA_REQUIRE_CUDA=cuda>=12.0"])
     done = run_hook(["prestart"], stdin=state, env=isolated_env(tmp_path, str(cli.parent)))
     assert done.returncode == 0, done.stderr
     argv = json.loads(record.read_text())

@@ -91,7 +91,8 @@ def test_relative_ldconfig_is_refused(never_touch, tmp_path):
 def test_the_hook_works_from_slash_whatever_its_working_directory(tmp_path):
     code = ("import sys, os; sys.path.insert(0, {!r}); from nvdocker_setup.hook.main import main; "
             "main(['poststart']); print(os.getcwd())").format(REPO)
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=str(tmp_path), stdout=subprocess.PIPE, universal_newlines=True, check=True)
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=str(tmp_path), stdout=subprocess.PIPE,
+            universal_newlines=True, check=True)
     assert done.stdout.strip() == "/"
 
 
@@ -241,7 +242,8 @@ def test_malformed_spec_is_a_clean_error_or_no_request(bundle, tmp_path, spec, c
 
 
 def test_an_oversized_request_in_prestart_is_refused_briefly(bundle, tmp_path):
-    (bundle / "config.json").write_text(json.dumps({"root": {"path": "rootfs"}, "process": {"env": ["NVIDIA_VISIBLE_DEVICES=" + "0," * 50000]}}))
+    (bundle / "config.json").write_text(json.dumps({"root": {"path": "rootfs"},
+            "process": {"env": ["NVIDIA_VISIBLE_DEVICES=" + "0," * 50000]}}))
     done = run_hook(["prestart"], stdin=state_with(bundle), env={"PATH": str(tmp_path), "NVDOCKER_RUNTIME_CONFIG": os.devnull})
     assert_clean_failure(done, "NVIDIA_VISIBLE_DEVICES is 100000 characters long; at most 8192 are accepted")
 
@@ -252,7 +254,8 @@ def test_an_oversized_request_in_prestart_is_refused_briefly(bundle, tmp_path):
 def recording_cli(directory, record):
     cli = directory / "nvidia-container-cli"
     directory.mkdir(exist_ok=True)
-    cli.write_text("#!{}\nimport json, os, sys\njson.dump({{'argv': sys.argv, 'env': dict(os.environ), 'cwd': os.getcwd()}}, open({!r}, 'w'))\n".format(
+    cli.write_text("#!{}\nimport json, os, sys\n"
+                   "json.dump({{'argv': sys.argv, 'env': dict(os.environ), 'cwd': os.getcwd()}}, open({!r}, 'w'))\n".format(
         sys.executable, str(record)))
     os.chmod(str(cli), 0o755)
     return cli
@@ -274,7 +277,8 @@ def test_prestart_execs_nvidia_container_cli_with_a_clean_env_by_absolute_path(b
 def test_prestart_ignores_relative_path_entries(bundle, tmp_path):
     record = tmp_path / "record.json"
     recording_cli(bundle / "rootfs", record)  # ./nvidia-container-cli, from a working directory
-    done = run_hook(["prestart"], stdin=state_with(bundle), env={"PATH": ".:", "NVDOCKER_RUNTIME_CONFIG": os.devnull}, cwd=str(bundle / "rootfs"))
+    done = run_hook(["prestart"], stdin=state_with(bundle), env={"PATH": ".:",
+            "NVDOCKER_RUNTIME_CONFIG": os.devnull}, cwd=str(bundle / "rootfs"))
     assert not record.exists()
     if done.returncode != 0:  # no real nvidia-container-cli on this machine: the fix hint
         assert "--default-runtime" in done.stderr

@@ -40,7 +40,8 @@ def base_spec(env: Optional[List[str]] = None, **extra: Any) -> Dict[str, Any]:
     """A small OCI spec like the ones containerd hands over."""
     spec: Dict[str, Any] = {
         "ociVersion": "1.0.2-dev",
-        "process": {"args": ["true"], "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] + list(env or []), "cwd": "/"},
+        "process": {"args": ["true"],
+                "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] + list(env or []), "cwd": "/"},
         "root": {"path": "rootfs"},
         "hostname": "c1",
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],

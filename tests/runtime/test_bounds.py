@@ -111,7 +111,8 @@ def test_odd_hook_entries_do_not_break_request_detection(hooks):
     assert found in ([], [0])
 
 
-@pytest.mark.parametrize("process", [{"env": {"NVIDIA_VISIBLE_DEVICES": "all"}}, {"env": "NVIDIA_VISIBLE_DEVICES=all"}, ["x"], {"env": [1, None, {}]}])
+@pytest.mark.parametrize("process", [{"env": {"NVIDIA_VISIBLE_DEVICES": "all"}},
+        {"env": "NVIDIA_VISIBLE_DEVICES=all"}, ["x"], {"env": [1, None, {}]}])
 def test_odd_process_env_is_no_request(process):
     assert environment({"process": process}) == {}
     assert resolve({"process": process}) is None
@@ -218,7 +219,8 @@ def test_the_launcher_message_to_a_normal_stderr_is_bounded_and_whole(tmp_path, 
     env = fake_runtime.env()
     env["NVDOCKER_RUNTIME_CONFIG"] = str(tmp_path / "missing")
     done = subprocess.run([launcher, "state", "c1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-    assert done.returncode == 1 and done.stderr == "nvdocker-runtime: cannot read NVDOCKER_RUNTIME_CONFIG={}\n".format(env["NVDOCKER_RUNTIME_CONFIG"])
+    expected = "nvdocker-runtime: cannot read NVDOCKER_RUNTIME_CONFIG={}\n".format(env["NVDOCKER_RUNTIME_CONFIG"])
+    assert done.returncode == 1 and done.stderr == expected
 
 
 def test_a_one_mebibyte_request_through_the_launcher_is_refused_quickly(tmp_path, launcher, fake_runtime, driver_root):
@@ -228,7 +230,10 @@ def test_a_one_mebibyte_request_through_the_launcher_is_refused_quickly(tmp_path
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=10)
     assert time.monotonic() - started < 5
     assert done.returncode == 1
-    assert done.stderr == "nvdocker-runtime: NVIDIA_VISIBLE_DEVICES is 1048576 characters long; at most 8192 are accepted (hint: request GPUs by index, UUID or all; see NVIDIA_VISIBLE_DEVICES in the documentation)\n"
+    assert done.stderr == (
+        "nvdocker-runtime: NVIDIA_VISIBLE_DEVICES is 1048576 characters long; at most 8192 are accepted "
+        "(hint: request GPUs by index, UUID or all; see NVIDIA_VISIBLE_DEVICES in the documentation)\n"
+    )
     assert fake_runtime.argv() is None
 
 
@@ -256,7 +261,8 @@ def test_create_adds_a_hook_with_its_own_env_whatever_the_container_env(tmp_path
 
     evil = ["LD_PRELOAD=./evil.so", "LD_AUDIT=./evil.so", "LD_LIBRARY_PATH=.", "GCONV_PATH=.", "PYTHONPATH=.", "NVIDIA_VISIBLE_DEVICES=all"]
     write_bundle(tmp_path / "b", base_spec(evil))
-    prepare_bundle(runtime_args.parse(["create", "--bundle", str(tmp_path / "b"), "c1"]), RuntimeConfig(driver_root=driver_root.path), Log(None, False))
+    prepare_bundle(runtime_args.parse(["create", "--bundle", str(tmp_path / "b"), "c1"]),
+            RuntimeConfig(driver_root=driver_root.path), Log(None, False))
     spec = read_config(tmp_path / "b")
     hooks = [hook for point in spec["hooks"].values() for hook in point]
     assert hooks and all(hook["env"] == list(HOOK_ENV) and os.path.isabs(hook["path"]) for hook in hooks)

@@ -44,7 +44,8 @@ def test_defaults_when_the_file_is_absent(monkeypatch, tmp_path):
 
 def test_file_then_environment(tmp_path):
     conf = tmp_path / "rt.conf"
-    conf.write_text("[runtime]\nruntimes = crun, /opt/runc\ndriver-root = /a\nlog = /var/log/x.log\ndebug = true\nhook-path = /usr/bin/h\nldconfig = /sbin/ldconfig\n")
+    conf.write_text("[runtime]\nruntimes = crun, /opt/runc\ndriver-root = /a\nlog = /var/log/x.log\ndebug = true\n"
+                    "hook-path = /usr/bin/h\nldconfig = /sbin/ldconfig\n")
     loaded = load({"NVDOCKER_RUNTIME_CONFIG": str(conf)})
     assert loaded.runtimes == ["crun", "/opt/runc"] and loaded.driver_root == "/a" and loaded.debug is True
     assert loaded.log == "/var/log/x.log" and loaded.path == str(conf)

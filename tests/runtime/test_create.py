@@ -48,7 +48,8 @@ def test_all_gpus(tmp_path, driver_root):
     assert allowed == set(devices.values())
     mounts = {m["destination"]: m for m in spec["mounts"]}
     # default capabilities utility,compute: no video or graphics libraries
-    expected = {LIB + "libcuda.so.550.54.14", LIB + "libnvidia-ptxjitcompiler.so.550.54.14", LIB + "libnvidia-ml.so.550.54.14", "/usr/bin/nvidia-smi", "/lib/firmware/nvidia/550.54.14"}
+    expected = {LIB + "libcuda.so.550.54.14", LIB + "libnvidia-ptxjitcompiler.so.550.54.14",
+            LIB + "libnvidia-ml.so.550.54.14", "/usr/bin/nvidia-smi", "/lib/firmware/nvidia/550.54.14"}
     if driver_root.persistenced_socket:
         expected.add("/run/nvidia-persistenced/socket")
     assert set(mounts) - {"/proc"} == expected
@@ -73,7 +74,8 @@ def test_one_gpu_by_index_or_uuid_and_capabilities(tmp_path, driver_root):
     spec = create(tmp_path / "b", driver_root)
     paths = [d["path"] for d in spec["linux"]["devices"]]
     assert "/dev/nvidia1" in paths and "/dev/nvidia0" not in paths
-    assert [m["destination"] for m in spec["mounts"] if "lib" in m["destination"] and "firmware" not in m["destination"]] == [LIB + "libnvidia-encode.so.550.54.14"]
+    libraries = [m["destination"] for m in spec["mounts"] if "lib" in m["destination"] and "firmware" not in m["destination"]]
+    assert libraries == [LIB + "libnvidia-encode.so.550.54.14"]
     write_bundle(tmp_path / "c", base_spec(["NVIDIA_VISIBLE_DEVICES=" + driver_root.gpus[0].uuid]))
     assert "/dev/nvidia0" in [d["path"] for d in create(tmp_path / "c", driver_root)["linux"]["devices"]]
 
@@ -174,7 +176,8 @@ def test_python_entry_reports_errors_where_docker_looks(tmp_path, fake_runtime, 
 def test_text_log_format(tmp_path, fake_runtime, driver_root):
     write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=5"]))
     log = tmp_path / "log.txt"
-    done = run_python_runtime(["--log", str(log), "--log-format", "text", "create", "-b", str(tmp_path / "b"), "c1"], fake_runtime, driver_root)
+    done = run_python_runtime(["--log", str(log), "--log-format", "text", "create", "-b", str(tmp_path / "b"),
+            "c1"], fake_runtime, driver_root)
     assert done.returncode == 1
     assert log.read_text().startswith('time="') and 'level=error msg="nvdocker-runtime: unknown GPU' in log.read_text()
 

@@ -118,7 +118,8 @@ def device_lines(listing: str):
 
 
 def test_all_gpus_nvidia_smi_and_libraries(gpu_docker, driver_root):
-    script = "ls -l /dev; echo ---; nvidia-smi -L; echo ---; ls /usr/lib/x86_64-linux-gnu; echo ---; readlink /usr/lib/x86_64-linux-gnu/libcuda.so.1"
+    script = ("ls -l /dev; echo ---; nvidia-smi -L; echo ---; ls /usr/lib/x86_64-linux-gnu; echo ---; "
+              "readlink /usr/lib/x86_64-linux-gnu/libcuda.so.1")
     done = gpu_docker.run("--runtime", "nvidia", "-e", "NVIDIA_VISIBLE_DEVICES=all", "tiny", "sh", "-c", script)
     devices, smi, libs, link = done.stdout.decode().split("---\n")
     found = device_lines(devices)

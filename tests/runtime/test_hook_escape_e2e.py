@@ -143,7 +143,8 @@ def hashes_of(paths):
     """{path: (kind, sha256 or listing)} of host files and directories, recursively, not following links."""
     found = {}
     for top in paths:
-        for base, dirs, files in os.walk(top) if os.path.isdir(top) and not os.path.islink(top) else [(os.path.dirname(top), [], [os.path.basename(top)])]:
+        walked = os.walk(top) if os.path.isdir(top) and not os.path.islink(top) else [(os.path.dirname(top), [], [os.path.basename(top)])]
+        for base, dirs, files in walked:
             found[base] = ("dir", tuple(sorted(dirs + files)))
             for name in files:
                 path = os.path.join(base, name)
@@ -198,7 +199,8 @@ def plant(rootfs, name, lab_marker, lab_host, python):
         os.rename(built, os.path.join(lib, "libexpat.so.1"))
     elif name in ("pythonpath", "pythonhome"):
         version = "python{}.{}".format(*sys.version_info[:2])
-        package = os.path.join(rootfs, "py", "encodings") if name == "pythonpath" else os.path.join(rootfs, "home", "lib", version, "encodings")
+        package = os.path.join(rootfs, "py", "encodings") if name == "pythonpath" else os.path.join(rootfs, "home",
+                "lib", version, "encodings")
         os.makedirs(package)
         payload = PYTHON_PAYLOAD.format(marker=lab_marker, tag=name)
         for path in (os.path.join(package, "__init__.py"), os.path.join(rootfs, "startup.py")):
@@ -352,7 +354,8 @@ LAYOUTS = ["etc_is_a_link", "paths_are_links", "conf_is_a_link", "conf_is_a_dire
 def test_rootfs_links_and_odd_files_never_touch_the_host(lab, name):
     rootfs, host = layout(lab, name)
     image = import_image(lab.sandbox, rootfs, "links-{}:latest".format(name.replace("_", "-")), ["NVIDIA_VISIBLE_DEVICES=all"])
-    watched = [host, lab.driver_root.host("/etc"), lab.driver_root.host(LIB_DIR), lab.driver_root.host("/usr/bin"), "/etc/ld.so.cache", "/etc/ld.so.conf.d"]
+    watched = [host, lab.driver_root.host("/etc"), lab.driver_root.host(LIB_DIR), lab.driver_root.host("/usr/bin"),
+            "/etc/ld.so.cache", "/etc/ld.so.conf.d"]
     before = hashes_of(watched)
     script = "readlink {}/libcuda.so.1; stat -c %F /etc/ld.so.conf.d/00-nvdocker.conf; nvidia-smi -L".format(LIB_DIR)
     done, took = lab.run("--runtime", "nvidia", image, "sh", "-c", script, timeout=60)

@@ -43,7 +43,8 @@ def offenders(modules, names):
 
 def test_create_with_a_gpu_request_imports_nothing_slow_or_cli_side(tmp_path, fake_runtime, driver_root):
     write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=all"]))
-    modules = loaded_modules(["--nvdocker-real-runtime=/bin/true", "create", "--bundle", str(tmp_path / "b"), "c1"], fake_runtime.env(driver_root.path))
+    modules = loaded_modules(["--nvdocker-real-runtime=/bin/true", "create", "--bundle", str(tmp_path / "b"), "c1"],
+            fake_runtime.env(driver_root.path))
     assert "nvdocker_setup.driver.edits" in modules  # it did the work
     assert offenders(modules, CLI_SIDE) == []
     assert offenders(modules, SLOW) == []

@@ -154,7 +154,8 @@ def test_a_missing_explicit_config_is_an_error(launcher, fake_runtime, tmp_path)
 
 # -- one list of request markers (issue #14, item 3) -------------------------------------------------------
 
-LAUNCHER_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "launcher", "nvdocker-runtime.c")
+LAUNCHER_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        "launcher", "nvdocker-runtime.c")
 
 
 def c_string_array(source, name):

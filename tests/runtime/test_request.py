@@ -80,7 +80,8 @@ def test_gpus_hook_without_devices_only_removes_the_hook():
 
 
 def test_cdi_annotations():
-    spec = base_spec(annotations={"cdi.k8s.io/a": "nvidia.com/gpu=1,vendor.com/net=eth0", "cdi.k8s.io/b": "nvidia.com/gpu=GPU-x", "other": "nvidia.com/gpu=0"})
+    spec = base_spec(annotations={"cdi.k8s.io/a": "nvidia.com/gpu=1,vendor.com/net=eth0",
+            "cdi.k8s.io/b": "nvidia.com/gpu=GPU-x", "other": "nvidia.com/gpu=0"})
     request = resolve(spec)
     assert request.devices == ["1", "GPU-x"] and request.sources == ["cdi"]
     both = resolve(base_spec(["NVIDIA_VISIBLE_DEVICES=0"], annotations={"cdi.k8s.io/a": "nvidia.com/gpu=all"}))

@@ -48,7 +48,8 @@ def run(box, *args):
     [
         (["NVIDIA_IMEX_CHANNELS=0"], "NVIDIA_IMEX_CHANNELS='0' asks for IMEX channels"),
         (["NVIDIA_IMEX_CHANNELS=all", "NVIDIA_VISIBLE_DEVICES=void"], "NVIDIA_IMEX_CHANNELS='all' asks for IMEX channels"),
-        (["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_CONFIG_DEVICES=all"], "NVIDIA_MIG_CONFIG_DEVICES='all' asks for MIG configuration access"),
+        (["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_CONFIG_DEVICES=all"],
+                "NVIDIA_MIG_CONFIG_DEVICES='all' asks for MIG configuration access"),
         (["NVIDIA_MIG_MONITOR_DEVICES=all"], "NVIDIA_MIG_MONITOR_DEVICES='all' asks for MIG monitoring access"),
     ],
     ids=["imex-only", "imex-with-void", "mig-config", "mig-monitor-only"],
