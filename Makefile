@@ -4,11 +4,12 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps auto-deps venv test test-pypi test-debian demo bench clean
+.PHONY: help deps auto-deps venv lint test test-pypi test-debian demo bench clean
 
 help:
 	@echo "make demo    run install/uninstall on a sandbox daemon.json"
-	@echo "make test    install test dependencies, run the suite with PyPI libraries and with Debian 12's"
+	@echo "make test    install test dependencies, run the lint gate, the suite with PyPI libraries and with Debian 12's"
+	@echo "make lint    ruff and mypy, zero findings"
 	@echo "make bench   CLI start-up and no-op install medians (Debian's python3 and libraries)"
 
 # Debian packages the tests need (installed when run as root and missing): tools and Debian's
@@ -24,10 +25,15 @@ auto-deps:
 $(VENV)/.stamp: pyproject.toml
 	$(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,lint]'
 	touch $@
 
 venv: $(VENV)/.stamp
+
+# The gate: ruff (pyflakes, pycodestyle, bugbear, isort) and mypy (check_untyped_defs), zero findings.
+lint: venv
+	$(VENV)/bin/ruff check nvdocker_setup tests benchmarks scripts
+	$(VENV)/bin/mypy
 
 # Current PyPI releases of typer, rich, jsonschema, in a venv.
 test-pypi: auto-deps venv
