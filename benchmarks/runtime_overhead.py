@@ -59,18 +59,31 @@ def build_launcher(directory: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def pip_entry_point(directory: str) -> str:
+    """What `pip install .` puts at bin/nvdocker-runtime: a console script for the system python."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "nvdocker-runtime")
+    with open(path, "w") as handle:
+        handle.write("#!/usr/bin/python3\nimport sys\nsys.path.insert(0, {!r})\n"
+                     "from nvdocker_setup.runtime.main import main\nsys.exit(main())\n".format(REPO))
+    os.chmod(path, 0o755)
+    return path
+
+
 def bench_passthrough(launcher: str, runc: str, workdir: str, runs: int) -> None:
+    """runc itself, the packages' C launcher and the pip console script, samples alternating."""
     root = os.path.join(workdir, "runc-root")
     os.makedirs(root, exist_ok=True)
-    ours, theirs = [], []
+    script = pip_entry_point(os.path.join(workdir, "pip-bin"))
+    samples = {"runc": [], "launcher": [], "script": []}
     for _ in range(runs):
-        theirs.append(spawn([runc, "--root", root, "state", "no-such-container"])[0])
-        ours.append(spawn([launcher, "--root", root, "state", "no-such-container"])[0])
-    a, b = statistics.median(ours), statistics.median(theirs)
+        for side, binary in (("runc", runc), ("launcher", launcher), ("script", script)):
+            samples[side].append(spawn([binary, "--root", root, "state", "no-such-container"])[0])
+    runc_median, launcher_median, script_median = (statistics.median(samples[k]) for k in ("runc", "launcher", "script"))
     print("passthrough `state` ({} runs each)".format(runs))
-    print("  runc directly       median {}".format(ms(b)))
-    print("  nvdocker-runtime    median {}".format(ms(a)))
-    print("  difference          {}".format(ms(a - b)))
+    print("  runc directly                    median {}".format(ms(runc_median)))
+    print("  nvdocker-runtime (C launcher)    median {}  difference {}".format(ms(launcher_median), ms(launcher_median - runc_median)))
+    print("  nvdocker-runtime (pip script)    median {}  difference {}".format(ms(script_median), ms(script_median - runc_median)))
 
 
 def make_bundle(path: str, request_gpus: bool) -> bytes:

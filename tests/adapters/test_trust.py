@@ -234,3 +234,19 @@ def test_several_problems_are_all_reported(base: Path) -> None:
     problems = check_runtime_binary(str(binary)).problems
     assert len(problems) == 4  # dir writable, not executable, wrong owner, file writable
     assert all(str(directory) in problem for problem in problems)
+
+
+def test_python_entry_point_is_recognised(tmp_path: Path) -> None:
+    from nvdocker_setup.adapters.trust import is_python_entry_point
+
+    script = tmp_path / "nvdocker-runtime"
+    script.write_text("#!/usr/bin/python3\nimport sys\nfrom nvdocker_setup.runtime.main import main\nsys.exit(main())\n")
+    venv = tmp_path / "venv-runtime"
+    venv.write_text("#!/opt/venv/bin/python3.11\n# -*- coding: utf-8 -*-\n")
+    shell = tmp_path / "wrapper"
+    shell.write_text("#!/bin/sh\nexec runc \"$@\"\n")
+    elf = tmp_path / "launcher"
+    elf.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 64)
+    assert is_python_entry_point(str(script)) and is_python_entry_point(str(venv))
+    assert not is_python_entry_point(str(shell)) and not is_python_entry_point(str(elf))
+    assert not is_python_entry_point(str(tmp_path / "missing"))
