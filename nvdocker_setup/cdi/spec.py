@@ -3,12 +3,22 @@
 Devices are named by index (``"0"``), by UUID (``"GPU-..."``) and ``all``; each device carries
 its ``/dev/nvidiaN`` node, and the spec-wide ``containerEdits`` carry the control nodes, the
 driver files for every capability and our ld cache hook: the same :mod:`nvdocker_setup.driver`
-edits the runtime applies. The spec declares the lowest ``cdiVersion`` that can express it and
-records the driver version in an annotation, so that ``doctor`` can tell when it is stale.
+edits the runtime applies.
+
+The spec declares the lowest ``cdiVersion`` that can express it (0.5.0 for what we write), because
+every consumer refuses a version newer than its CDI library: Debian 12's podman 4.3 reads up to
+0.5.0, Docker 26.1 up to 0.7.0. Our own metadata (driver version and root, generator) is therefore
+not a spec-level ``annotations`` map, which needs 0.6.0, but comment lines in the YAML header
+(``# nvdocker-setup/driver-version: 550.54.14``) that no consumer reads. A JSON spec cannot carry
+comments: its driver version is read back from the versioned driver libraries it mounts
+(``libcuda.so.550.54.14``), like a foreign spec's. Specs from older releases kept the metadata in
+``annotations``; it is still read from there.
 """
 
 import json
-from typing import Any, Dict, List, Optional
+import os
+import re
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from nvdocker_setup import __version__
 from nvdocker_setup.driver.capabilities import ALL_CAPABILITIES
@@ -21,9 +31,13 @@ VENDOR = "nvidia.com"
 CLASS = "gpu"
 KIND = VENDOR + "/" + CLASS
 ALL_DEVICE = "all"
+#: Our metadata keys: lines ``# <key>: <value>`` of the YAML header (annotations in older specs).
 DRIVER_VERSION_ANNOTATION = "nvdocker-setup/driver-version"
 DRIVER_ROOT_ANNOTATION = "nvdocker-setup/driver-root"
 GENERATOR_ANNOTATION = "nvdocker-setup/generator"
+METADATA_KEYS = (DRIVER_VERSION_ANNOTATION, DRIVER_ROOT_ANNOTATION, GENERATOR_ANNOTATION)
+_METADATA_LINE = re.compile(r"^#\s*(nvdocker-setup/[a-z-]+):\s?(.*)$")
+_LIBRARY_VERSION = re.compile(r"^lib(?:cuda|nvidia-ml)\.so\.(\d+\.\d+(?:\.\d+)?)$")
 #: CDI does not inject twice: a runtime that reads NVIDIA_VISIBLE_DEVICES must leave CDI devices alone.
 CDI_ONLY_ENV = ("NVIDIA_VISIBLE_DEVICES=void",)
 #: Every cdiVersion the CDI library accepts, oldest first.
@@ -36,40 +50,95 @@ def version_key(version: str):
 
 def _all_edits(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
     edits = [spec.get("containerEdits") or {}]
-    edits += [device.get("containerEdits") or {} for device in spec.get("devices") or ()]
-    return edits
+    edits += [device.get("containerEdits") or {} for device in spec.get("devices") or () if isinstance(device, dict)]
+    return [edit for edit in edits if isinstance(edit, dict)]
+
+
+def _devices(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
+    return [device for device in spec.get("devices") or () if isinstance(device, dict)]
+
+
+def _in_edits(field: str, test: Callable[[Any], bool]) -> Callable[[Dict[str, Any]], bool]:
+    def uses(spec: Dict[str, Any]) -> bool:
+        return any(test(item) for edit in _all_edits(spec) for item in edit.get(field) or () if isinstance(item, dict))
+    return uses
+
+
+def _edits_key(key: str) -> Callable[[Dict[str, Any]], bool]:
+    return lambda spec: any(edit.get(key) not in (None, [], {}) for edit in _all_edits(spec))
+
+
+def _starts_without_letter(name: Any) -> bool:
+    first = str(name or "")[:1]
+    return bool(first) and not (first.isascii() and first.isalpha())
+
+
+class VersionRule(NamedTuple):
+    """A feature of the spec format and the first cdiVersion whose parser knows it."""
+
+    version: str
+    feature: str
+    uses: Callable[[Dict[str, Any]], bool]
+
+
+#: The CDI library's rules (specs-go/version.go, ``requiresV040`` ... ``requiresV110``), as data.
+#: Anything not listed (hook ``env``, ``args`` and ``timeout``, mount ``options``, ``env``,
+#: device node modes and ids) is readable by every version since 0.3.0. A consumer whose library
+#: predates a version parses strictly, so it refuses the feature even under a lower cdiVersion
+#: (seen: podman 4.3 refuses a spec with ``annotations`` declared as 0.5.0).
+VERSION_RULES: Tuple[VersionRule, ...] = (
+    VersionRule("0.4.0", "a mount with a type", _in_edits("mounts", lambda mount: bool(mount.get("type")))),
+    VersionRule("0.5.0", "a device node with a hostPath", _in_edits("deviceNodes", lambda node: bool(node.get("hostPath")))),
+    VersionRule("0.5.0", "a device name that does not start with a letter",
+                lambda spec: any(_starts_without_letter(device.get("name")) for device in _devices(spec))),
+    VersionRule("0.6.0", "annotations",
+                lambda spec: bool(spec.get("annotations")) or any(device.get("annotations") for device in _devices(spec))),
+    VersionRule("0.6.0", "a dot in the kind's class", lambda spec: "." in str(spec.get("kind", "")).partition("/")[2]),
+    VersionRule("0.7.0", "intelRdt", lambda spec: any(edit.get("intelRdt") is not None for edit in _all_edits(spec))),
+    VersionRule("0.7.0", "additionalGids", _edits_key("additionalGids")),
+    VersionRule("1.1.0", "netDevices", _edits_key("netDevices")),
+)
+
+
+def required_features(spec: Dict[str, Any]) -> List[VersionRule]:
+    """The rules ``spec`` triggers, in rule order."""
+    return [rule for rule in VERSION_RULES if rule.uses(spec)]
 
 
 def minimum_version(spec: Dict[str, Any]) -> str:
-    """The lowest cdiVersion whose parser accepts every feature ``spec`` uses (the CDI library's
-    ``MinimumRequiredVersion`` rules): Docker 25.0 reads up to 0.6.0, so never ask for more."""
-    required = "0.3.0"
-
-    def need(version: str) -> None:
-        nonlocal required
-        if version_key(version) > version_key(required):
-            required = version
-
-    edits = _all_edits(spec)
-    if any("type" in mount for edit in edits for mount in edit.get("mounts") or ()):
-        need("0.4.0")
-    if any("hostPath" in node for edit in edits for node in edit.get("deviceNodes") or ()):
-        need("0.5.0")
-    if any(str(device.get("name", ""))[:1].isdigit() for device in spec.get("devices") or ()):
-        need("0.5.0")
-    if spec.get("annotations") or any(device.get("annotations") for device in spec.get("devices") or ()):
-        need("0.6.0")
-    if "." in str(spec.get("kind", "")).partition("/")[2]:
-        need("0.6.0")
-    if any(edit.get("intelRdt") is not None or edit.get("additionalGids") for edit in edits):
-        need("0.7.0")
-    if any(edit.get("netDevices") for edit in edits):
-        need("1.1.0")
+    """The lowest cdiVersion whose parser accepts every feature ``spec`` uses: every consumer
+    refuses a version above its CDI library's, so never declare more."""
+    required = CDI_VERSIONS[0]
+    for rule in required_features(spec):
+        if version_key(rule.version) > version_key(required):
+            required = rule.version
     return required
 
 
-def generate(driver: Driver, hook: Optional[HookCommand]) -> Dict[str, Any]:
-    """The CDI spec for every GPU of ``driver``, with the files of every capability."""
+class VersionRefused(ValueError):
+    """A requested cdiVersion that is unknown or cannot express the spec."""
+
+
+def choose_version(spec: Dict[str, Any], requested: Optional[str] = None) -> str:
+    """The cdiVersion to declare: the minimum, or ``requested`` when it can express ``spec``."""
+    required = minimum_version(spec)
+    if requested is None:
+        return required
+    wanted = requested.strip().lstrip("v")
+    if wanted not in CDI_VERSIONS:
+        raise VersionRefused("unknown cdiVersion {!r}: the CDI versions are {}".format(requested, ", ".join(CDI_VERSIONS)))
+    if version_key(wanted) < version_key(required):
+        needs = ["{} needs {}".format(rule.feature, rule.version) for rule in required_features(spec)
+                 if version_key(rule.version) > version_key(wanted)]
+        raise VersionRefused("cdiVersion {} cannot express this spec, which needs at least {}: {}".format(
+            wanted, required, "; ".join(needs)))
+    return wanted
+
+
+def generate(driver: Driver, hook: Optional[HookCommand], cdi_version: Optional[str] = None) -> Dict[str, Any]:
+    """The CDI spec for every GPU of ``driver``, with the files of every capability, declaring the
+    lowest cdiVersion that expresses it (or ``cdi_version``; :class:`VersionRefused` when it cannot).
+    Our metadata is not in it: see :func:`metadata`."""
     if not driver.gpus:
         raise GpuSetupError(
             "no NVIDIA GPU found under {}: a CDI spec needs at least one device".format(driver.proc_root),
@@ -88,16 +157,20 @@ def generate(driver: Driver, hook: Optional[HookCommand]) -> Dict[str, Any]:
     spec: Dict[str, Any] = {
         "cdiVersion": "",
         "kind": KIND,
-        "annotations": {
-            DRIVER_VERSION_ANNOTATION: driver.version,
-            DRIVER_ROOT_ANNOTATION: driver.root,
-            GENERATOR_ANNOTATION: "nvdocker-setup " + __version__,
-        },
         "devices": devices,
         "containerEdits": common.to_cdi(),
     }
-    spec["cdiVersion"] = minimum_version(spec)
+    spec["cdiVersion"] = choose_version(spec, cdi_version)
     return spec
+
+
+def metadata(driver: Driver) -> Dict[str, str]:
+    """What we record about a spec we write (in the YAML header, see :func:`render`)."""
+    return {
+        DRIVER_VERSION_ANNOTATION: driver.version,
+        DRIVER_ROOT_ANNOTATION: driver.root,
+        GENERATOR_ANNOTATION: "nvdocker-setup " + __version__,
+    }
 
 
 def device_edits(spec: Dict[str, Any], name: str) -> ContainerEdits:
@@ -113,9 +186,41 @@ def qualified_names(spec: Dict[str, Any]) -> List[str]:
     return ["{}={}".format(spec.get("kind", KIND), device.get("name")) for device in spec.get("devices") or ()]
 
 
-def driver_version_of(spec: Dict[str, Any]) -> Optional[str]:
-    annotations = spec.get("annotations") or {}
-    return annotations.get(DRIVER_VERSION_ANNOTATION)
+def metadata_of(spec: Dict[str, Any], header: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Our metadata of a spec read back: the header's lines, else (older specs) its annotations."""
+    found: Dict[str, str] = {}
+    annotations = spec.get("annotations")
+    if isinstance(annotations, dict):
+        found.update({key: str(annotations[key]) for key in METADATA_KEYS if isinstance(annotations.get(key), str)})
+    found.update(header or {})
+    return found
+
+
+def driver_version_of(spec: Dict[str, Any], header: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """The driver version we recorded for ``spec`` (None: none recorded, e.g. a JSON spec)."""
+    return metadata_of(spec, header).get(DRIVER_VERSION_ANNOTATION)
+
+
+def library_driver_version(spec: Dict[str, Any]) -> Optional[str]:
+    """The driver version in the name of the libcuda / libnvidia-ml the spec mounts (the driver
+    installs them as ``libcuda.so.<version>``): what a JSON or foreign spec says about its driver."""
+    for edit in _all_edits(spec):
+        for mount in edit.get("mounts") or ():
+            if isinstance(mount, dict):
+                match = _LIBRARY_VERSION.match(os.path.basename(str(mount.get("hostPath", ""))))
+                if match:
+                    return match.group(1)
+    return None
+
+
+def recorded_driver_version(spec: Dict[str, Any], header: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """The driver a spec was made for: our metadata, else the libraries it mounts."""
+    return driver_version_of(spec, header) or library_driver_version(spec)
+
+
+def is_ours(spec: Dict[str, Any], header: Optional[Dict[str, str]] = None) -> bool:
+    """Whether nvdocker-setup wrote ``spec`` (by the generator in its header or annotations)."""
+    return metadata_of(spec, header).get(GENERATOR_ANNOTATION, "").startswith("nvdocker-setup")
 
 
 # -- text --------------------------------------------------------------------------------------
@@ -124,16 +229,49 @@ def is_json_path(path: str) -> bool:
     return path.lower().endswith(".json")
 
 
-def render(spec: Dict[str, Any], as_json: bool) -> bytes:
-    """JSON, or YAML that is JSON plus a comment header: every YAML parser reads it (JSON is a
-    subset of YAML 1.2 flow style) and we read it back without a YAML library."""
+def _header_value(value: str) -> str:
+    """One line's worth: printable text as is, anything else (or a leading quote) JSON-quoted."""
+    if value.isprintable() and not value.startswith('"') and value == value.strip():
+        return value
+    return json.dumps(value)
+
+
+def render(spec: Dict[str, Any], as_json: bool, meta: Optional[Dict[str, str]] = None) -> bytes:
+    """JSON, or YAML that is JSON plus a comment header holding ``meta``: every YAML parser reads
+    it (JSON is a subset of YAML 1.2 flow style), no consumer reads the comments, and we read both
+    back without a YAML library. JSON has no comments, so ``meta`` is not written there."""
     body = json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
     if as_json:
         return body.encode("utf-8")
+    meta = meta or {}
     header = "# CDI spec for the NVIDIA GPUs, written by nvdocker-setup cdi generate (driver {}).\n".format(
-        driver_version_of(spec) or "unknown"
+        meta.get(DRIVER_VERSION_ANNOTATION) or "unknown"
     )
-    return (header + "# Regenerate it after a driver update.\n" + body).encode("utf-8")
+    header += "# Regenerate it after a driver update. The lines below are read by nvdocker-setup only.\n"
+    for key in METADATA_KEYS:
+        if key in meta:
+            header += "# {}: {}\n".format(key, _header_value(str(meta[key])))
+    return (header + body).encode("utf-8")
+
+
+def header_metadata(data: bytes) -> Dict[str, str]:
+    """The ``# nvdocker-setup/<key>: <value>`` lines of the comment block a spec starts with."""
+    found: Dict[str, str] = {}
+    for line in data.decode("utf-8", "replace").splitlines():
+        if not line.startswith("#"):
+            if line.strip():
+                break
+            continue
+        match = _METADATA_LINE.match(line.rstrip("\r"))
+        if match and match.group(1) in METADATA_KEYS:
+            value = match.group(2)
+            if value.startswith('"'):
+                try:
+                    value = str(json.loads(value))
+                except ValueError:
+                    pass
+            found[match.group(1)] = value
+    return found
 
 
 def parse(data: bytes, source: str) -> Dict[str, Any]:
@@ -155,13 +293,28 @@ def parse(data: bytes, source: str) -> Dict[str, Any]:
     return value
 
 
-def load(path: str) -> Dict[str, Any]:
+class Document(NamedTuple):
+    """A spec file read back: the spec, and our metadata from its header (empty for JSON)."""
+
+    spec: Dict[str, Any]
+    header: Dict[str, str]
+
+
+def _read(path: str) -> bytes:
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            return handle.read()
     except OSError as exc:
         raise GpuSetupError(
             "cannot read the CDI spec {}: {}".format(path, exc.strerror or exc),
             hint="write one with nvdocker-setup cdi generate",
         ) from None
-    return parse(data, path)
+
+
+def load_document(path: str) -> Document:
+    data = _read(path)
+    return Document(parse(data, path), header_metadata(data))
+
+
+def load(path: str) -> Dict[str, Any]:
+    return parse(_read(path), path)

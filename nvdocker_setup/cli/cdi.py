@@ -2,6 +2,8 @@
 
 With a CDI spec, Docker 25+ (``features.cdi``) and Podman inject GPUs themselves
 (``docker run --device nvidia.com/gpu=0``); the spec holds the same edits our runtime applies.
+It declares the lowest ``cdiVersion`` that expresses it (``--cdi-version`` pins a higher one), so
+that older consumers (Debian 12's podman 4.3 reads up to 0.5.0) read it too.
 """
 
 import contextlib
@@ -69,6 +71,10 @@ def _check(spec) -> None:
 def generate(
     output: str = output_option(),
     driver_root: Optional[str] = driver_root_option(),
+    cdi_version: Optional[str] = typer.Option(
+        None, "--cdi-version", metavar="X.Y.Z",
+        help="declare this cdiVersion instead of the lowest one that expresses the spec (refused when lower than that)",
+    ),
     as_json: bool = common.json_option(),
 ) -> None:
     """Write a CDI spec (kind nvidia.com/gpu; devices by index, UUID and all), atomically, mode 0644."""
@@ -76,14 +82,19 @@ def generate(
         from nvdocker_setup.adapters.files import read_snapshot, write_atomically
         from nvdocker_setup.cdi import spec as cdi_spec
         from nvdocker_setup.driver.discovery import discover
+        from nvdocker_setup.errors import UsageError
 
         with gpu_errors():
             config = _runtime_config(driver_root)
             driver = discover(config.driver_root)
-            spec = cdi_spec.generate(driver, config.hook_command())
+            try:
+                spec = cdi_spec.generate(driver, config.hook_command(), cdi_version=cdi_version)
+            except cdi_spec.VersionRefused as refused:
+                raise UsageError(str(refused), reference="cdi-version",
+                                 hint="leave --cdi-version out to write the lowest version that expresses the spec") from None
         _check(spec)
         as_json_file = cdi_spec.is_json_path(output)
-        data = cdi_spec.render(spec, as_json=as_json_file)
+        data = cdi_spec.render(spec, as_json=as_json_file, meta=cdi_spec.metadata(driver))
         if output == "-":
             typer.echo(data.decode("utf-8"), nl=False)
             return
@@ -123,9 +134,9 @@ def list_devices(
 
         path = spec_path or DEFAULT_OUTPUT
         with gpu_errors():
-            spec = cdi_spec.load(path)
+            spec, header = cdi_spec.load_document(path)
             config = _runtime_config(driver_root)
-        recorded = cdi_spec.driver_version_of(spec)
+        recorded = cdi_spec.recorded_driver_version(spec, header)
         try:
             current: Optional[str] = discover(config.driver_root).version
         except GpuSetupError:

@@ -1,8 +1,9 @@
-"""Checks of the CDI specs for ``nvidia.com/gpu`` and of Docker's CDI support, read and validated
-with :mod:`nvdocker_setup.cdi` (the code ``cdi generate`` writes them with)."""
+"""Checks of the CDI specs for ``nvidia.com/gpu`` and of Docker's and podman's CDI support, read
+and validated with :mod:`nvdocker_setup.cdi` (the code ``cdi generate`` writes them with)."""
 
 import os
 import re
+import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
 from nvdocker_setup.doctor.checks import SkipCheck, check, fail, ok, skip, warn
@@ -15,9 +16,18 @@ SPEC_EXTENSIONS = (".json", ".yaml")
 CDI_SINCE = (25, 0)
 CDI_DEFAULT_ON_SINCE = (28, 2)
 #: The newest cdiVersion each Docker release reads (its vendored CDI library), newest first.
+#: Seen with the real engines (tests/newer_docker/test_cdi_consumers.py): 26.1.5 reads 0.5.0-0.7.0,
+#: 28.5.2 reads 0.5.0-1.0.0 (a spec declaring 1.1.0 is refused: "invalid version").
 MAX_CDI_VERSION = (((29, 2), "1.1.0"), ((28, 1), "1.0.0"), ((27, 4), "0.8.0"), ((26, 1), "0.7.0"), ((25, 0), "0.6.0"))
+#: The newest cdiVersion podman reads, newest first, only releases tried for real (the CDI library
+#: Debian built them with): Debian 12's 4.3.1 reads up to 0.5.0 and refuses a spec with annotations
+#: even under 0.5.0; Debian 13's 5.4.2 reads 0.5.0-0.8.0. A release between two rows is taken to
+#: read what the older row reads (a warning too many rather than a broken container).
+PODMAN_MAX_CDI_VERSION = (((5, 4), "0.8.0"), ((4, 3), "0.5.0"))
+#: Where podman reads CDI specs (it does not read dockerd's cdi-spec-dirs).
+PODMAN_SPEC_DIRS = DEFAULT_SPEC_DIRS
 GENERATE = "nvdocker-setup cdi generate"
-_LIBRARY_VERSION = re.compile(r"^lib(?:cuda|nvidia-ml)\.so\.(\d+\.\d+(?:\.\d+)?)$")
+_PODMAN_VERSION = re.compile(r"podman(?:\.real)? version v?(\d+(?:\.\d+)*)")
 
 
 def spec_dirs(facts: Facts) -> Tuple[List[str], str]:
@@ -32,24 +42,32 @@ def spec_dirs(facts: Facts) -> Tuple[List[str], str]:
 
 
 class Spec:
-    __slots__ = ("path", "directory", "value", "error")
+    __slots__ = ("path", "directory", "value", "error", "header")
 
-    def __init__(self, path: str, directory: str, value: Optional[Dict[str, Any]], error: Optional[str]) -> None:
+    def __init__(self, path: str, directory: str, value: Optional[Dict[str, Any]], error: Optional[str],
+                 header: Optional[Dict[str, str]] = None) -> None:
         self.path = path
         self.directory = directory
         self.value = value
         self.error = error
+        #: Our metadata from the YAML header (empty for JSON and foreign specs).
+        self.header = header or {}
 
 
 def nvidia_specs(facts: Facts) -> List[Spec]:
-    """Every spec file in the spec directories that is (or claims to be) for nvidia.com/gpu."""
+    """Every spec file in dockerd's spec directories that is (or claims to be) for nvidia.com/gpu."""
+    return specs_in(facts, spec_dirs(facts)[0])
+
+
+def specs_in(facts: Facts, dirs: List[str]) -> List[Spec]:
+    """Every spec file in ``dirs`` that is (or claims to be) for nvidia.com/gpu."""
 
     def compute():
         from nvdocker_setup.cdi import spec as cdi_spec
         from nvdocker_setup.driver import GpuSetupError
 
         found: List[Spec] = []
-        for directory in spec_dirs(facts)[0]:
+        for directory in dirs:
             host_dir = facts.host_file(directory)
             try:
                 names = sorted(os.listdir(host_dir))
@@ -60,7 +78,7 @@ def nvidia_specs(facts: Facts) -> List[Spec]:
                     continue
                 shown = os.path.join(directory, name)
                 try:
-                    value = cdi_spec.load(os.path.join(host_dir, name))
+                    value, header = cdi_spec.load_document(os.path.join(host_dir, name))
                 except GpuSetupError as error:
                     if "nvidia" in name.lower():
                         found.append(Spec(shown, directory, None, error.message))
@@ -70,10 +88,10 @@ def nvidia_specs(facts: Facts) -> List[Spec]:
                         found.append(Spec(shown, directory, None, "not valid JSON or YAML: {}".format(exc)))
                     continue
                 if value.get("kind") == cdi_spec.KIND:
-                    found.append(Spec(shown, directory, value, None))
+                    found.append(Spec(shown, directory, value, None, header))
         return found
 
-    return facts.memo("cdi-specs", compute)
+    return facts.memo("cdi-specs:" + "\0".join(dirs), compute)
 
 
 def _cdi_feature(facts: Facts) -> Optional[bool]:
@@ -155,7 +173,7 @@ def hook_problems(value: Dict[str, Any]) -> List[str]:
 
 @check("cdi-hooks-env", GROUP, "the CDI spec's hooks cannot be steered by a container")
 def cdi_hooks_env(facts: Facts):
-    from nvdocker_setup.cdi.spec import GENERATOR_ANNOTATION
+    from nvdocker_setup.cdi.spec import is_ours
 
     specs = [spec for spec in nvidia_specs(facts) if spec.value is not None]
     if not specs:
@@ -163,8 +181,8 @@ def cdi_hooks_env(facts: Facts):
     ours, foreign = [], []
     for spec in specs:
         found = ["{}: {}".format(spec.path, problem) for problem in hook_problems(spec.value)]
-        generator = str((spec.value.get("annotations") or {}).get(GENERATOR_ANNOTATION, ""))
-        (ours if generator.startswith("nvdocker-setup") else foreign).extend(found)
+        # the generator is in our YAML header (annotations in specs from older releases)
+        (ours if is_ours(spec.value, spec.header) else foreign).extend(found)
     if ours:
         return fail(ours[0] + (" (+{} more)".format(len(ours) - 1) if len(ours) > 1 else ""),
                     "written by an older nvdocker-setup; regenerate it now: `{}`".format(GENERATE), problems=ours)
@@ -175,21 +193,12 @@ def cdi_hooks_env(facts: Facts):
     return ok("{} hook(s), each with an absolute path and its own env".format(hooks))
 
 
-def recorded_driver_version(value: Dict[str, Any]) -> Optional[str]:
-    """The driver version a spec was made for: our annotation, else the libcuda/libnvidia-ml it mounts."""
-    from nvdocker_setup.cdi.spec import driver_version_of
+def recorded_driver_version(value: Dict[str, Any], header: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """The driver version a spec was made for: our header (or older specs' annotation), else the
+    libcuda/libnvidia-ml it mounts (JSON specs, other tools' specs)."""
+    from nvdocker_setup.cdi.spec import recorded_driver_version as recorded
 
-    recorded = driver_version_of(value)
-    if recorded:
-        return recorded
-    edits = [value.get("containerEdits") or {}] + [
-        device.get("containerEdits") or {} for device in value.get("devices") or () if isinstance(device, dict)]
-    for edit in edits:
-        for mount in edit.get("mounts") or ():
-            match = _LIBRARY_VERSION.match(os.path.basename(str(mount.get("hostPath", ""))))
-            if match:
-                return match.group(1)
-    return None
+    return recorded(value, header)
 
 
 @check("cdi-driver-version", GROUP, "the CDI spec matches the running driver")
@@ -201,7 +210,7 @@ def cdi_driver_version(facts: Facts):
     stale: List[str] = []
     unknown: List[str] = []
     for spec in specs:
-        recorded = recorded_driver_version(spec.value)
+        recorded = recorded_driver_version(spec.value, spec.header)
         if recorded is None:
             unknown.append(spec.path)
         elif recorded != driver.version:
@@ -219,17 +228,45 @@ def cdi_driver_version(facts: Facts):
     return ok("made for driver {}, the running one".format(driver.version))
 
 
-def _max_cdi_version(version: Tuple[int, ...]) -> Optional[str]:
-    for since, highest in MAX_CDI_VERSION:
+def _max_cdi_version(version: Tuple[int, ...], table=MAX_CDI_VERSION) -> Optional[str]:
+    for since, highest in table:
         if version[:2] >= since:
             return highest
     return None
 
 
-@check("cdi-docker-support", GROUP, "dockerd reads the CDI spec")
-def cdi_docker_support(facts: Facts):
+def effective_version(value: Dict[str, Any]) -> Optional[str]:
+    """What a reader must know to parse the spec: its cdiVersion, or more when it uses newer
+    fields than it declares (a reader's library parses strictly and refuses unknown fields)."""
+    from nvdocker_setup.cdi.spec import CDI_VERSIONS, minimum_version, version_key
+
+    declared = value.get("cdiVersion")
+    if not isinstance(declared, str) or declared.lstrip("v") not in CDI_VERSIONS:
+        return None
+    required = minimum_version(value)
+    return max(declared.lstrip("v"), required, key=version_key)
+
+
+def _too_new(specs: List[Spec], highest: Optional[str]) -> List[Tuple[Spec, str]]:
     from nvdocker_setup.cdi.spec import version_key
 
+    found = []
+    for spec in specs:
+        needed = effective_version(spec.value) if spec.value is not None else None
+        if highest and needed and version_key(needed) > version_key(highest):
+            found.append((spec, needed))
+    return found
+
+
+def _declares(spec: Spec, needed: str) -> str:
+    declared = str(spec.value.get("cdiVersion")).lstrip("v")
+    if declared == needed:
+        return "declares cdiVersion {}".format(declared)
+    return "declares cdiVersion {} but uses fields of {}".format(declared, needed)
+
+
+@check("cdi-docker-support", GROUP, "dockerd reads the CDI spec")
+def cdi_docker_support(facts: Facts):
     specs = [spec for spec in nvidia_specs(facts) if spec.value is not None]
     feature = _cdi_feature(facts)
     if not specs and feature is not True:
@@ -262,10 +299,61 @@ def cdi_docker_support(facts: Facts):
             return warn("the spec is in {}, but dockerd reads {}".format(", ".join(outside), ", ".join(dirs)),
                         "write it into one of dockerd's directories: `{} --output {}/nvdocker.yaml`".format(GENERATE, dirs[0]))
     highest = _max_cdi_version(version)
-    too_new = [spec for spec in specs if highest and isinstance(spec.value.get("cdiVersion"), str)
-               and version_key(spec.value["cdiVersion"]) > version_key(highest)]
+    too_new = _too_new(specs, highest)
     if too_new:
-        return fail("{} declares cdiVersion {}, but Docker {} reads up to {}".format(
-            too_new[0].path, too_new[0].value.get("cdiVersion"), shown, highest),
-            "regenerate it (`{}` writes the lowest version that can express it)".format(GENERATE))
+        spec, needed = too_new[0]
+        return fail("{} {}, but Docker {} reads up to {}".format(spec.path, _declares(spec, needed), shown, highest),
+                    "regenerate it (`{}` writes the lowest version that can express it)".format(GENERATE))
     return ok("Docker {} reads CDI specs{}".format(shown, " (features.cdi = true)" if feature else ""))
+
+
+def podman_version(facts: Facts) -> Tuple[Optional[str], Tuple[int, ...], str]:
+    """(podman's path, its version, why it is unknown) from ``podman --version`` on doctor's PATH."""
+
+    def compute():
+        from nvdocker_setup.doctor.facts import version_tuple
+
+        path = facts.ctx.which("podman")
+        if path is None:
+            return None, (), "podman is not installed (not on PATH)"
+        try:
+            result = facts.ctx.run([path, "--version"], timeout=facts.options.command_timeout, env=dict(facts.ctx.env))
+        except (OSError, subprocess.SubprocessError) as error:
+            return path, (), "`{} --version` failed: {}".format(path, error)
+        match = _PODMAN_VERSION.search(result.stdout or "")
+        if result.returncode != 0 or match is None:
+            said = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()
+            return path, (), "`{} --version` said {!r} (exit {})".format(path, said[-1] if said else "", result.returncode)
+        return path, version_tuple(match.group(1)), ""
+
+    return facts.memo("podman-version", compute)
+
+
+@check("cdi-podman-support", GROUP, "podman reads the CDI spec")
+def cdi_podman_support(facts: Facts):
+    from nvdocker_setup.cdi.spec import version_key
+
+    specs = [spec for spec in specs_in(facts, list(PODMAN_SPEC_DIRS)) if spec.value is not None]
+    if not specs:
+        raise SkipCheck("no readable CDI spec for nvidia.com/gpu in {} (where podman reads them)".format(
+            ", ".join(PODMAN_SPEC_DIRS)))
+    path, version, why = podman_version(facts)
+    if path is None:
+        return skip(why)
+    if not version:
+        return skip(why)
+    shown = ".".join(map(str, version))
+    highest = _max_cdi_version(version, PODMAN_MAX_CDI_VERSION)
+    if highest is None:
+        return skip("podman {} is older than the releases whose CDI support is known here (4.3 and later)".format(shown))
+    too_new = _too_new(specs, highest)
+    if too_new:
+        spec, needed = too_new[0]
+        return warn(
+            "{} {}, but podman {} reads up to {}: `podman run --device nvidia.com/gpu=...` fails with "
+            "\"unresolvable CDI devices\"".format(spec.path, _declares(spec, needed), shown, highest),
+            "regenerate it (`{}` writes the lowest version that can express it, 0.5.0)".format(GENERATE),
+            specs=[item.path for item, _ in too_new],
+        )
+    return ok("podman {} reads cdiVersion up to {}; the spec needs {}".format(
+        shown, highest, max((effective_version(spec.value) or "0.3.0" for spec in specs), key=version_key)))

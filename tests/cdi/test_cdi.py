@@ -29,12 +29,14 @@ def generated(driver_root):
 
 def test_devices_by_index_uuid_and_all(generated, driver_root):
     gpu0, gpu1 = driver_root.gpus
-    assert generated["kind"] == "nvidia.com/gpu" and generated["cdiVersion"] == "0.6.0"
+    # 0.5.0: what Debian 12's podman 4.3 still reads (device names "0", device node hostPath)
+    assert generated["kind"] == "nvidia.com/gpu" and generated["cdiVersion"] == "0.5.0"
+    assert "annotations" not in generated  # they would need 0.6.0
     names = [device["name"] for device in generated["devices"]]
     assert names == ["0", gpu0.uuid, "1", gpu1.uuid, "all"]
     nodes = {d["name"]: [n["path"] for n in d["containerEdits"]["deviceNodes"]] for d in generated["devices"]}
     assert nodes["1"] == nodes[gpu1.uuid] == ["/dev/nvidia1"] and nodes["all"] == ["/dev/nvidia0", "/dev/nvidia1"]
-    assert generated["annotations"][cdi_spec.DRIVER_VERSION_ANNOTATION] == "550.54.14"
+    assert cdi_spec.recorded_driver_version(generated) == "550.54.14"  # from libcuda.so.550.54.14
     assert cdi_spec.qualified_names(generated)[-1] == "nvidia.com/gpu=all"
 
 
@@ -83,8 +85,8 @@ def test_minimum_version_follows_the_features_used(change, version):
 
 def test_validation_catches_what_engines_refuse(generated):
     low = copy.deepcopy(generated)
-    low["cdiVersion"] = "0.5.0"
-    assert any("too low" in p for p in validate.problems(low))
+    low["cdiVersion"] = "0.4.0"
+    assert any("too low" in p and "needs 0.5.0" in p for p in validate.problems(low))
     twice = copy.deepcopy(generated)
     twice["devices"].append(twice["devices"][0])
     assert any("defined twice" in p for p in validate.problems(twice))
@@ -103,16 +105,64 @@ def test_validation_catches_what_engines_refuse(generated):
         assert any(p.startswith(where) for p in found), (where, found)
 
 
-def test_yaml_and_json_text_read_back(generated):
-    yaml_text = cdi_spec.render(generated, as_json=False)
+def test_yaml_and_json_text_read_back(generated, driver_root):
+    meta = cdi_spec.metadata(discover(driver_root.path))
+    yaml_text = cdi_spec.render(generated, as_json=False, meta=meta)
     assert yaml_text.startswith(b"# CDI spec") and b"550.54.14" in yaml_text.splitlines()[0]
     assert cdi_spec.parse(yaml_text, "x.yaml") == generated
-    assert json.loads(cdi_spec.render(generated, as_json=True)) == generated
+    assert cdi_spec.header_metadata(yaml_text) == meta
+    assert cdi_spec.driver_version_of(generated, cdi_spec.header_metadata(yaml_text)) == "550.54.14"
+    assert cdi_spec.is_ours(generated, cdi_spec.header_metadata(yaml_text)) and not cdi_spec.is_ours(generated)
+    as_json = cdi_spec.render(generated, as_json=True, meta=meta)
+    assert json.loads(as_json) == generated and cdi_spec.header_metadata(as_json) == {}
     try:
         import yaml
     except ImportError:
         return
     assert yaml.safe_load(yaml_text) == generated
+
+
+def test_metadata_lines_survive_odd_values_and_only_the_header_counts():
+    meta = {cdi_spec.DRIVER_VERSION_ANNOTATION: "550.54.14", cdi_spec.DRIVER_ROOT_ANNOTATION: "/run/driver root\nx",
+            cdi_spec.GENERATOR_ANNOTATION: '"quoted" nvdocker-setup'}
+    text = cdi_spec.render(minimal(), as_json=False, meta=meta)
+    assert cdi_spec.header_metadata(text) == meta
+    assert cdi_spec.parse(text, "x.yaml") == minimal()
+    # a metadata-looking comment after the body starts is not ours
+    later = cdi_spec.render(minimal(), as_json=False) + b"# nvdocker-setup/generator: nvdocker-setup 9\n"
+    assert cdi_spec.header_metadata(later) == {}
+
+
+def test_annotations_of_older_specs_still_count(generated):
+    old = copy.deepcopy(generated)
+    old["annotations"] = {cdi_spec.DRIVER_VERSION_ANNOTATION: "535.104.05", cdi_spec.GENERATOR_ANNOTATION: "nvdocker-setup 0.1.0"}
+    assert cdi_spec.recorded_driver_version(old) == "535.104.05" and cdi_spec.is_ours(old)
+    assert cdi_spec.minimum_version(old) == "0.6.0"
+
+
+def test_pinned_cdi_version(driver_root):
+    driver = discover(driver_root.path)
+    for wanted in ("0.5.0", "0.6.0", "v0.8.0", "1.1.0"):
+        spec = cdi_spec.generate(driver, HOOK, cdi_version=wanted)
+        assert spec["cdiVersion"] == wanted.lstrip("v")
+        assert validate.problems(spec) == [] and validate.schema_problems(spec) == []
+    with pytest.raises(cdi_spec.VersionRefused) as low:
+        cdi_spec.generate(driver, HOOK, cdi_version="0.4.0")
+    assert "needs at least 0.5.0" in str(low.value) and "a device node with a hostPath needs 0.5.0" in str(low.value)
+    with pytest.raises(cdi_spec.VersionRefused) as unknown:
+        cdi_spec.generate(driver, HOOK, cdi_version="0.9.0")
+    assert "unknown cdiVersion '0.9.0'" in str(unknown.value)
+
+
+def test_version_rules_name_every_feature_once(generated):
+    assert [rule.feature for rule in cdi_spec.required_features(generated)] == [
+        "a mount with a type", "a device node with a hostPath", "a device name that does not start with a letter"]
+    assert len({rule.feature for rule in cdi_spec.VERSION_RULES}) == len(cdi_spec.VERSION_RULES)
+    assert all(rule.version in cdi_spec.CDI_VERSIONS for rule in cdi_spec.VERSION_RULES)
+    # hook env is part of CDI since 0.3.0: a hook with env does not raise the version
+    spec = minimal()
+    spec["containerEdits"] = {"hooks": [{"hookName": "createContainer", "path": "/bin/true", "env": ["PATH=/bin"]}]}
+    assert cdi_spec.minimum_version(spec) == "0.3.0"
 
 
 def test_a_spec_without_gpus_is_refused(tmp_path, driver_root):

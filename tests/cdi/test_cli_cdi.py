@@ -46,8 +46,10 @@ def test_generate_yaml_then_no_change(cli, tmp_path):
     first = cli("cdi", "generate", "--output", str(out))
     assert first.exit_code == 0, first.stderr
     assert first.stdout.startswith("wrote {}".format(out)) and "nvidia.com/gpu=all" in first.stdout
-    spec = cdi_spec.load(str(out))
-    assert spec["cdiVersion"] == "0.6.0" and mode(out) == 0o644
+    spec, header = cdi_spec.load_document(str(out))
+    assert spec["cdiVersion"] == "0.5.0" and mode(out) == 0o644 and "annotations" not in spec
+    assert header[cdi_spec.DRIVER_VERSION_ANNOTATION] == "550.54.14"
+    assert header[cdi_spec.GENERATOR_ANNOTATION].startswith("nvdocker-setup ")
     inode = os.stat(str(out)).st_ino
     again = cli("cdi", "generate", "--output", str(out))
     assert again.exit_code == 0 and again.stdout.startswith("no change:") and os.stat(str(out)).st_ino == inode
@@ -85,9 +87,9 @@ def test_list_shows_devices_and_staleness(cli, tmp_path):
     listed = cli("cdi", "list", "--spec", str(out))
     assert listed.exit_code == 0, listed.stderr
     assert "nvidia.com/gpu=1  /dev/nvidia1" in listed.stdout and "stale" not in listed.stderr
-    spec = cdi_spec.load(str(out))
-    spec["annotations"][cdi_spec.DRIVER_VERSION_ANNOTATION] = "535.104.05"
-    out.write_bytes(cdi_spec.render(spec, as_json=False))
+    spec, header = cdi_spec.load_document(str(out))
+    header[cdi_spec.DRIVER_VERSION_ANNOTATION] = "535.104.05"
+    out.write_bytes(cdi_spec.render(spec, as_json=False, meta=header))
     stale = cli("cdi", "list", "--spec", str(out), "--json")
     report = json.loads(stale.stdout)
     assert report["stale"] is True and report["driver_version"] == "535.104.05" and report["current_driver_version"] == "550.54.14"
@@ -98,3 +100,31 @@ def test_list_shows_devices_and_staleness(cli, tmp_path):
 def test_list_without_a_spec_says_to_generate(cli, tmp_path):
     done = cli("cdi", "list", "--spec", str(tmp_path / "absent.yaml"))
     assert done.exit_code == ExitStatus.ERROR and "cdi generate" in done.stderr
+
+
+def test_list_of_a_json_spec_reads_the_driver_from_its_libraries(cli, tmp_path):
+    out = tmp_path / "nvdocker.json"
+    assert cli("cdi", "generate", "-o", str(out)).exit_code == 0
+    assert out.read_text().startswith("{")  # no comment: JSON has none
+    report = json.loads(cli("cdi", "list", "--spec", str(out), "--json").stdout)
+    assert report["driver_version"] == "550.54.14" and report["stale"] is False and report["cdiVersion"] == "0.5.0"
+
+
+def test_generate_with_a_pinned_cdi_version(cli, tmp_path):
+    out = tmp_path / "nvdocker.yaml"
+    done = cli("cdi", "generate", "-o", str(out), "--cdi-version", "0.7.0", "--json")
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)["cdiVersion"] == "0.7.0" and cdi_spec.load(str(out))["cdiVersion"] == "0.7.0"
+
+
+@pytest.mark.parametrize("wanted, says", [
+    ("0.4.0", "cdiVersion 0.4.0 cannot express this spec, which needs at least 0.5.0"),
+    ("0.3.0", "a device name that does not start with a letter needs 0.5.0"),
+    ("2.0.0", "unknown cdiVersion '2.0.0'"),
+    ("latest", "unknown cdiVersion 'latest'"),
+])
+def test_generate_refuses_a_cdi_version_that_cannot_be(cli, tmp_path, wanted, says):
+    out = tmp_path / "nvdocker.yaml"
+    done = cli("cdi", "generate", "-o", str(out), "--cdi-version", wanted)
+    assert done.exit_code == ExitStatus.USAGE, (done.stdout, done.stderr)
+    assert says in " ".join(done.stderr.split()) and not out.exists()

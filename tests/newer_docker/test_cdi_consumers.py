@@ -1,0 +1,270 @@
+"""Our CDI spec read by the real consumers admins run (issue #14): Debian 12's podman 4.3, Debian 13's
+podman 5.4 and Docker 26.1, Debian forky's Docker 28.5 (CDI on by default), each unpacked from its
+Debian package (tests/support/debian_engines.py, tests/support/newer_docker.py).
+
+For every consumer: ``--device nvidia.com/gpu=0``, ``=all`` and ``=GPU-<uuid>`` against what
+``cdi generate`` writes for the simulated 2-GPU driver root give exactly the right device nodes
+(major:minor from ``ls -l /dev`` in the container) and driver libraries; and the cdiVersions each
+one reads are the ones doctor's tables say (``cdi-docker-support``, ``cdi-podman-support``).
+"""
+
+import json
+import os
+import re
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from nvdocker_setup.cdi import spec as cdi_spec
+from nvdocker_setup.cli import common
+from nvdocker_setup.cli.main import app
+from nvdocker_setup.doctor import cdi as doctor_cdi
+from nvdocker_setup.doctor.facts import version_tuple
+from nvdocker_setup.driver import discover
+from nvdocker_setup.runtime.config import RuntimeConfig
+from tests.support import debian_engines
+from tests.support.driver_root import CONTROL_NODES, LIB_DIR, NVIDIA_MAJOR, simulated_driver_root_fixture
+from tests.support.newer_docker import docker26, docker26_or_skip, sandbox26
+
+pytestmark = pytest.mark.dockerd
+
+CONSUMERS = ("podman-4.3", "podman-5.4", "docker-26.1", "docker-28.5")
+UNRESOLVABLE = "unresolvable CDI devices"
+PROBE = ("ls -l /dev; echo ---; env; echo ---; ls -a {lib} 2>&1; echo ---; cat /etc/ld.so.conf.d/00-nvdocker.conf 2>&1"
+         .format(lib=LIB_DIR))
+
+
+@pytest.fixture(scope="module")
+def driver_root(tmp_path_factory):
+    return simulated_driver_root_fixture(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, driver_root):
+    """What `nvdocker-setup cdi generate` writes, as YAML (with our comment header) and as JSON."""
+    out = tmp_path_factory.mktemp("generated")
+    no_config = out / "no-runtime.conf"
+    no_config.write_text("")
+    texts = {}
+    for name in ("nvdocker.yaml", "nvdocker.json"):
+        common.reset_consoles()
+        try:
+            runner = CliRunner(mix_stderr=False)  # click < 8.2
+        except TypeError:
+            runner = CliRunner()
+        result = runner.invoke(
+            app, ["cdi", "generate", "--driver-root", driver_root.path, "--output", str(out / name), "--json"],
+            env={"NVDOCKER_RUNTIME_CONFIG": str(no_config), "COLUMNS": "200", "NO_COLOR": "1"}, catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["cdiVersion"] == "0.5.0"
+        texts[name] = (out / name).read_bytes()
+    assert texts["nvdocker.yaml"].startswith(b"# CDI spec") and b"# nvdocker-setup/driver-version: 550.54.14" in texts["nvdocker.yaml"]
+    return texts
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory):
+    """A static busybox, the whole container (no image store needed)."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true: busybox-static is not installed")
+        pytest.skip("busybox-static is not installed")
+    root = tmp_path_factory.mktemp("rootfs")
+    os.makedirs(str(root / "bin"))
+    shutil.copy(busybox, str(root / "bin" / "busybox"))
+    for command in ("sh", "ls", "cat", "env", "echo", "true"):
+        os.symlink("busybox", str(root / "bin" / command))
+    os.chmod(str(root), 0o755)
+    return str(root)
+
+
+class Outcome:
+    def __init__(self, returncode: int, stdout: bytes, stderr: bytes) -> None:
+        self.returncode = returncode
+        self.stdout = stdout.decode("utf-8", "replace")
+        self.stderr = stderr.decode("utf-8", "replace")
+
+
+class PodmanConsumer:
+    def __init__(self, engine, workdir: str, rootfs: str) -> None:
+        folder = debian_engines.engine_or_skip(engine)
+        conmon = os.path.join(debian_engines.engine_or_skip(debian_engines.PODMAN43), "usr", "bin", "conmon")
+        self.podman = debian_engines.Podman(engine, folder, conmon, workdir)
+        self.rootfs = rootfs
+        said = debian_engines.engine_version(engine, folder)
+        self.version = version_tuple(said.split("version", 1)[1])
+        self.shown = "podman " + said.split("version", 1)[1].strip()
+        self.max_cdi_version = doctor_cdi._max_cdi_version(self.version, doctor_cdi.PODMAN_MAX_CDI_VERSION)
+
+    def run(self, spec: bytes, name: str, device: str, script: str = "true") -> Outcome:
+        done = self.podman.run(spec, name, self.rootfs, device, script)
+        return Outcome(done.returncode, done.stdout, done.stderr)
+
+    def close(self) -> None:
+        pass
+
+
+class DockerConsumer:
+    def __init__(self, folder: str, workdir: str, cdi_dir: str, features: bool) -> None:
+        self.folder = folder
+        self.cdi_dir = cdi_dir
+        config = {"cdi-spec-dirs": [cdi_dir]}
+        if features:
+            config["features"] = {"cdi": True}
+        self.box = sandbox26(folder, workdir, json.dumps(config).encode())
+        self.box.start()
+        try:
+            info = self.box.info()
+            assert info.get("CDISpecDirs") == [cdi_dir], info.get("CDISpecDirs")  # CDI is on
+            self.box.import_tiny_image()
+        except BaseException:
+            self.box.close()
+            raise
+        self.version = version_tuple(info["ServerVersion"])
+        self.shown = "Docker " + info["ServerVersion"]
+        self.max_cdi_version = doctor_cdi._max_cdi_version(self.version)
+
+    def run(self, spec: bytes, name: str, device: str, script: str = "true") -> Outcome:
+        for old in os.listdir(self.cdi_dir):
+            os.unlink(os.path.join(self.cdi_dir, old))
+        path = os.path.join(self.cdi_dir, name)
+        with open(path, "wb") as handle:
+            handle.write(spec)
+        os.chmod(path, 0o644)
+        done = docker26(self.folder, self.box, "run", "--rm", "--network", "none", "--device", device, "tiny",
+                        "sh", "-c", script, check=False, timeout=120)
+        return Outcome(done.returncode, done.stdout, done.stderr)
+
+    def close(self) -> None:
+        self.box.close()
+
+
+@pytest.fixture(scope="module", params=CONSUMERS)
+def consumer(request, tmp_path_factory, rootfs):
+    kind = request.param
+    work = str(tmp_path_factory.mktemp(kind))
+    if kind == "podman-4.3":
+        made = PodmanConsumer(debian_engines.PODMAN43, work, rootfs)
+    elif kind == "podman-5.4":
+        made = PodmanConsumer(debian_engines.PODMAN54, work, rootfs)
+    else:
+        folder = docker26_or_skip() if kind == "docker-26.1" else debian_engines.engine_or_skip(debian_engines.DOCKER28)
+        cdi_dir = os.path.join(work, "cdi")
+        os.makedirs(cdi_dir, mode=0o755)
+        # 26.1 reads CDI specs only with features.cdi; 28.2+ without it (on by default)
+        made = DockerConsumer(folder, os.path.join(work, "d"), cdi_dir, features=(kind == "docker-26.1"))
+    assert made.shown.split()[1].startswith(kind.split("-")[1] + "."), made.shown
+    yield made
+    made.close()
+
+
+# -- what a container gets -------------------------------------------------------------------------
+
+
+def char_devices(listing):
+    """{name: (major, minor)} of the character devices in an `ls -l /dev` listing (busybox format)."""
+    found = {}
+    for line in listing.splitlines():
+        match = re.match(r"^c\S*\s+\d+\s+\S+\s+\S+\s+(\d+),\s*(\d+)\s+.*\s(\S+)$", line)
+        if match:
+            found[match.group(3)] = (int(match.group(1)), int(match.group(2)))
+    return found
+
+
+def nvidia_devices(listing):
+    return {name: numbers for name, numbers in char_devices(listing).items() if name.startswith("nvidia")}
+
+
+def expected_devices(driver_root, gpus):
+    nodes = {os.path.basename(path): numbers for path, numbers in CONTROL_NODES.items()}
+    for gpu in gpus:
+        nodes["nvidia{}".format(gpu.minor)] = (NVIDIA_MAJOR, gpu.minor)
+    return nodes
+
+
+def expected_libraries(driver_root):
+    """The versioned driver libraries the spec mounts, and the SONAME links our hook makes."""
+    names = {os.path.basename(path) for path in driver_root.libraries.values()}
+    return names | set(driver_root.libraries)
+
+
+def probe(consumer, spec, name, device):
+    done = consumer.run(spec, name, device, PROBE)
+    assert done.returncode == 0, "{} --device {}: {}".format(consumer.shown, device, done.stderr[-2000:])
+    listing, environment, libraries, ld_conf = done.stdout.split("---\n")
+    return listing, environment.splitlines(), set(libraries.split()) - {".", ".."}, ld_conf
+
+
+@pytest.mark.parametrize("name", ["nvdocker.yaml", "nvdocker.json"])
+def test_one_gpu_by_index_gets_its_node_and_the_driver(consumer, generated, driver_root, name):
+    listing, environment, libraries, ld_conf = probe(consumer, generated[name], name, "nvidia.com/gpu=0")
+    assert nvidia_devices(listing) == expected_devices(driver_root, driver_root.gpus[:1])
+    assert "NVIDIA_VISIBLE_DEVICES=void" in environment
+    assert libraries == expected_libraries(driver_root)
+    # the spec's createContainer hook ran (our update-ldcache, with its own env) and wrote the conf
+    assert [line for line in ld_conf.splitlines() if not line.startswith("#")] == [LIB_DIR]
+
+
+def test_all_gpus(consumer, generated, driver_root):
+    listing, _, libraries, _ = probe(consumer, generated["nvdocker.yaml"], "nvdocker.yaml", "nvidia.com/gpu=all")
+    assert nvidia_devices(listing) == expected_devices(driver_root, driver_root.gpus)
+    assert libraries == expected_libraries(driver_root)
+
+
+def test_one_gpu_by_uuid(consumer, generated, driver_root):
+    gpu1 = driver_root.gpus[1]
+    listing, _, libraries, _ = probe(consumer, generated["nvdocker.yaml"], "nvdocker.yaml", "nvidia.com/gpu=" + gpu1.uuid)
+    assert nvidia_devices(listing) == expected_devices(driver_root, [gpu1])
+    assert libraries == expected_libraries(driver_root)
+
+
+def test_an_unknown_device_is_refused(consumer, generated):
+    done = consumer.run(generated["nvdocker.yaml"], "nvdocker.yaml", "nvidia.com/gpu=7")
+    assert done.returncode != 0 and UNRESOLVABLE in done.stderr and "nvidia.com/gpu=7" in done.stderr
+
+
+# -- which cdiVersion each one reads --------------------------------------------------------------------
+
+
+def _spec_text(driver_root, version, annotations=None):
+    driver = discover(driver_root.path)
+    spec = cdi_spec.generate(driver, RuntimeConfig().hook_command(), cdi_version=version)
+    if annotations is not None:
+        spec["annotations"] = annotations
+        spec["cdiVersion"] = version  # as declared, even when the annotations need more
+    return cdi_spec.render(spec, as_json=False, meta=cdi_spec.metadata(driver))
+
+
+@pytest.mark.parametrize("version", [v for v in cdi_spec.CDI_VERSIONS if cdi_spec.version_key(v) >= (0, 5, 0)])
+def test_the_cdi_versions_each_consumer_reads_are_doctors(consumer, driver_root, version):
+    """A consumer reads a spec iff doctor's table says its release reads that cdiVersion."""
+    done = consumer.run(_spec_text(driver_root, version), "nvdocker.yaml", "nvidia.com/gpu=0", "ls -l /dev")
+    readable = cdi_spec.version_key(version) <= cdi_spec.version_key(consumer.max_cdi_version)
+    if readable:
+        assert done.returncode == 0, "{} refused cdiVersion {}: {}".format(consumer.shown, version, done.stderr[-600:])
+        assert nvidia_devices(done.stdout)["nvidia0"] == (NVIDIA_MAJOR, 0)
+    else:
+        assert done.returncode != 0, "{} read cdiVersion {}, above doctor's {}".format(
+            consumer.shown, version, consumer.max_cdi_version)
+        assert UNRESOLVABLE in done.stderr
+
+
+@pytest.mark.parametrize("declared", ["0.5.0", "0.6.0"])
+def test_a_spec_with_annotations_as_older_releases_wrote(consumer, driver_root, declared):
+    """Our previous releases wrote annotations (0.6.0): podman 4.3 refuses that spec whatever version
+    it declares; the others refuse it only when it declares less than the annotations need. doctor's
+    effective version (declared, or more when the fields need more) predicts both."""
+    meta = cdi_spec.metadata(discover(driver_root.path))
+    text = _spec_text(driver_root, declared, annotations=meta)
+    done = consumer.run(text, "nvdocker.yaml", "nvidia.com/gpu=0")
+    needed = doctor_cdi.effective_version(cdi_spec.parse(text, "x"))
+    assert needed == "0.6.0"
+    within_consumer = cdi_spec.version_key(needed) <= cdi_spec.version_key(consumer.max_cdi_version)
+    declares_enough = declared == needed
+    if within_consumer and declares_enough:
+        assert done.returncode == 0, "{}: {}".format(consumer.shown, done.stderr[-600:])
+    else:
+        assert done.returncode != 0 and UNRESOLVABLE in done.stderr, consumer.shown
