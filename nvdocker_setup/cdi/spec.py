@@ -282,7 +282,7 @@ def parse(data: bytes, source: str) -> Dict[str, Any]:
         value = json.loads(stripped)
     except ValueError:
         try:
-            import yaml  # type: ignore[import-untyped]
+            import yaml
         except ImportError:
             raise GpuSetupError(
                 "{} is YAML that is not JSON, and PyYAML is not installed to read it".format(source)

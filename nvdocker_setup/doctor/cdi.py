@@ -53,6 +53,11 @@ class Spec:
         #: Our metadata from the YAML header (empty for JSON and foreign specs).
         self.header = header or {}
 
+    @property
+    def data(self) -> Dict[str, Any]:
+        """The parsed spec ({} for one that could not be read: see ``error``)."""
+        return self.value if self.value is not None else {}
+
 
 def nvidia_specs(facts: Facts) -> List[Spec]:
     """Every spec file in dockerd's spec directories that is (or claims to be) for nvidia.com/gpu."""
@@ -128,8 +133,8 @@ def cdi_spec_check(facts: Facts):
         if spec.error is not None:
             broken.append("{}: {}".format(spec.path, spec.error))
             continue
-        problems = validate.problems(spec.value) + validate.schema_problems(spec.value)
-        if not spec.value.get("devices"):
+        problems = validate.problems(spec.data) + validate.schema_problems(spec.data)
+        if not spec.data.get("devices"):
             problems.insert(0, "invalid spec, no devices")
         broken.extend("{}: {}".format(spec.path, problem) for problem in problems)
     by_dir: Dict[str, Dict[str, str]] = {}
@@ -145,7 +150,7 @@ def cdi_spec_check(facts: Facts):
         return fail(broken[0] + more, "regenerate it: `{}` (and remove other nvidia.com/gpu specs in the same "
                     "directory)".format(GENERATE), problems=broken)
     shown = "; ".join("{} ({} devices, cdiVersion {})".format(spec.path, len(_device_names(spec)),
-                                                             spec.value.get("cdiVersion")) for spec in specs)
+                                                             spec.data.get("cdiVersion")) for spec in specs)
     return ok(shown, specs=[spec.path for spec in specs])
 
 
@@ -178,18 +183,19 @@ def cdi_hooks_env(facts: Facts):
     specs = [spec for spec in nvidia_specs(facts) if spec.value is not None]
     if not specs:
         raise SkipCheck("no readable CDI spec for nvidia.com/gpu (see cdi-spec)")
-    ours, foreign = [], []
+    ours: List[str] = []
+    foreign: List[str] = []
     for spec in specs:
-        found = ["{}: {}".format(spec.path, problem) for problem in hook_problems(spec.value)]
+        found = ["{}: {}".format(spec.path, problem) for problem in hook_problems(spec.data)]
         # the generator is in our YAML header (annotations in specs from older releases)
-        (ours if is_ours(spec.value, spec.header) else foreign).extend(found)
+        (ours if is_ours(spec.data, spec.header) else foreign).extend(found)
     if ours:
         return fail(ours[0] + (" (+{} more)".format(len(ours) - 1) if len(ours) > 1 else ""),
                     "written by an older nvdocker-setup; regenerate it now: `{}`".format(GENERATE), problems=ours)
     if foreign:
         return warn(foreign[0] + (" (+{} more)".format(len(foreign) - 1) if len(foreign) > 1 else ""),
                     "update the tool that wrote it, or replace it: `{}`".format(GENERATE), problems=foreign)
-    hooks = sum(len(_hooks(spec.value)) for spec in specs)
+    hooks = sum(len(_hooks(spec.data)) for spec in specs)
     return ok("{} hook(s), each with an absolute path and its own env".format(hooks))
 
 
@@ -210,7 +216,7 @@ def cdi_driver_version(facts: Facts):
     stale: List[str] = []
     unknown: List[str] = []
     for spec in specs:
-        recorded = recorded_driver_version(spec.value, spec.header)
+        recorded = recorded_driver_version(spec.data, spec.header)
         if recorded is None:
             unknown.append(spec.path)
         elif recorded != driver.version:
@@ -259,7 +265,7 @@ def _too_new(specs: List[Spec], highest: Optional[str]) -> List[Tuple[Spec, str]
 
 
 def _declares(spec: Spec, needed: str) -> str:
-    declared = str(spec.value.get("cdiVersion")).lstrip("v")
+    declared = str(spec.data.get("cdiVersion")).lstrip("v")
     if declared == needed:
         return "declares cdiVersion {}".format(declared)
     return "declares cdiVersion {} but uses fields of {}".format(declared, needed)
@@ -356,4 +362,4 @@ def cdi_podman_support(facts: Facts):
             specs=[item.path for item, _ in too_new],
         )
     return ok("podman {} reads cdiVersion up to {}; the spec needs {}".format(
-        shown, highest, max((effective_version(spec.value) or "0.3.0" for spec in specs), key=version_key)))
+        shown, highest, max((effective_version(spec.data) or "0.3.0" for spec in specs), key=version_key)))

@@ -43,7 +43,8 @@ def test_devices_by_index_uuid_and_all(generated, driver_root):
 def test_common_edits_carry_every_capability_and_the_hook(generated, driver_root):
     common = generated["containerEdits"]
     assert common["env"] == ["NVIDIA_VISIBLE_DEVICES=void"]
-    assert [n["path"] for n in common["deviceNodes"]] == ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"]
+    assert [n["path"] for n in common["deviceNodes"]] == ["/dev/nvidiactl", "/dev/nvidia-uvm",
+            "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"]
     targets = {m["containerPath"] for m in common["mounts"]}
     assert set(driver_root.libraries.values()) <= targets and "/usr/bin/nvidia-smi" in targets
     for mount in common["mounts"]:

@@ -1,6 +1,5 @@
 """cdi checks: specs written by nvdocker_setup.cdi for the simulated driver, then broken."""
 
-import json
 import os
 
 import pytest
@@ -183,7 +182,8 @@ def test_spec_dirs_from_daemon_json(host, with_spec):
 def _spec_with_hook(host):
     from nvdocker_setup.driver.edits import HookCommand
 
-    return cdi_spec.generate(discover(host.root), HookCommand("/usr/bin/nvdocker-runtime-hook", ["nvdocker-runtime-hook"], "/sbin/ldconfig"))
+    return cdi_spec.generate(discover(host.root), HookCommand("/usr/bin/nvdocker-runtime-hook",
+            ["nvdocker-runtime-hook"], "/sbin/ldconfig"))
 
 
 def test_hooks_of_a_generated_spec_carry_env(host):

@@ -186,9 +186,15 @@ def expected_devices(driver_root, gpus):
 
 
 def expected_libraries(driver_root):
-    """The versioned driver libraries the spec mounts, and the SONAME links our hook makes."""
+    """The versioned driver libraries the spec mounts, and the links our hook makes: the SONAME
+    links ldconfig makes and the host's own links the spec passes the hook (``libcuda.so``)."""
+    from nvdocker_setup.cdi.spec import ALL_CAPABILITIES
+    from nvdocker_setup.driver.edits import _library_links
+
     names = {os.path.basename(path) for path in driver_root.libraries.values()}
-    return names | set(driver_root.libraries)
+    links = {name for _target, _directory, name in _library_links(discover(driver_root.path), ALL_CAPABILITIES)}
+    assert "libcuda.so" in links
+    return names | set(driver_root.libraries) | links
 
 
 def probe(consumer, spec, name, device):

@@ -18,7 +18,7 @@ What runs here and what does not (this machine is Debian 12, glibc 2.36):
   path, so patched after the folder is in place). trixie's conmon needs glibc 2.38 as well: the
   bookworm folder's conmon is used instead.
 - Docker 28.5.2 and containerd 2.1.9 (forky) run as is; forky's runc 1.3 needs glibc 2.38 and
-  does not, so the host's /usr/sbin/runc stays on PATH behind the folder (not fetched).
+  does not, so Debian 12's runc (unpacked with the test engine) stays on PATH behind the folder.
 """
 
 import json
@@ -39,7 +39,16 @@ from tests.support.newer_docker import (
 
 STAMP = ".nvdocker-engine.json"
 LIB_DIR = "usr/lib/x86_64-linux-gnu"
-HOST_RUNC = "/usr/sbin/runc"
+def host_runc() -> str:
+    """Debian 12's runc 1.1: unpacked with the test engine (tests/support/sandbox.py), never the
+    host's installed one; /usr/sbin/runc only when the unpacked engine cannot be had."""
+    from tests.support.sandbox import engine_bin_dirs
+
+    for directory in engine_bin_dirs():
+        candidate = os.path.join(directory, "runc")
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return "/usr/sbin/runc"
 
 
 class EngineUnavailable(RuntimeError):
@@ -283,7 +292,7 @@ class Podman:
         return [
             "--root", os.path.join(self.workdir, "root"), "--runroot", os.path.join(self.workdir, "runroot"),
             "--tmpdir", os.path.join(self.workdir, "tmp"), "--cgroup-manager", "cgroupfs",
-            "--events-backend", "file", "--conmon", self.conmon, "--runtime", HOST_RUNC, "--storage-driver", "vfs",
+            "--events-backend", "file", "--conmon", self.conmon, "--runtime", host_runc(), "--storage-driver", "vfs",
         ]
 
     def env(self) -> Dict[str, str]:
