@@ -40,7 +40,9 @@ def test_location_of_the_docker_snap(host):
     os.makedirs(host.path("/var/snap/docker/current/config"))
     result = host.run("config-location")
     assert result.status == "warn" and result.data["rule"] == "snap"
-    assert "nvidia-support.disabled=true" in result.hint
+    assert "`nvdocker-setup install --runtime-name nvdocker --config /var/snap/docker/current/config/daemon.json`" \
+        in result.hint
+    assert "nvidia-ctk" not in result.hint and "snap set" not in result.hint
 
 
 def test_location_of_a_missing_file(host):
