@@ -29,10 +29,10 @@ STATUSES = (OK, WARN, FAIL, SKIP)
 GROUPS = {
     "driver": "driver",
     "runtime-binaries": "runtime binaries",
-    "docker-config": "docker config",
+    "docker-config": "engine config",
     "docker-daemon": "docker daemon",
     "host": "host",
-    "cdi": "cdi",
+    "cdi": "CDI",
     "containers": "containers",
 }
 #: A skip reason's pointer to the check that reports the underlying problem.

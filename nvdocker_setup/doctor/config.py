@@ -195,7 +195,7 @@ def _resolve_runtime(facts: Facts, path: str) -> Tuple[Optional[str], str]:
     search, source = facts.dockerd_path_env()
     found = facts.which_in(path, search)
     if found is None:
-        return None, "{} on {}".format(path, source)
+        return None, "{} on dockerd's PATH ({})".format(path, source)
     return facts.host_file(found), found
 
 

@@ -140,7 +140,7 @@ def test_default_runtime_whose_binary_is_missing(host):
 def test_default_runtime_relative_name_not_on_dockerds_path(host):
     host.write_config({"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}, "default-runtime": "nvidia"})
     result = host.run("config-default-runtime")
-    assert result.status == "fail" and "nvidia-container-runtime on the environment of dockerd" in result.detail
+    assert result.status == "fail" and "nvidia-container-runtime on dockerd's PATH (the environment of dockerd" in result.detail
 
 
 def test_default_runtime_undefined(host):
