@@ -29,15 +29,6 @@ def list_backups(
         if not backups:
             out.print("no backups in {}".format(ctx.backups_dir))
             return
-        from rich.table import Table
+        from nvdocker_setup.cli.render import print_backups
 
-        table = Table()
-        table.add_column("name", no_wrap=True)
-        table.add_column("source", overflow="fold")
-        table.add_column("reason")
-        table.add_column("size", justify="right")
-        table.add_column("sha256", no_wrap=True)
-        for backup in backups:
-            size = str(backup.size) if backup.existed else "(absent)"
-            table.add_row(backup.name, backup.source, backup.reason, size, (backup.sha256 or "")[:12])
-        out.print(table)
+        print_backups(backups, out, ctx.backups_dir)

@@ -7,8 +7,6 @@ import typer
 from nvdocker_setup.cli import common
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 
-_STYLES = {"ok": ("green", "✓ ok"), "warn": ("yellow", "! warn"), "fail": ("bold red", "✗ fail"), "skip": ("dim", "- skip")}
-
 
 def doctor(
     check: Optional[List[str]] = typer.Option(
@@ -64,7 +62,9 @@ def doctor(
         if as_json:
             common.print_json(report.to_dict())
         else:
-            _render(report)
+            from nvdocker_setup.cli.render import print_doctor
+
+            print_doctor(report, common.console(), ran_all=not check)
         if report.failed:
             raise typer.Exit(int(ExitStatus.DOCTOR_FAILED))
 
@@ -80,44 +80,3 @@ def _list(items, as_json: bool) -> None:
     for item in items:
         out.print("{:<28} {:<17} {}{}".format(item.id, item.group, escape(item.title),
                                                " [dim](opt-in: {})[/]".format(item.opt_in_flag) if item.opt_in else ""))
-
-
-def _render(report) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from nvdocker_setup.doctor.checks import GROUPS
-
-    table = Table(show_header=True, header_style="bold", expand=False, pad_edge=False, box=None)
-    table.add_column("status", no_wrap=True)
-    table.add_column("check", no_wrap=True)
-    table.add_column("result")
-    first = True
-    for group, heading in GROUPS.items():
-        rows = [result for result in report.results if result.group == group]
-        if not rows:
-            continue
-        if not first:
-            table.add_row("", "", "")
-        first = False
-        table.add_row(Text(heading, style="bold underline"), "", "")
-        for result in rows:
-            style, label = _STYLES[result.status]
-            cell = Text(result.detail, style="dim" if result.status == "skip" else "")
-            if result.hint and result.status in ("warn", "fail"):
-                cell.append("\nfix: ", style="bold cyan")
-                cell.append(result.hint, style="cyan")
-            table.add_row(Text(label, style=style), Text(result.id), cell)
-    out = common.console()
-    out.print(table)
-    counts = report.counts()
-    summary = Text()
-    summary.append("{} ok".format(counts["ok"]), style="green")
-    summary.append(", ")
-    summary.append("{} warning{}".format(counts["warn"], "" if counts["warn"] == 1 else "s"),
-                   style="yellow" if counts["warn"] else "")
-    summary.append(", ")
-    summary.append("{} failed".format(counts["fail"]), style="bold red" if counts["fail"] else "")
-    summary.append(", {} skipped".format(counts["skip"]))
-    out.print()
-    out.print(summary)

@@ -5,10 +5,16 @@ receives the shared :class:`~nvdocker_setup.doctor.facts.Facts` and returns an :
 built with :func:`ok`, :func:`warn`, :func:`fail` or :func:`skip`. It may also raise
 :class:`SkipCheck` (a fact it needs is unavailable, and another check already says why).
 
+An outcome may name its ``cause``: the check that reports the underlying problem (a skip's
+"(see config-parse)" names it too, and is read as the cause). When that check failed, the result
+*follows from* it (:meth:`DoctorReport.follows_from`), so one fault reads as one failure, and the
+report's :meth:`~DoctorReport.verdict` names the first failure that follows from no other.
+
 The runner never lets one check take the others down: an exception escaping a check becomes a
 ``fail`` result naming the exception, and the next check runs.
 """
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
@@ -19,16 +25,18 @@ FAIL = "fail"
 SKIP = "skip"
 STATUSES = (OK, WARN, FAIL, SKIP)
 
-#: Groups in display order: id -> heading.
+#: Groups (layers) in display order, each built on the ones before it: id -> heading.
 GROUPS = {
     "driver": "driver",
     "runtime-binaries": "runtime binaries",
-    "docker-config": "docker config",
+    "docker-config": "engine config",
     "docker-daemon": "docker daemon",
     "host": "host",
-    "cdi": "cdi",
+    "cdi": "CDI",
     "containers": "containers",
 }
+#: A skip reason's pointer to the check that reports the underlying problem.
+SEE_CHECK = re.compile(r"\(see ([a-z][a-z0-9]*(?:-[a-z0-9]+)+)\)")
 
 #: The modules that register checks, imported on first use (each is one group).
 CHECK_MODULES = ("driver", "runtime", "config", "daemon", "host", "cdi", "containers")
@@ -37,9 +45,11 @@ CHECK_MODULES = ("driver", "runtime", "config", "daemon", "host", "cdi", "contai
 class SkipCheck(Exception):
     """Raised inside a check: it does not apply here, or a fact it needs is missing (``reason``)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, cause: Optional[str] = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: The check that reports why (None: read from "(see <id>)" in the reason, if any).
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -50,22 +60,24 @@ class Outcome:
     detail: str
     hint: Optional[str] = None
     data: Dict[str, Any] = field(default_factory=dict)
+    #: The check that reports the underlying problem, when this outcome is its consequence.
+    cause: Optional[str] = None
 
 
 def ok(detail: str, **data: Any) -> Outcome:
     return Outcome(OK, detail, None, data)
 
 
-def warn(detail: str, hint: Optional[str] = None, **data: Any) -> Outcome:
-    return Outcome(WARN, detail, hint, data)
+def warn(detail: str, hint: Optional[str] = None, *, cause: Optional[str] = None, **data: Any) -> Outcome:
+    return Outcome(WARN, detail, hint, data, cause)
 
 
-def fail(detail: str, hint: Optional[str] = None, **data: Any) -> Outcome:
-    return Outcome(FAIL, detail, hint, data)
+def fail(detail: str, hint: Optional[str] = None, *, cause: Optional[str] = None, **data: Any) -> Outcome:
+    return Outcome(FAIL, detail, hint, data, cause)
 
 
-def skip(reason: str, **data: Any) -> Outcome:
-    return Outcome(SKIP, reason, None, data)
+def skip(reason: str, *, cause: Optional[str] = None, **data: Any) -> Outcome:
+    return Outcome(SKIP, reason, None, data, cause)
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,8 @@ class CheckResult:
     hint: Optional[str] = None
     data: Dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    #: The check that reports the underlying problem (see :class:`Outcome`), or None.
+    cause: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -101,7 +115,27 @@ class CheckResult:
             "hint": self.hint,
             "data": self.data,
             "seconds": round(self.seconds, 4),
+            "cause": self.cause,
         }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The one line that says whether GPU containers can work, and where they are blocked first."""
+
+    #: ``ready`` (nothing failed or warned), ``warnings`` (works, with warnings) or ``blocked``.
+    status: str
+    #: The layer (group) of the first failure, its check, and how many failures follow from others.
+    group: Optional[str] = None
+    check: Optional[str] = None
+    detail: Optional[str] = None
+    warnings: int = 0
+    failures: int = 0
+    consequences: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"status": self.status, "group": self.group, "check": self.check, "detail": self.detail,
+                "warnings": self.warnings, "failures": self.failures, "consequences": self.consequences}
 
 
 @dataclass
@@ -124,12 +158,52 @@ class DoctorReport:
                 return result
         raise KeyError(check_id)
 
+    def follows_from(self, result: CheckResult) -> Optional[CheckResult]:
+        """The failed check ``result`` is a consequence of (following causes to the first one), or
+        None: it names no cause, or its cause did not run here or did not fail."""
+        known = {item.id: item for item in self.results}
+        seen = {result.id}
+        found: Optional[CheckResult] = None
+        current = result
+        while current.cause and current.cause in known and current.cause not in seen:
+            seen.add(current.cause)
+            current = known[current.cause]
+            if current.status == FAIL:
+                found = current
+        return found
+
+    def first_failure(self) -> Optional[CheckResult]:
+        """The first failed check, in layer order, that follows from no other failure."""
+        failed = [result for result in self.results if result.status == FAIL]
+        for result in failed:
+            if self.follows_from(result) is None:
+                return result
+        return failed[0] if failed else None
+
+    def verdict(self) -> Verdict:
+        counts = self.counts()
+        consequences = sum(1 for result in self.results if result.status == FAIL and self.follows_from(result))
+        first = self.first_failure()
+        if first is not None:
+            return Verdict("blocked", first.group, first.id, first.detail, counts[WARN], counts[FAIL], consequences)
+        if counts[WARN]:
+            warned = next(result for result in self.results if result.status == WARN)
+            return Verdict("warnings", warned.group, warned.id, warned.detail, counts[WARN])
+        return Verdict("ready")
+
     def to_dict(self) -> Dict[str, Any]:
         counts = self.counts()
+        checks = []
+        for result in self.results:
+            item = result.to_dict()
+            root = self.follows_from(result)
+            item["follows_from"] = root.id if root is not None else None
+            checks.append(item)
         return {
             "ok": not self.failed,
+            "verdict": self.verdict().to_dict(),
             "summary": dict(counts, total=len(self.results)),
-            "checks": [result.to_dict() for result in self.results],
+            "checks": checks,
         }
 
 
@@ -201,7 +275,7 @@ def run_one(item: Check, facts: Any, explicit: bool = False) -> CheckResult:
             if not isinstance(outcome, Outcome):
                 raise TypeError("check returned {!r} instead of an Outcome".format(type(outcome).__name__))
         except SkipCheck as skipped:
-            outcome = skip(skipped.reason)
+            outcome = skip(skipped.reason, cause=skipped.cause)
         except Exception as exc:  # one broken check must not hide the others
             import traceback
 
@@ -211,6 +285,11 @@ def run_one(item: Check, facts: Any, explicit: bool = False) -> CheckResult:
                 error=type(exc).__name__,
                 traceback=traceback.format_exc(),
             )
+    cause = outcome.cause
+    if cause is None and outcome.status != OK:
+        pointer = SEE_CHECK.search(outcome.detail or "")
+        if pointer is not None and pointer.group(1) in _REGISTRY and pointer.group(1) != item.id:
+            cause = pointer.group(1)
     return CheckResult(
         id=item.id,
         group=item.group,
@@ -220,6 +299,7 @@ def run_one(item: Check, facts: Any, explicit: bool = False) -> CheckResult:
         hint=outcome.hint,
         data=dict(outcome.data),
         seconds=time.monotonic() - started,
+        cause=cause,
     )
 
 

@@ -6,7 +6,7 @@ import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
 from nvdocker_setup.doctor.checks import SkipCheck, check, fail, ok, skip, warn
-from nvdocker_setup.doctor.facts import Facts, parse_flags
+from nvdocker_setup.doctor.facts import INSTALL_NVIDIA_TOOLKIT, Facts, parse_flags
 
 GROUP = "docker-config"
 #: Suffixes package managers leave next to a config file they wanted to replace or remove.
@@ -15,15 +15,12 @@ LEFTOVER_SUFFIXES = (".dpkg-old", ".dpkg-dist", ".dpkg-new", ".dpkg-bak", ".dpkg
 #: Problems that config-runtime-entry reports for our own runtime (the schema check leaves them out).
 ENTRY_CODES = ("runtime-args-ignored", "runtime-path-relative")
 STOCK_RUNTIMES = ("runc", "io.containerd.runc.v2", "")
+#: Our runtime's package.
+PACKAGE = "nvdocker-toolkit"
 
 
 def _install_hint(facts: Facts, extra: str = "") -> str:
-    command = "nvdocker-setup install"
-    if facts.runtime_name != "nvidia":
-        command += " --runtime-name " + facts.runtime_name
-    if facts.options.config:
-        command += " --config " + facts.options.config
-    return command + extra
+    return facts.install_command(extra)
 
 
 @check("config-location", GROUP, "the daemon.json dockerd reads")
@@ -50,8 +47,7 @@ def config_location(facts: Facts):
         return warn(
             detail + "; the docker snap's own nvidia-support service rewrites (and deletes) runtimes.nvidia, "
             "and its confined dockerd may not run host binaries",
-            "use another runtime name (--runtime-name) or turn the snap's support off with "
-            "`snap set docker nvidia-support.disabled=true`; or install Docker from packages instead of the snap",
+            facts.snap_advice(),
             **data,
         )
     return ok(detail, **data)
@@ -109,7 +105,8 @@ def config_schema(facts: Facts):
     errors = [problem for problem in problems if problem.severity == "error"]
     warnings = [problem for problem in problems if problem.severity != "error"]
     lines = ["{}: {}".format(problem.path, problem.message) for problem in errors + warnings]
-    data = {"problems": [dict(path=p.path, message=p.message, severity=p.severity, code=p.code) for p in problems]}
+    data: Dict[str, Any] = {
+        "problems": [dict(path=p.path, message=p.message, severity=p.severity, code=p.code) for p in problems]}
     more = " (+{} more, see --json)".format(len(lines) - 1) if len(lines) > 1 else ""
     hint = "edit {} as described, then {}; `nvdocker-setup restore` puts a backup back".format(
         facts.location().path, facts.service_command("restart" if errors else "reload"))
@@ -127,6 +124,14 @@ def config_runtime_entry(facts: Facts):
     runtimes = value.get("runtimes")
     entry = runtimes.get(name) if isinstance(runtimes, dict) else None
     if entry is None:
+        installed, _evidence = facts.docker_installation()
+        if installed is False and facts.document() is None:
+            return fail(
+                "runtimes.{} is not in {}, which does not exist: Docker is not installed yet".format(
+                    name, facts.location().path),
+                "install Docker first (see daemon-reachable), then `{}`".format(_install_hint(facts)),
+                cause="daemon-reachable",
+            )
         return fail(
             "runtimes.{} is not in {}: `docker run --runtime={}` fails with \"unknown or invalid runtime name: {}\"".format(
                 name, facts.location().path, name, name),
@@ -146,6 +151,9 @@ def config_runtime_entry(facts: Facts):
         return fail("runtimes.{} has no path".format(name), _install_hint(facts))
     if not isinstance(path, str):
         return fail("runtimes.{}.path is not a string".format(name), _install_hint(facts))
+    owner = facts.entry_owner()
+    if owner in ("nvidia", "snap"):
+        return _foreign_entry(facts, entry, path, owner)
     if not path.startswith("/"):
         problems.append("path {!r} is relative, so it depends on dockerd's PATH (the shim may not find it: "
                         "'executable file not found in $PATH')".format(path))
@@ -160,6 +168,26 @@ def config_runtime_entry(facts: Facts):
     return ok(shown + " (absolute path{})".format(", runtimeArgs" if args else ""), path=path)
 
 
+def _foreign_entry(facts: Facts, entry: Dict[str, Any], path: str, owner: str):
+    """config-runtime-entry for NVIDIA's or the snap's entry: theirs to keep, never ours to rewrite
+    (install refuses it: exit 7, runtime-entry-foreign)."""
+    name = facts.runtime_name
+    whose = "NVIDIA's entry (as nvidia-ctk writes it)" if owner == "nvidia" else "the docker snap's own entry"
+    shown = "runtimes.{} -> {}: {}, not made by nvdocker-setup".format(name, path, whose)
+    data = {"path": path, "owner": owner}
+    args = entry.get("args")
+    if args:
+        return warn(
+            "{}; its 'args' {} are ignored by dockerd (it reads 'runtimeArgs')".format(shown, args),
+            "rename \"args\" to \"runtimeArgs\" in {}; nvdocker-setup installs beside this entry, not over "
+            "it: `{}`".format(facts.location().path, _install_hint(facts)),
+            **data,
+        )
+    if owner == "snap":
+        return warn(shown, facts.snap_advice(), **data)
+    return ok(shown + " (runtime-binary checks its binary)", **data)
+
+
 def _resolve_runtime(facts: Facts, path: str) -> Tuple[Optional[str], str]:
     """(host path to test, how it was found) for a runtime path; relative ones on dockerd's PATH."""
     if path.startswith("/"):
@@ -167,7 +195,7 @@ def _resolve_runtime(facts: Facts, path: str) -> Tuple[Optional[str], str]:
     search, source = facts.dockerd_path_env()
     found = facts.which_in(path, search)
     if found is None:
-        return None, "{} on {}".format(path, source)
+        return None, "{} on dockerd's PATH ({})".format(path, source)
     return facts.host_file(found), found
 
 
@@ -198,12 +226,28 @@ def config_default_runtime(facts: Facts):
     host, shown = _resolve_runtime(facts, path)
     if host is None or not os.path.isfile(host) or not os.access(host, os.X_OK):
         where = shown if host is None else path
+        owner = facts.entry_owner(default)
+        runc = "set \"default-runtime\": \"runc\" in {}, then {}".format(
+            facts.location().path, facts.service_command("reload"))
+        if owner == "nvidia":
+            fix = "{}; or make runc the default again: {} (nvdocker-setup did not make this entry, so its " \
+                  "uninstall leaves it alone)".format(INSTALL_NVIDIA_TOOLKIT, runc)
+        elif owner == "snap":
+            fix = "{} lets the snap's nvidia-support service rewrite it; or make runc the default again: {}".format(
+                facts.service_command("restart"), runc)
+        elif facts.install_record(default) is not None:
+            fix = "reinstall nvdocker-setup's runtime (package {}); or `nvdocker-setup uninstall`, which undoes what " \
+                  "install changed, or {}".format(PACKAGE, runc)
+        elif owner == "ours":
+            fix = "reinstall nvdocker-setup's runtime (package {}); or make runc the default again: {}".format(PACKAGE, runc)
+        else:
+            fix = "install the runtime it names; or make runc the default again: {}".format(runc)
         return fail(
             "default runtime {} points at {}, which is missing or not executable: EVERY container fails "
             "(exec: \"{}\": executable file not found)".format(default, where, os.path.basename(path)),
-            "install the runtime (package nvdocker-toolkit) or make runc the default again: "
-            "`nvdocker-setup uninstall` or set \"default-runtime\": \"runc\", then {}".format(facts.service_command("reload")),
-            default=default,
+            fix,
+            cause="runtime-binary" if default == facts.runtime_name else None,
+            default=default, owner=owner,
         )
     return ok("default runtime {} -> {} (executable; {})".format(default, shown, buildkit), default=default)
 

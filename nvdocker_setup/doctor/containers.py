@@ -1,14 +1,15 @@
 """The opt-in end-to-end check: run a tiny container with our runtime and look for the GPUs inside.
 
 The Engine API client is GET-only on purpose, so this goes through the docker CLI (``ctx.run``),
-pinned with ``-H`` to the socket the other checks inspected. Nothing is pulled: an image that is
-not on the daemon makes the check skip, with the command to fetch it.
+pinned with ``-H`` to the socket the other checks inspected. Nothing is pulled. The check runs only
+when asked for (``--smoke``), so a smoke test that cannot run (no docker CLI, the image not on the
+daemon, dockerd unreachable, no driver) is a failure, never a skip that exits 0.
 """
 
 import subprocess
 from typing import List
 
-from nvdocker_setup.doctor.checks import check, fail, ok, skip, warn
+from nvdocker_setup.doctor.checks import SkipCheck, check, fail, ok, warn
 from nvdocker_setup.doctor.facts import Facts
 
 GROUP = "containers"
@@ -40,19 +41,25 @@ def _error_line(text: str) -> str:
 
 @check("container-gpu-smoke", GROUP, "a container run with our runtime sees the GPUs", opt_in=True, opt_in_flag="--smoke")
 def container_gpu_smoke(facts: Facts):
+    not_run = "--smoke did not run: "
     docker = facts.ctx.which("docker")
     if docker is None:
-        return skip("the docker CLI is not on PATH")
-    facts.require_info()
-    driver = facts.require_driver()
+        return fail(not_run + "the docker CLI is not on PATH",
+                    "install the docker CLI (package docker.io, docker-ce-cli or moby-cli), or run doctor without --smoke")
+    try:
+        facts.require_info()
+        driver = facts.require_driver()
+    except SkipCheck as unmet:
+        return fail(not_run + unmet.reason, "fix that first; then run doctor --smoke again", cause=unmet.cause)
     image = facts.options.smoke_image
     try:
         inspected = _docker(facts, docker, ["image", "inspect", "--format", "{{.Id}}", image], facts.options.command_timeout)
     except (OSError, subprocess.SubprocessError) as exc:
-        return skip("cannot run the docker CLI: {}".format(exc))
+        return fail(not_run + "cannot run the docker CLI: {}".format(exc), "check that `docker version` works")
     if inspected.returncode != 0:
-        return skip("image {} is not on dockerd and doctor pulls nothing: `docker pull {}`, or pass --smoke-image "
-                    "with an image that has sh and ls".format(image, image))
+        return fail(not_run + "image {} is not on dockerd, and doctor pulls nothing".format(image),
+                    "`docker pull {}`, or pass --smoke-image with an image that is there and has sh and ls".format(image),
+                    image=image)
     argv = ["run", "--rm", "--network", "none", "--runtime", facts.runtime_name,
             "-e", "NVIDIA_VISIBLE_DEVICES=all", "-e", "NVIDIA_DRIVER_CAPABILITIES=utility",
             image, "sh", "-c", SCRIPT]
@@ -64,7 +71,7 @@ def container_gpu_smoke(facts: Facts):
         return fail("`{}` did not finish within {:g} s".format(shown, facts.options.smoke_timeout),
                     "look at dockerd's log: the runtime or its hook may hang")
     except (OSError, subprocess.SubprocessError) as exc:
-        return skip("cannot run the docker CLI: {}".format(exc))
+        return fail(not_run + "cannot run the docker CLI: {}".format(exc), "check that `docker version` works")
     if result.returncode != 0:
         error = _error_line(result.stderr) or "exit status {}".format(result.returncode)
         hint = "run it by hand to see the whole error: {}".format(shown.replace(" ...", " ls /dev"))

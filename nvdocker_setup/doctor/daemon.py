@@ -8,7 +8,7 @@ import subprocess
 from typing import Any, Dict, Optional, Tuple
 
 from nvdocker_setup.doctor.checks import check, fail, ok, skip, warn
-from nvdocker_setup.doctor.facts import Facts
+from nvdocker_setup.doctor.facts import INSTALL_DOCKER, Facts
 
 GROUP = "docker-daemon"
 #: `--gpus` exists since Docker 19.03.
@@ -25,6 +25,14 @@ def daemon_reachable(facts: Facts):
     try:
         version = facts.version()
     except DockerUnreachable as error:
+        installed, evidence = facts.docker_installation()
+        if installed is False:
+            return fail(
+                "Docker is not installed here: no dockerd binary, no docker.service unit, no dockerd process, "
+                "no socket at {}".format(socket_path),
+                "{}; then `nvdocker-setup install` adds the GPU runtime".format(INSTALL_DOCKER),
+                socket=socket_path, docker_installed=False,
+            )
         exists = os.path.exists(socket_path)
         why = error.message if exists else "{} does not exist".format(socket_path)
         return fail(
@@ -251,12 +259,20 @@ def daemon_rootless(facts: Facts):
     no_cgroups = bool(config and config[1].get("nvidia-container-cli.no-cgroups") is True)
     if no_cgroups:
         return ok("rootless dockerd ({}), nvidia-container-cli.no-cgroups = true".format("; ".join(evidence)))
+    config_path = config[0] if config else "/etc/nvidia-container-runtime/config.toml"
+    try:
+        rootless_file = facts.location().rule == "rootless"
+    except Exception:
+        rootless_file = False
+    install = facts.install_command() if rootless_file else "nvdocker-setup install --config ~/.config/docker/daemon.json"
     return warn(
-        "rootless dockerd ({}): without no-cgroups, GPU containers fail with \"devices.allow: permission denied\" "
-        "or \"bpf_prog_query(BPF_CGROUP_DEVICE) failed\"".format("; ".join(evidence)),
-        "`sudo nvidia-ctk config --set nvidia-container-cli.no-cgroups --in-place`, configure "
-        "~/.config/docker/daemon.json (`nvdocker-setup install --config ~/.config/docker/daemon.json`), then "
-        "`systemctl --user restart docker`; or use CDI (--device nvidia.com/gpu=all)",
+        "rootless dockerd ({}): `--gpus` goes through NVIDIA's nvidia-container-cli, which without no-cgroups fails "
+        "with \"devices.allow: permission denied\" or \"bpf_prog_query(BPF_CGROUP_DEVICE) failed\"".format(
+            "; ".join(evidence)),
+        "give the rootless daemon its own runtime entry: `{}`, then `systemctl --user restart docker`, and run GPU "
+        "containers with --runtime={} (our runtime does not go through nvidia-container-cli) or CDI (--device nvidia.com/gpu=all); "
+        "for --gpus, set `no-cgroups = true` under [nvidia-container-cli] in {}".format(
+            install, facts.runtime_name, config_path),
     )
 
 

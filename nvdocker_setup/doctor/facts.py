@@ -38,6 +38,21 @@ UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/syste
 UNIT_NAME = "docker.service"
 #: Files whose variables the old init scripts and RHEL's unit pass to dockerd.
 ENV_FILES = ("/etc/sysconfig/docker", "/etc/default/docker")
+#: Where the Docker packages (docker.io, docker-ce, moby-engine) and the snap put dockerd.
+DOCKERD_PATHS = ("/usr/bin/dockerd", "/usr/sbin/dockerd", "/usr/local/bin/dockerd", "/snap/bin/docker")
+#: Unit names a Docker install provides (the socket unit alone starts dockerd on demand).
+DOCKER_UNITS = ("docker.service", "docker.socket", "snap.docker.dockerd.service")
+#: How to install Docker Engine, for hints (Debian/Ubuntu, Fedora/RHEL, Docker's own packages).
+INSTALL_DOCKER = ("install Docker Engine: `apt-get install docker.io` (Debian, Ubuntu), `dnf install moby-engine` "
+                  "(Fedora), or Docker's own docker-ce packages (https://docs.docker.com/engine/install/)")
+#: NVIDIA's runtime executables (nvidia-ctk writes runtimes.nvidia with a bare name).
+NVIDIA_RUNTIMES = ("nvidia-container-runtime", "nvidia-container-runtime.cdi", "nvidia-container-runtime.legacy")
+#: How to get NVIDIA's runtime back, for hints.
+INSTALL_NVIDIA_TOOLKIT = ("install NVIDIA's package nvidia-container-toolkit, which provides it "
+                          "(`apt-get install nvidia-container-toolkit` or `dnf install nvidia-container-toolkit`, "
+                          "from NVIDIA's repository)")
+#: The name install suggests for our runtime beside an entry that is not ours.
+BESIDE_NAME = "nvdocker"
 
 #: dockerd's one-letter flags and the long names they stand for.
 SHORT_FLAGS = {"-H": "host", "-D": "debug", "-G": "group", "-l": "log-level", "-p": "pidfile",
@@ -348,11 +363,117 @@ class Facts:
         except NvdockerError:
             raise SkipCheck("daemon.json cannot be read or parsed (see config-parse)") from None
 
-    def runtime_entry(self) -> Optional[Any]:
+    def runtime_entry(self, name: Optional[str] = None) -> Optional[Any]:
         runtimes = self.require_config().get("runtimes")
         if not isinstance(runtimes, dict):
             return None
-        return runtimes.get(self.runtime_name)
+        return runtimes.get(name or self.runtime_name)
+
+    def install_record(self, name: Optional[str] = None):
+        """Our install record of runtime ``name`` in this daemon.json (None: we did not install it,
+        or the state cannot be read, which config-install-record reports)."""
+
+        def compute():
+            from nvdocker_setup.adapters import statedir
+            from nvdocker_setup.adapters.state import StateStore
+
+            if not os.path.exists(self.ctx.state_path):
+                return {}
+            uids = statedir.trusted_uids(self.ctx.euid)
+            statedir.check_state_dir(self.ctx.state_dir, uids, create=False)
+            return StateStore(self.ctx.state_path, trusted_uids=uids).load().records(self.snapshot().real_path)
+
+        try:
+            records = self.memo("install-records", compute)
+        except Exception:
+            return None
+        return records.get(name or self.runtime_name)
+
+    def entry_owner(self, name: Optional[str] = None) -> Optional[str]:
+        """Who made ``runtimes.<name>``: ``ours`` (our install record, or our runtime binary),
+        ``nvidia`` (NVIDIA's nvidia-container-runtime, as nvidia-ctk writes it), ``snap`` (the docker
+        snap's own entry), ``other``; None when there is no such entry (or the file is unreadable)."""
+        try:
+            entry = self.runtime_entry(name)
+        except SkipCheck:
+            return None
+        if entry is None:
+            return None
+        if self.install_record(name) is not None:
+            return "ours"
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or not path:
+            return "other"
+        if os.path.basename(path) == RUNTIME_BINARY:
+            return "ours"
+        if path.startswith("/snap/"):
+            return "snap"
+        if os.path.basename(path) in NVIDIA_RUNTIMES:
+            return "nvidia"
+        return "other"
+
+    def install_command(self, extra: str = "") -> str:
+        """``nvdocker-setup install`` as this host needs it: beside an entry we did not make under
+        another name (install refuses to replace it: exit 7, runtime-entry-foreign), with
+        ``--config`` for a snap or rootless file or one given with --config."""
+        command = "nvdocker-setup install"
+        name = self.runtime_name
+        owner = self.entry_owner()
+        try:
+            rule = self.location().rule
+        except Exception:
+            rule = "default"
+        if owner in ("nvidia", "snap", "other") or (rule == "snap" and name == "nvidia"):
+            name = BESIDE_NAME if name != BESIDE_NAME else name + "2"
+        if name != DEFAULT_RUNTIME_NAME:
+            command += " --runtime-name " + name
+        if self.options.config:
+            command += " --config " + self.options.config
+        elif rule in ("snap", "rootless"):
+            command += " --config " + self.location().path
+        return command + extra
+
+    def snap_advice(self) -> str:
+        """The one piece of advice every check gives about the docker snap."""
+        return (
+            "leave runtimes.nvidia to the docker snap (its nvidia-support service rewrites that entry at every "
+            "start) and put nvdocker-setup's runtime beside it: `{}`; if the snap's confined dockerd cannot run "
+            "it, install Docker from packages (docker.io or docker-ce) instead of the snap".format(
+                self.install_command()))
+
+    def docker_installation(self) -> Tuple[Optional[bool], List[str]]:
+        """(is Docker Engine installed here, the evidence): a dockerd binary, a docker unit, the snap,
+        a dockerd process or its socket. None when DOCKER_HOST points at another machine."""
+
+        def compute():
+            host = self.ctx.env.get("DOCKER_HOST", "")
+            if host and not host.startswith("unix://"):
+                return None, ["DOCKER_HOST is {}".format(host)]
+            evidence: List[str] = []
+            found = self.ctx.which("dockerd")
+            if found is not None:
+                evidence.append("dockerd at " + found)
+            for path in DOCKERD_PATHS:
+                if not found and os.path.isfile(self.host_file(path)):
+                    evidence.append("dockerd at " + path)
+                    break
+            for directory in UNIT_DIRS:
+                units = [unit for unit in DOCKER_UNITS if os.path.isfile(self.host_file(os.path.join(directory, unit)))]
+                if units:
+                    evidence.append("{} in {}".format(units[0], directory))
+                    break
+            if os.path.isdir(self.host_file("/var/snap/docker")) or os.path.isdir(self.host_file("/snap/docker")):
+                evidence.append("the docker snap")
+            try:
+                if self.dockerd_processes():
+                    evidence.append("a dockerd process")
+            except Exception:
+                pass
+            if os.path.exists(self.socket_path):
+                evidence.append("the socket " + self.socket_path)
+            return bool(evidence), evidence
+
+        return self.memo("docker-installation", compute)
 
     # -- the running dockerd -------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import re
 from typing import List, Optional
 
 from nvdocker_setup.doctor.checks import SkipCheck, check, fail, ok, skip, warn
-from nvdocker_setup.doctor.facts import HOOK_BINARY, Facts
+from nvdocker_setup.doctor.facts import HOOK_BINARY, INSTALL_NVIDIA_TOOLKIT, Facts
 
 GROUP = "runtime-binaries"
 LOW_LEVEL_RUNTIMES = ("runc", "crun")
@@ -43,7 +43,7 @@ def _trusted(facts: Facts, shown: str, host_path: str, what: str, missing_hint: 
     return ok("{} {}: executable, owned by root, not writable by others".format(what, shown), path=shown)
 
 
-@check("runtime-binary", GROUP, "our OCI runtime is installed and safe")
+@check("runtime-binary", GROUP, "the runtime in runtimes.<name> is installed and safe")
 def runtime_binary(facts: Facts):
     missing = "install it (package {}), or point runtimes.{}.path at where it is".format(PACKAGE, facts.runtime_name)
     try:
@@ -51,6 +51,20 @@ def runtime_binary(facts: Facts):
     except SkipCheck:
         entry = None  # an unreadable daemon.json is config-parse's to report; check the default binary
     path = entry.get("path") if isinstance(entry, dict) else None
+    owner = facts.entry_owner() if isinstance(path, str) and path else None
+    what = "runtime"
+    if owner in ("nvidia", "snap", "other"):
+        whose = {"nvidia": "NVIDIA's runtime", "snap": "the docker snap's runtime", "other": "another tool's runtime"}
+        what = "{} (runtimes.{}, not nvdocker-setup's)".format(whose[owner], facts.runtime_name)
+        if owner == "nvidia":
+            missing = "{}; or use nvdocker-setup's runtime beside it: `{}`".format(
+                INSTALL_NVIDIA_TOOLKIT, facts.install_command())
+        elif owner == "snap":
+            missing = "{} lets the snap's nvidia-support service rewrite it; or {}".format(
+                facts.service_command("restart"), facts.snap_advice())
+        else:
+            missing = "install the runtime it names; or use nvdocker-setup's runtime beside it: `{}`".format(
+                facts.install_command())
     if not isinstance(path, str) or not path:
         # Where install would point the entry: on our PATH (a path on this machine), else the package's.
         found = facts.ctx.which(facts.runtime_binary_name)
@@ -61,11 +75,17 @@ def runtime_binary(facts: Facts):
         search, source = facts.dockerd_path_env()
         found = facts.which_in(path, search)
         if found is None:
-            return fail("runtime {!r} (runtimes.{}.path) is not on dockerd's PATH ({})".format(path, facts.runtime_name, source),
-                        "install {} and give the runtime an absolute path (`nvdocker-setup install --runtime-path "
-                        "/usr/bin/{}`)".format(PACKAGE, facts.runtime_binary_name))
+            if owner in ("nvidia", "snap", "other"):
+                fix = missing
+            else:
+                fix = "install {} and give the runtime an absolute path (`{}`)".format(
+                    PACKAGE, facts.install_command(" --runtime-path /usr/bin/" + facts.runtime_binary_name))
+            shown = "{} {!r}".format(what, path) if owner in ("nvidia", "snap", "other") else \
+                "runtime {!r} (runtimes.{}.path)".format(path, facts.runtime_name)
+            return fail("{} is not on dockerd's PATH ({}: {})".format(shown, source, search), fix,
+                        path=path, owner=owner)
         path = found
-    return _trusted(facts, path, facts.host_file(path), "runtime", missing)
+    return _trusted(facts, path, facts.host_file(path), what, missing)
 
 
 def _runtime_settings(facts: Facts):

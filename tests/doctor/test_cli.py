@@ -69,13 +69,17 @@ def test_a_healthy_host_is_all_green(live_host):
 
 
 @pytest.mark.dockerd
-def test_a_healthy_host_as_a_table(live_host):
+def test_a_healthy_host_as_text(live_host):
     outcome = doctor(live_host)
     assert outcome.exit_code == 0
-    for heading in ("driver", "runtime binaries", "docker config", "docker daemon", "host", "cdi", "containers"):
-        assert "\n" + heading in outcome.stdout
-    assert "✓ ok" in outcome.stdout and "- skip" in outcome.stdout and "fix:" not in outcome.stdout
-    assert outcome.stdout.rstrip().endswith("0 failed, {} skipped".format(outcome.stdout.count("- skip")))
+    lines = outcome.stdout.splitlines()
+    assert lines[0] == "GPU containers: ready"
+    for heading in ("driver", "runtime binaries", "engine config", "docker daemon", "host", "CDI", "containers"):
+        assert "[{}]".format(heading) in lines
+    assert "\nok    driver-gpus: 2 GPUs" in outcome.stdout and "\nskip  " in outcome.stdout
+    assert "fix:" not in outcome.stdout
+    skipped = sum(1 for line in lines if line.startswith("skip  "))
+    assert lines[-1] == "{} ok, 0 warnings, 0 failed, {} skipped".format(len(all_checks()) - skipped, skipped)
 
 
 @pytest.mark.dockerd
@@ -155,7 +159,7 @@ def test_a_broken_host_names_the_fault_and_the_fix(host, name):
     assert fault in result["detail"] and fix in result["hint"]
     text = doctor(host, "--check", check_id)
     assert text.exit_code == ExitStatus.DOCTOR_FAILED
-    assert "✗ fail" in text.stdout and "fix: " in text.stdout and check_id in text.stdout
+    assert "\nfail  {}: ".format(check_id) in text.stdout and "\n  fix: " in text.stdout
 
 
 def test_check_runs_only_the_named_checks(host):
@@ -177,7 +181,9 @@ def test_warnings_alone_exit_zero(host):
     host.write("/sys/fs/selinux/enforce", "1")
     outcome = doctor(host, "--check", "host-selinux")
     assert outcome.exit_code == 0
-    assert "! warn" in outcome.stdout and "fix: " in outcome.stdout and "1 warning" in outcome.stdout
+    assert "\nwarn  host-selinux: SELinux is enforcing" in outcome.stdout and "\n  fix: " in outcome.stdout
+    assert outcome.stdout.startswith("GPU containers (1 check run): work, with 1 warning (first: host-selinux)\n")
+    assert outcome.stdout.rstrip().endswith("0 ok, 1 warning, 0 failed, 0 skipped")
 
 
 def test_list(host):
@@ -240,3 +246,52 @@ def test_a_crashing_check_is_reported_and_the_others_run(host, monkeypatch):
     crashed = outcome.result("host-selinux")
     assert crashed["status"] == "fail" and "KeyError" in crashed["detail"]
     assert outcome.result("driver-gpus")["status"] == "ok"
+
+
+def _no_trailing_spaces_nor_ellipsis(text, width=None):
+    from rich.cells import cell_len
+
+    for line in text.splitlines():
+        assert line == line.rstrip() and "…" not in line, repr(line)
+        assert width is None or cell_len(line) <= width, repr(line)
+
+
+def test_piped_output_is_plain_lines(host):
+    outcome = doctor(host, env={"COLUMNS": "80"})
+    assert outcome.exit_code == ExitStatus.DOCTOR_FAILED
+    _no_trailing_spaces_nor_ellipsis(outcome.stdout)
+    lines = outcome.stdout.splitlines()
+    assert lines[0].startswith("GPU containers: blocked at the docker daemon: daemon-reachable: dockerd does not answer")
+    rows = [line for line in lines if line[:6] in ("ok    ", "warn  ", "fail  ", "skip  ")]
+    assert len(rows) == len(all_checks())  # one line per check, however long
+    assert any(len(line) > 80 for line in rows)  # not wrapped to COLUMNS
+    assert "skip  daemon-version: (follows from docker daemon: daemon-reachable) dockerd is not reachable" in outcome.stdout
+    assert "\x1b[" not in outcome.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.parametrize("colour", [False, True])
+def test_terminal_output_fits_the_width(host, columns, colour):
+    import re
+
+    env = {"COLUMNS": str(columns), "FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"}
+    if colour:
+        env["NO_COLOR"] = None  # CliRunner unsets it
+    outcome = doctor(host, env=env)
+    colours = re.findall(r"\x1b\[[0-9;]*3[1-6]m", outcome.stdout)
+    assert bool(colours) is colour  # NO_COLOR: bold and dim at most, no colours
+    assert "\x1b[" in outcome.stdout  # a terminal layout, with attributes
+    text = re.sub(r"\x1b\[[0-9;]*m", "", outcome.stdout)
+    _no_trailing_spaces_nor_ellipsis(text, columns)
+    assert text.startswith("GPU containers: blocked at the docker daemon: daemon-reachable:")
+    assert "\ndocker daemon\n  ✗ fail  daemon-reachable  " in text and "fix: " in text
+    assert "[docker daemon]" not in text  # the plain format is for pipes
+
+
+def test_json_keeps_its_shape_and_adds_the_verdict(host):
+    report = doctor(host, "--json").json
+    assert {"ok", "summary", "checks", "verdict"} <= set(report)
+    assert report["verdict"]["status"] == "blocked" and report["verdict"]["check"] == "daemon-reachable"
+    for item in report["checks"]:
+        assert {"id", "group", "title", "status", "detail", "hint", "data", "seconds"} <= set(item)
+    assert doctor(host, "--json").result("daemon-version")["follows_from"] == "daemon-reachable"

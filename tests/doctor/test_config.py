@@ -40,7 +40,9 @@ def test_location_of_the_docker_snap(host):
     os.makedirs(host.path("/var/snap/docker/current/config"))
     result = host.run("config-location")
     assert result.status == "warn" and result.data["rule"] == "snap"
-    assert "nvidia-support.disabled=true" in result.hint
+    assert "`nvdocker-setup install --runtime-name nvdocker --config /var/snap/docker/current/config/daemon.json`" \
+        in result.hint
+    assert "nvidia-ctk" not in result.hint and "snap set" not in result.hint
 
 
 def test_location_of_a_missing_file(host):
@@ -138,7 +140,7 @@ def test_default_runtime_whose_binary_is_missing(host):
 def test_default_runtime_relative_name_not_on_dockerds_path(host):
     host.write_config({"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}, "default-runtime": "nvidia"})
     result = host.run("config-default-runtime")
-    assert result.status == "fail" and "nvidia-container-runtime on the environment of dockerd" in result.detail
+    assert result.status == "fail" and "nvidia-container-runtime on dockerd's PATH (the environment of dockerd" in result.detail
 
 
 def test_default_runtime_undefined(host):

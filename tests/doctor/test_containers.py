@@ -24,11 +24,27 @@ def test_smoke_runtime_that_cannot_start(live_host, tiny_image, docker_cli):
     assert unknown.status == "fail" and "daemon-runtime-loaded" in unknown.hint
 
 
-def test_smoke_skips_without_the_image(live_host, docker_cli):
+def test_smoke_that_cannot_run_fails_without_the_image(live_host, docker_cli):
     result = live_host.run("container-gpu-smoke", smoke=True, smoke_image="nvx-absent:never")
-    assert result.status == "skip" and "docker pull nvx-absent:never" in result.detail
+    assert result.status == "fail" and "--smoke did not run" in result.detail
+    assert "docker pull nvx-absent:never" in result.hint
 
 
-def test_smoke_skips_without_the_docker_cli(live_host):
+def test_smoke_that_cannot_run_fails_without_the_docker_cli(live_host):
     result = live_host.run("container-gpu-smoke", smoke=True)
-    assert result.status == "skip" and "docker CLI is not on PATH" in result.detail
+    assert result.status == "fail" and "docker CLI is not on PATH" in result.detail
+    assert "docker.io" in result.hint
+
+
+def test_smoke_that_cannot_run_fails_without_dockerd_and_names_the_cause(host, docker_cli):
+    result = host.run("container-gpu-smoke", smoke=True)
+    assert result.status == "fail" and "--smoke did not run" in result.detail
+    assert result.cause == "daemon-reachable"
+
+
+def test_smoke_not_asked_for_is_a_skip(host):
+    from nvdocker_setup.doctor.checks import all_checks, run_one
+
+    item = next(check for check in all_checks() if check.id == "container-gpu-smoke")
+    result = run_one(item, host.facts())
+    assert result.status == "skip" and "--smoke" in result.detail

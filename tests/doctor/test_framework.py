@@ -111,7 +111,9 @@ def test_report_summary_and_json_shape():
     assert payload["ok"] is True and not report.failed
     assert payload["summary"] == {"ok": 1, "warn": 1, "fail": 0, "skip": 1, "total": 3}
     assert payload["checks"][1] == {"id": "b", "group": "host", "title": "t", "status": "warn", "detail": "hmm",
-                                    "hint": "do this", "data": {}, "seconds": 0.0}
+                                    "hint": "do this", "data": {}, "seconds": 0.0, "cause": None,
+                                    "follows_from": None}
+    assert payload["verdict"]["status"] == "warnings" and payload["verdict"]["check"] == "b"
     report.results.append(checks.CheckResult("d", "host", "t", "fail", "bad", "fix"))
     assert report.failed and report.to_dict()["ok"] is False
 
@@ -188,3 +190,60 @@ def test_version_tuple():
     assert version_tuple("26.1.5+dfsg1") == (26, 1, 5)
     assert version_tuple("v20.10") == (20, 10)
     assert version_tuple("dev") == ()
+
+
+def _result(check_id, group, status, detail="d", cause=None):
+    return checks.CheckResult(check_id, group, "t", status, detail, "fix" if status in ("warn", "fail") else None,
+                              cause=cause)
+
+
+def test_a_skip_pointing_at_a_check_names_it_as_its_cause(tmp_path):
+    def needs_parse(facts):
+        raise SkipCheck("daemon.json cannot be read (see config-parse)")
+
+    result = run_one(Check("x-needs-parse", "host", "t", needs_parse), _facts(tmp_path), explicit=True)
+    assert result.status == "skip" and result.cause == "config-parse"
+    unknown = run_one(Check("x-other", "host", "t", lambda facts: skip("n/a (see no-such-check)")), _facts(tmp_path))
+    assert unknown.cause is None  # only registered checks are causes
+    explicit = run_one(Check("x-explicit", "host", "t", lambda facts: fail("bad", "fix", cause="driver-gpus")),
+                       _facts(tmp_path))
+    assert explicit.cause == "driver-gpus"
+
+
+def test_consequences_follow_the_chain_of_causes_to_the_first_failure():
+    report = DoctorReport([
+        _result("driver-kernel-module", "driver", "fail"),
+        _result("driver-gpus", "driver", "skip", cause="driver-kernel-module"),
+        _result("driver-dev-char-links", "driver", "skip", cause="driver-gpus"),
+        _result("runtime-binary", "runtime-binaries", "fail"),
+        _result("config-default-runtime", "docker-config", "fail", cause="runtime-binary"),
+        _result("cdi-hooks-env", "cdi", "skip", cause="cdi-spec"),
+        _result("cdi-spec", "cdi", "skip"),
+    ])
+    follows = {result.id: getattr(report.follows_from(result), "id", None) for result in report.results}
+    assert follows == {"driver-kernel-module": None, "driver-gpus": "driver-kernel-module",
+                       "driver-dev-char-links": "driver-kernel-module", "runtime-binary": None,
+                       "config-default-runtime": "runtime-binary", "cdi-hooks-env": None, "cdi-spec": None}
+    verdict = report.verdict()
+    assert (verdict.status, verdict.group, verdict.check) == ("blocked", "driver", "driver-kernel-module")
+    assert (verdict.failures, verdict.consequences) == (3, 1)
+    payload = report.to_dict()
+    assert payload["verdict"]["check"] == "driver-kernel-module"
+    assert [item["follows_from"] for item in payload["checks"]][:5] == [
+        None, "driver-kernel-module", "driver-kernel-module", None, "runtime-binary"]
+
+
+def test_the_first_failure_is_the_first_that_follows_from_no_other():
+    report = DoctorReport([
+        _result("runtime-binary", "runtime-binaries", "fail", cause="daemon-reachable"),
+        _result("daemon-reachable", "docker-daemon", "fail"),
+    ])
+    assert report.verdict().check == "daemon-reachable"
+    loop = DoctorReport([_result("a-b", "host", "fail", cause="c-d"), _result("c-d", "host", "fail", cause="a-b")])
+    assert loop.verdict().check == "a-b"  # a cycle of causes still names a failure
+
+
+def test_verdict_ready_and_warnings():
+    assert DoctorReport([_result("a-b", "host", "ok"), _result("c-d", "host", "skip")]).verdict().status == "ready"
+    warned = DoctorReport([_result("a-b", "host", "ok"), _result("c-d", "cdi", "warn")]).verdict()
+    assert (warned.status, warned.check, warned.warnings) == ("warnings", "c-d", 1)
