@@ -18,7 +18,12 @@ _ARGS = "nvdocker_setup.args"
 class NvdockerGroup(TyperGroup):
     """The root command: click's own usage errors (unknown option, a value outside a choice, a
     missing argument) are rendered like ours, ``error: <message> (usage)`` and a hint, or as a JSON
-    error object when ``--json`` is on the command line; exit status 2."""
+    error object when ``--json`` is on the command line; exit status 2. No option of any verb shows
+    ``[default: None]`` (typer 0.7 prints one for every option without a default)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _no_default_none(self)
 
     def make_context(self, info_name: Optional[str], args: List[str], parent: Any = None, **extra: Any) -> Any:
         raw = list(args)
@@ -43,6 +48,14 @@ class NvdockerGroup(TyperGroup):
 
             completion_init()
         super()._main_shell_completion(ctx_args, prog_name, complete_var)
+
+
+def _no_default_none(command: Any) -> None:
+    for param in getattr(command, "params", ()):
+        if param.default is None or param.default in ((), []):
+            param.show_default = False
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _no_default_none(sub)
 
 
 def _fail(exc: Any, args: Any) -> Any:
