@@ -206,3 +206,13 @@ def test_completion_of_backup_names(cli, complete, tmp_path):
     os.chmod(str(cli.state_dir), 0o777)
     assert complete("nvdocker-setup", "restore", "", env=env) == []
     assert complete("nvdocker-setup", "restore", "", env={"NVDOCKER_STATE_DIR": str(tmp_path / "absent")}) == []
+
+
+def test_zsh_protocol_completes_values():
+    """completions/zsh/_nvdocker-setup evals what this prints (typer's zsh protocol)."""
+    env = dict(os.environ, PYTHONPATH=REPO, _NVDOCKER_SETUP_COMPLETE="complete_zsh",
+               _TYPER_COMPLETE_ARGS="nvdocker-setup uninstall --service-manager ")
+    done = subprocess.run([sys.executable, "-m", "nvdocker_setup"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith("_arguments") and '"systemd-user"' in done.stdout and '"command"' in done.stdout
