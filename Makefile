@@ -43,7 +43,7 @@ test-pypi: auto-deps venv
 test-debian: auto-deps
 	@bash scripts/run-debian-tests.sh $(PYTEST_ARGS)
 
-test: test-pypi test-debian test-packages
+test: lint test-pypi test-debian test-packages
 
 demo: auto-deps venv
 	@bash scripts/demo.sh $(VENV)/bin/nvdocker-setup

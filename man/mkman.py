@@ -122,7 +122,10 @@ VERB_NOTES = {
 A merge that changes nothing writes nothing, takes no backup and reports
 \(lqalready configured\(rq. The runtime binary must be an absolute path, owned by root and not
 writable by group or others, nor may any parent directory be; a missing binary is refused with
-\fB\-\-default\-runtime\fR (it would break every container) and only warned about otherwise.
+\fB\-\-default\-runtime\fR (it would break every container) and only warned about otherwise;
+\fB\-\-allow\-unsafe\-runtime\fR accepts such a binary. \fB\-\-force\fR is only about other
+tools' choices: it replaces a default runtime other than runc, or a \fBruntimes.<name>\fR entry
+that another tool (nvidia\-ctk) wrote, which is otherwise a conflict (exit status 7).
 Install records the entry it replaced, the previous default runtime and whether the file
 existed, for \fBnvdocker\-setup\-uninstall\fR(8).
 """,
@@ -131,6 +134,14 @@ When daemon.json is unchanged since the install, uninstall puts back the exact b
 before it (or removes the file if install created it). Otherwise it removes only what is still
 ours: an entry whose path was changed since, or a default runtime that was switched, is left in
 place with a warning unless \fB\-\-force\fR.
+""",
+    "runtime": r"""
+\fBnvdocker\-setup runtime configure\fR accepts the options of \fBnvidia\-ctk runtime configure\fR
+for Docker (\fB\-\-runtime=docker\fR, \fB\-\-set\-as\-default\fR, \fB\-\-cdi.enabled\fR,
+\fB\-\-config\fR, \fB\-\-dry\-run\fR) and runs \fBnvdocker\-setup\-install\fR(8) with them, with all
+its checks, its backup and its exact undo. The entry is written with \fBruntimeArgs\fR (dockerd
+ignores the \fBargs\fR key nvidia\-ctk writes). \fB\-\-runtime=containerd\fR and
+\fB\-\-runtime=crio\fR are usage errors: only Docker is supported so far.
 """,
     "restore": r"""
 The backup's checksum is verified before it is written back, and the current file is backed up

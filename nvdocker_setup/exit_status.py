@@ -12,7 +12,8 @@ class ExitStatus(enum.IntEnum):
     ERROR = 1
     #: The command line was wrong (click also uses 2 for its own usage errors).
     USAGE = 2
-    #: The existing daemon.json cannot be read or parsed; nothing was written.
+    #: The existing daemon.json cannot be read or parsed; nothing was written. (`cdi`: the CDI spec or
+    #: /etc/nvdocker/runtime.conf cannot be read or parsed.)
     INVALID_CONFIG = 3
     #: The candidate daemon.json failed schema, runtime-rule or `dockerd --validate` checks.
     VALIDATION_FAILED = 4
@@ -26,7 +27,8 @@ class ExitStatus(enum.IntEnum):
     CONFLICT = 7
     #: Writing the file, its backup or our state failed (e.g. a bind-mounted daemon.json).
     WRITE_FAILED = 8
-    #: A named backup or recorded state does not exist.
+    #: A named backup or recorded state does not exist. (`cdi`: no spec file, or no NVIDIA driver or GPU
+    #: to describe.)
     NOT_FOUND = 9
     #: dockerd did not take the change; the previous daemon.json was restored and dockerd is healthy.
     APPLY_FAILED = 10

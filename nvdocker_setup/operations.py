@@ -62,6 +62,9 @@ class Result:
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
         data["apply"] = self.apply.to_dict() if self.apply is not None else None
+        # changed: the file was written. would_change: a real run writes (or wrote) it; with --dry-run
+        # that is whether the diff is not empty, while changed stays false.
+        data["would_change"] = self.changed or (self.dry_run and bool(self.diff))
         return data
 
 
@@ -179,7 +182,7 @@ def _trust(ctx: Context, request: InstallRequest, warnings: List[str]) -> None:
     report = check_runtime_binary(request.runtime_path, expected_owner=ctx.euid)
     if report.ok:
         return
-    if report.hijackable and not request.force:
+    if report.hijackable and not request.allow_unsafe_runtime:
         raise TrustCheckFailed(
             "runtime {} does not exist, and a non-root user could create it before dockerd runs it as root".format(
                 request.runtime_path
@@ -187,25 +190,25 @@ def _trust(ctx: Context, request: InstallRequest, warnings: List[str]) -> None:
             details=list(report.problems),
             reference="runtime-hijackable",
             hint="install the runtime first (package nvdocker-toolkit) or use a root-only directory; "
-            "--force accepts the risk",
+            "--allow-unsafe-runtime accepts the risk",
         )
     if not report.exists:
-        if request.set_default and not request.force:
+        if request.set_default and not request.allow_unsafe_runtime:
             raise TrustCheckFailed(
                 "runtime {} does not exist; making it the default would break every container on this host".format(
                     request.runtime_path
                 ),
                 details=list(report.problems),
                 reference="runtime-missing",
-                hint="install the runtime first (package nvdocker-toolkit), or pass --force",
+                hint="install the runtime first (package nvdocker-toolkit), or pass --allow-unsafe-runtime",
             )
         warnings.append("runtime {} does not exist yet; containers using it will fail until it is installed".format(request.runtime_path))
         return
-    if not request.force:
+    if not request.allow_unsafe_runtime:
         raise TrustCheckFailed(
             "runtime {} is not safe for dockerd to run as root".format(request.runtime_path),
             details=list(report.problems),
-            hint="fix the ownership and permissions shown, or pass --force",
+            hint="fix the ownership and permissions shown, or pass --allow-unsafe-runtime",
         )
     warnings.extend(report.problems)
 

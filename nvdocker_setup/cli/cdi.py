@@ -34,14 +34,34 @@ def driver_root_option():
 
 @contextlib.contextmanager
 def gpu_errors() -> Iterator[None]:
-    """The driver code's own exception, as the CLI's error (rendered with its hint)."""
+    """The driver code's own exception, as the CLI's error (rendered with its hint), with an id and
+    exit status by where it was raised: /etc/nvdocker/runtime.conf (``runtime-config-invalid``, 3),
+    reading a CDI spec (``cdi-spec-invalid``, 3), else the driver or a GPU that is not there
+    (``gpu-driver``, 9)."""
     from nvdocker_setup.driver.errors import GpuSetupError
-    from nvdocker_setup.errors import NvdockerError
+    from nvdocker_setup.errors import ConfigReadError, NotFound
 
     try:
         yield
     except GpuSetupError as error:
-        raise NvdockerError(error.message, hint=error.hint, reference="gpu-driver") from None
+        frame = error.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        module = frame.tb_frame.f_globals.get("__name__", "") if frame is not None else ""
+        function = frame.tb_frame.f_code.co_name if frame is not None else ""
+        if module == "nvdocker_setup.runtime.config":
+            raise ConfigReadError(error.message, hint=error.hint, reference="runtime-config-invalid") from None
+        if module == "nvdocker_setup.cdi.spec" and function != "generate":
+            raise ConfigReadError(error.message, hint=error.hint, reference="cdi-spec-invalid") from None
+        raise NotFound(error.message, hint=error.hint, reference="gpu-driver") from None
+
+
+def _spec_exists(path: str) -> None:
+    from nvdocker_setup.errors import NotFound
+
+    if not os.path.lexists(path):
+        raise NotFound("there is no CDI spec at {}".format(path), reference="cdi-spec-missing",
+                       hint="write one with nvdocker-setup cdi generate (or name it with --spec)")
 
 
 def _runtime_config(driver_root: Optional[str]):
@@ -133,6 +153,7 @@ def list_devices(
         from nvdocker_setup.driver.errors import GpuSetupError
 
         path = spec_path or DEFAULT_OUTPUT
+        _spec_exists(path)
         with gpu_errors():
             spec, header = cdi_spec.load_document(path)
             config = _runtime_config(driver_root)

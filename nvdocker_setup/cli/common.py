@@ -6,16 +6,22 @@ does so.
 """
 
 import contextlib
+import enum
 import json
 import os
 import sys
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import typer
 
+from nvdocker_setup import __version__
 from nvdocker_setup.context import Context
 from nvdocker_setup.errors import NvdockerError
 from nvdocker_setup.exit_status import ExitStatus
+
+#: The version of the ``--json`` output's shape (docs/json.md). Fields may be added within a
+#: version; one that is removed, renamed or changes its type or meaning bumps it.
+SCHEMA_VERSION = 1
 
 _consoles: Dict[str, Any] = {}
 
@@ -35,18 +41,67 @@ def reset_consoles() -> None:
     _consoles.clear()
 
 
-def config_option():
-    return typer.Option(
+def click_exceptions():
+    """click's exceptions module: click is a separate package for older typer (Debian 12: typer 0.7,
+    click 8.1) and vendored as ``typer._click`` by newer typer releases."""
+    try:
+        from typer._click import exceptions  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from click import exceptions  # type: ignore[no-redef,unused-ignore]
+    return exceptions
+
+
+class Choice(str, enum.Enum):
+    """A closed set of option values: click.Choice-backed (checked before anything runs, completed
+    by the shell); printed as its value, so help says ``[default: auto]`` on every typer version."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @classmethod
+    def values(cls) -> List[str]:
+        return [str(member.value) for member in cls]
+
+
+class ApplyMode(Choice):
+    """--apply (nvdocker_setup.core.apply_plan.APPLY_MODES)."""
+
+    auto = "auto"
+    reload = "reload"
+    restart = "restart"
+    none = "none"
+
+
+class ServiceManagerName(Choice):
+    """--service-manager (nvdocker_setup.adapters.service.MANAGERS)."""
+
+    auto = "auto"
+    systemd = "systemd"
+    systemd_user = "systemd-user"
+    snap = "snap"
+    signal = "signal"
+    command = "command"
+
+
+def option(default: Any, *names: str, **kwargs: Any) -> Any:
+    """typer.Option without a ``[default: None]`` (typer 0.7 prints one for every optional option)."""
+    if default is None or default is False:
+        kwargs.setdefault("show_default", False)
+    return typer.Option(default, *names, **kwargs)
+
+
+def config_option(action: str = "edit"):
+    return option(
         None,
         "--config",
         metavar="PATH",
-        help="daemon.json to edit (default: env NVDOCKER_DOCKER_CONFIG, then the file the running dockerd reads, "
-        "then rootless, snap, /etc/docker/daemon.json)",
+        help="daemon.json to {} (default: env NVDOCKER_DOCKER_CONFIG, then the file the running dockerd reads, "
+        "then rootless, snap, /etc/docker/daemon.json)".format(action),
     )
 
 
 def state_dir_option():
-    return typer.Option(
+    return option(
         None,
         "--state-dir",
         metavar="DIR",
@@ -55,7 +110,7 @@ def state_dir_option():
 
 
 def json_option():
-    return typer.Option(False, "--json", help="print a JSON object for scripts instead of text")
+    return option(False, "--json", help="print a JSON object for scripts instead of text (docs/json.md)")
 
 
 def lock_timeout_option():
@@ -63,7 +118,7 @@ def lock_timeout_option():
 
 
 def in_place_option():
-    return typer.Option(
+    return option(
         False,
         "--in-place",
         help="rewrite the file in place when it cannot be replaced atomically (a bind-mounted daemon.json)",
@@ -74,8 +129,19 @@ def make_context(state_dir: Optional[str], lock_timeout: float = 10.0) -> Contex
     return Context.from_environment(state_dir=state_dir, lock_timeout=lock_timeout)
 
 
+def envelope(payload: Dict[str, Any]) -> Dict[str, Any]:
+    """What every ``--json`` output starts with: the shape's version, the tool's version and ``ok``."""
+    clash = {"schema_version", "version"} & set(payload)
+    if clash:
+        raise ValueError("a --json payload may not set {}".format(", ".join(sorted(clash))))
+    data: Dict[str, Any] = {"schema_version": SCHEMA_VERSION, "version": __version__, "ok": True}
+    data.update(payload)
+    return data
+
+
 def print_json(payload: Dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    """The one writer of ``--json`` output: every verb's result, and every error."""
+    sys.stdout.write(json.dumps(envelope(payload), indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 
@@ -138,9 +204,7 @@ def print_diff(diff: str) -> None:
 def render_result(result, as_json: bool) -> None:
     """Text or JSON for an install/uninstall/restore :class:`~nvdocker_setup.operations.Result`."""
     if as_json:
-        payload = result.to_dict()
-        payload["ok"] = True
-        print_json(payload)
+        print_json(result.to_dict())
         return
     from rich.markup import escape
 
@@ -166,24 +230,27 @@ def render_result(result, as_json: bool) -> None:
 
 
 def apply_option():
-    return typer.Option(
-        "auto", "--apply", metavar="auto|reload|restart|none",
-        help="how dockerd takes the change: auto reloads when every changed key is reloadable, else restarts",
+    return option(
+        ApplyMode.auto, "--apply", metavar="MODE",
+        help="how dockerd takes the change: auto (reload when every changed key is reloadable, else restart), "
+        "reload, restart or none (only write the file)",
     )
 
 
 def no_restart_option():
-    return typer.Option(False, "--no-restart", help="same as --apply none: only write the file")
+    return option(False, "--no-restart", help="same as --apply none: only write the file")
 
 
 def service_manager_option():
-    return typer.Option(
-        "auto", "--service-manager", metavar="auto|systemd|systemd-user|snap|signal|command", help="how dockerd is run on this host"
+    return option(
+        ServiceManagerName.auto, "--service-manager", metavar="MANAGER",
+        help="how dockerd runs here: auto, systemd, systemd-user, snap, signal (SIGHUP to its pid) or command "
+        "(--restart-command)",
     )
 
 
 def restart_command_option():
-    return typer.Option(
+    return option(
         None, "--restart-command", metavar="CMD",
         help="how to restart dockerd where no systemd or snap runs it (e.g. 'rc-service docker restart'); "
         "env NVDOCKER_RESTART_COMMAND",
@@ -195,27 +262,95 @@ def timeout_option():
 
 
 def yes_option():
-    return typer.Option(False, "--yes", "-y", help="allow a restart that stops running containers")
+    return option(False, "--yes", "-y", help="allow a restart that stops running containers")
 
 
 def build_apply_options(
-    apply: str, no_restart: bool, service_manager: str, timeout: float, yes: bool, as_json: bool,
+    apply: Any, no_restart: bool, service_manager: Any, timeout: float, yes: bool, as_json: bool,
     restart_command: Optional[str] = None,
 ):
+    """ApplyOptions from the options, checked before anything runs (also with --apply none and --dry-run)."""
     from nvdocker_setup.apply import ApplyOptions
-    from nvdocker_setup.core.apply_plan import APPLY_MODES
     from nvdocker_setup.errors import UsageError
 
-    mode = "none" if no_restart else apply
-    if mode not in APPLY_MODES:
-        raise UsageError("--apply must be one of {}, not {!r}".format(", ".join(APPLY_MODES), apply))
+    mode = "none" if no_restart else str(apply)
+    manager = str(service_manager)
+    if mode not in ApplyMode.values():
+        raise UsageError("--apply must be one of {}, not {!r}".format(", ".join(ApplyMode.values()), mode))
+    if manager not in ServiceManagerName.values():
+        raise UsageError("--service-manager must be one of {}, not {!r}".format(
+            ", ".join(ServiceManagerName.values()), manager))
+    command = restart_command or os.environ.get("NVDOCKER_RESTART_COMMAND") or None
+    if manager == "command" and not command:
+        raise UsageError("--service-manager command needs --restart-command (or NVDOCKER_RESTART_COMMAND)",
+                         hint="e.g. --restart-command 'rc-service docker restart'")
     confirm = None
     if sys.stdin.isatty() and not as_json:
         confirm = lambda question: typer.confirm(question, default=False, err=True)  # noqa: E731
     return ApplyOptions(
-        mode=mode, service_manager=service_manager, timeout=timeout, assume_yes=yes, confirm=confirm,
-        restart_command=restart_command or os.environ.get("NVDOCKER_RESTART_COMMAND") or None,
+        mode=mode, service_manager=manager, timeout=timeout, assume_yes=yes, confirm=confirm,
+        restart_command=command,
     )
+
+
+# -- click's own errors, in our style ------------------------------------------------------------
+
+
+def wants_json(args: Sequence[str]) -> bool:
+    """Whether the command line asked for --json (before a ``--``): decides how a usage error looks."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+def render_click_error(exc: Any, args: Sequence[str]) -> int:
+    """A click usage error (unknown option, bad --apply value ...) as ``error: ... (usage)`` plus a
+    hint, or a JSON error object under --json; returns the exit status (2 for usage errors)."""
+    from nvdocker_setup.errors import UsageError
+
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "nvdocker-setup"
+    is_usage = isinstance(exc, click_exceptions().UsageError)
+    error = UsageError(
+        exc.format_message(),
+        reference="usage" if is_usage else "command-line",
+        hint="see: {} --help".format(command),
+    )
+    code = int(ExitStatus.USAGE) if is_usage else int(getattr(exc, "exit_code", 1) or 1)
+    if not is_usage:
+        error.exit_status = code  # type: ignore[assignment]
+    render_error(error, wants_json(args))
+    return code
+
+
+# -- value completion (never fails: a broken state dir completes nothing) ------------------------
+
+
+def complete_backup_names(ctx: typer.Context, incomplete: str) -> List[str]:
+    """Names of the backups in the state dir (``--state-dir`` if given before, else the default)."""
+    try:
+        from nvdocker_setup import operations
+
+        state_dir = (ctx.params or {}).get("state_dir") if ctx is not None else None
+        context = Context.from_environment(state_dir=state_dir)
+        names = [backup.name for backup in operations.list_backups(context)]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [name for name in reversed(names) if name.startswith(incomplete)]
+
+
+def complete_check_ids(incomplete: str) -> List[str]:
+    """doctor's check ids."""
+    try:
+        from nvdocker_setup.doctor import checks as registry
+
+        ids = [item.id for item in registry.all_checks()]
+    except Exception:
+        return []
+    return [check_id for check_id in ids if check_id.startswith(incomplete)]
 
 
 class RichReporter:

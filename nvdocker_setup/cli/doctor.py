@@ -10,23 +10,24 @@ from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 
 def doctor(
     check: Optional[List[str]] = typer.Option(
-        None, "--check", metavar="ID", help="run only this check (repeatable; --list shows the ids)"
+        None, "--check", metavar="ID", help="run only this check (repeatable; --list shows the ids)", show_default=False,
+        autocompletion=common.complete_check_ids,
     ),
-    list_checks: bool = typer.Option(False, "--list", help="list the checks and exit"),
-    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", help="key under runtimes"),
-    config: Optional[str] = common.config_option(),
-    driver_root: Optional[str] = typer.Option(
+    list_checks: bool = common.option(False, "--list", help="list the checks and exit"),
+    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", metavar="NAME", help="key under runtimes"),
+    config: Optional[str] = common.config_option("check"),
+    driver_root: Optional[str] = common.option(
         None, "--driver-root", metavar="DIR",
         help="where the NVIDIA driver is, laid out like / (default: env NVDOCKER_DRIVER_ROOT, then driver-root "
         "in /etc/nvdocker/runtime.conf, then /)",
     ),
-    smoke: bool = typer.Option(False, "--smoke", help="also run a container with the runtime and look for the GPUs"),
-    smoke_image: Optional[str] = typer.Option(
+    smoke: bool = common.option(False, "--smoke", help="also run a container with the runtime and look for the GPUs"),
+    smoke_image: Optional[str] = common.option(
         None, "--smoke-image", metavar="IMAGE", help="image for --smoke, already on dockerd (default: busybox:latest)"
     ),
     state_dir: Optional[str] = common.state_dir_option(),
     as_json: bool = common.json_option(),
-    root: Optional[str] = typer.Option(
+    root: Optional[str] = common.option(
         None, "--root", metavar="DIR", hidden=True,
         help="read host files (/proc, /etc, /dev, /sys, /run) under DIR: a simulated host, or a host mounted there",
     ),

@@ -1,6 +1,6 @@
 """`nvdocker-setup install`: merge the GPU runtime into daemon.json."""
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -8,25 +8,47 @@ from nvdocker_setup.cli import common
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 
 
+def force_option():
+    return common.option(
+        False, "--force",
+        help="replace another default runtime than runc, or another tool's runtimes.<name> entry",
+    )
+
+
+def allow_unsafe_runtime_option():
+    return common.option(
+        False, "--allow-unsafe-runtime",
+        help="accept a runtime binary that is missing (also with --default-runtime), unsafe, or that a "
+        "non-root user could create",
+    )
+
+
+def runtime_path_option(*aliases: str):
+    return common.option(
+        None, "--runtime-path", *aliases, metavar="PATH",
+        help="absolute path of the runtime (default: nvdocker-runtime on PATH, else /usr/bin/nvdocker-runtime)",
+    )
+
+
 def install(
-    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", help="key under runtimes"),
-    runtime_path: Optional[str] = typer.Option(
-        None, "--runtime-path", metavar="PATH", help="absolute path of the runtime (default: nvdocker-runtime)"
-    ),
+    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", metavar="NAME", help="key under runtimes"),
+    runtime_path: Optional[str] = runtime_path_option(),
     runtime_arg: Optional[List[str]] = typer.Option(
-        None, "--runtime-arg", metavar="ARG", help="argument for the runtime (repeatable), written as runtimeArgs"
+        None, "--runtime-arg", metavar="ARG", help="argument for the runtime (repeatable), written as runtimeArgs",
+        show_default=False,
     ),
-    default_runtime: bool = typer.Option(False, "--default-runtime", help="make it dockerd's default runtime"),
-    cdi: bool = typer.Option(False, "--cdi", help="set features.cdi=true (other feature flags are kept)"),
+    default_runtime: bool = common.option(False, "--default-runtime", help="make it dockerd's default runtime"),
+    set_as_default: bool = common.option(False, "--set-as-default", hidden=True, help="nvidia-ctk's --default-runtime"),
+    cdi: bool = common.option(False, "--cdi", help="set features.cdi=true (other feature flags are kept)"),
+    cdi_enabled: bool = common.option(False, "--cdi.enabled", hidden=True, help="nvidia-ctk's --cdi"),
     config: Optional[str] = common.config_option(),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the diff and write nothing"),
-    force: bool = typer.Option(
-        False, "--force", help="replace another default runtime; accept a missing or unsafe runtime binary"
-    ),
+    dry_run: bool = common.option(False, "--dry-run", help="print the diff and write nothing"),
+    force: bool = force_option(),
+    allow_unsafe_runtime: bool = allow_unsafe_runtime_option(),
     in_place: bool = common.in_place_option(),
-    apply: str = common.apply_option(),
+    apply: common.ApplyMode = common.apply_option(),  # noqa: B008 (typer.Option)
     no_restart: bool = common.no_restart_option(),
-    service_manager: str = common.service_manager_option(),
+    service_manager: common.ServiceManagerName = common.service_manager_option(),  # noqa: B008
     restart_command: Optional[str] = common.restart_command_option(),
     timeout: float = common.timeout_option(),
     yes: bool = common.yes_option(),
@@ -35,20 +57,37 @@ def install(
     as_json: bool = common.json_option(),
 ) -> None:
     """Add the runtime to daemon.json: locked, backed up, validated, written atomically."""
+    run_install(
+        runtime_name=runtime_name, runtime_path=runtime_path, runtime_args=runtime_arg or (),
+        set_default=default_runtime or set_as_default, enable_cdi=cdi or cdi_enabled, config=config,
+        dry_run=dry_run, force=force, allow_unsafe_runtime=allow_unsafe_runtime, in_place=in_place, apply=apply,
+        no_restart=no_restart, service_manager=service_manager, restart_command=restart_command, timeout=timeout,
+        yes=yes, state_dir=state_dir, lock_timeout=lock_timeout, as_json=as_json,
+    )
+
+
+def run_install(
+    *, runtime_name: str, runtime_path: Optional[str], runtime_args: Any, set_default: bool, enable_cdi: bool,
+    config: Optional[str], dry_run: bool, force: bool, allow_unsafe_runtime: bool, in_place: bool, apply: Any,
+    no_restart: bool, service_manager: Any, restart_command: Optional[str], timeout: float, yes: bool,
+    state_dir: Optional[str], lock_timeout: float, as_json: bool,
+) -> None:
+    """install, also behind `runtime configure` (nvidia-ctk's spelling)."""
     from nvdocker_setup import operations
     from nvdocker_setup.core.plan import InstallRequest
 
     with common.reporting(as_json):
+        options = common.build_apply_options(apply, no_restart, service_manager, timeout, yes, as_json, restart_command)
         ctx = common.make_context(state_dir, lock_timeout)
         request = InstallRequest(
             runtime_name=runtime_name,
             runtime_path=runtime_path or operations.default_runtime_path(ctx),
-            runtime_args=tuple(runtime_arg or ()),
-            set_default=default_runtime,
-            enable_cdi=cdi,
+            runtime_args=tuple(runtime_args),
+            set_default=set_default,
+            enable_cdi=enable_cdi,
             force=force,
+            allow_unsafe_runtime=allow_unsafe_runtime,
         )
-        options = common.build_apply_options(apply, no_restart, service_manager, timeout, yes, as_json, restart_command)
         result = operations.install(
             ctx, request, config=config, dry_run=dry_run, in_place=in_place,
             apply_options=options, reporter=common.RichReporter(enabled=not as_json),

@@ -8,8 +8,11 @@ from nvdocker_setup.cli import common
 
 
 def restore(
-    backup: Optional[str] = typer.Argument(None, metavar="[BACKUP]", help="backup name (or unique prefix)"),
-    latest: bool = typer.Option(False, "--latest", help="restore the newest backup of the config file"),
+    backup: Optional[str] = typer.Argument(
+        None, metavar="[BACKUP]", help="backup name (or unique prefix)", show_default=False,
+        autocompletion=common.complete_backup_names,
+    ),
+    latest: bool = common.option(False, "--latest", help="restore the newest backup of the config file"),
     config: Optional[str] = common.config_option(),
     in_place: bool = common.in_place_option(),
     state_dir: Optional[str] = common.state_dir_option(),

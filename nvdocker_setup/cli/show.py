@@ -10,8 +10,8 @@ from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 
 
 def show(
-    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", help="key under runtimes"),
-    config: Optional[str] = common.config_option(),
+    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", metavar="NAME", help="key under runtimes"),
+    config: Optional[str] = common.config_option("read"),
     state_dir: Optional[str] = common.state_dir_option(),
     as_json: bool = common.json_option(),
 ) -> None:
@@ -24,9 +24,7 @@ def show(
         ctx = common.make_context(state_dir)
         shown = operations.show(ctx, runtime_name, config=config)
         if as_json:
-            payload = shown.to_dict()
-            payload["ok"] = True
-            common.print_json(payload)
+            common.print_json(shown.to_dict())
             return
         out = common.console()
         out.print("[bold]config:[/]          {}{}".format(escape(shown.config), "" if shown.exists else " (does not exist)"))

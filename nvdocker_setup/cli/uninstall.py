@@ -9,16 +9,16 @@ from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 
 
 def uninstall(
-    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", help="key under runtimes"),
+    runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", metavar="NAME", help="key under runtimes"),
     config: Optional[str] = common.config_option(),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the diff and write nothing"),
-    force: bool = typer.Option(
+    dry_run: bool = common.option(False, "--dry-run", help="print the diff and write nothing"),
+    force: bool = common.option(
         False, "--force", help="remove the entry even if its path changed since install, or was never recorded"
     ),
     in_place: bool = common.in_place_option(),
-    apply: str = common.apply_option(),
+    apply: common.ApplyMode = common.apply_option(),  # noqa: B008 (typer.Option)
     no_restart: bool = common.no_restart_option(),
-    service_manager: str = common.service_manager_option(),
+    service_manager: common.ServiceManagerName = common.service_manager_option(),  # noqa: B008
     restart_command: Optional[str] = common.restart_command_option(),
     timeout: float = common.timeout_option(),
     yes: bool = common.yes_option(),
@@ -30,8 +30,8 @@ def uninstall(
     from nvdocker_setup import operations
 
     with common.reporting(as_json):
-        ctx = common.make_context(state_dir, lock_timeout)
         options = common.build_apply_options(apply, no_restart, service_manager, timeout, yes, as_json, restart_command)
+        ctx = common.make_context(state_dir, lock_timeout)
         result = operations.uninstall(
             ctx, runtime_name, config=config, dry_run=dry_run, force=force, in_place=in_place,
             apply_options=options, reporter=common.RichReporter(enabled=not as_json),

@@ -26,7 +26,10 @@ class InstallRequest:
     runtime_args: Tuple[str, ...] = ()
     set_default: bool = False
     enable_cdi: bool = False
+    #: Replace another tool's runtimes.<name> entry, or a default runtime other than Docker's own.
     force: bool = False
+    #: Accept a runtime binary that is missing (also as the default), unsafe, or creatable by a non-root user.
+    allow_unsafe_runtime: bool = False
 
     def entry(self) -> Dict[str, Any]:
         """The runtimes.<name> value we write: dockerd reads ``runtimeArgs``, never ``args``."""

@@ -5,6 +5,7 @@ import re
 import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
+from nvdocker_setup.core.jsondoc import member_object
 from nvdocker_setup.doctor.checks import SkipCheck, check, fail, ok, skip, warn
 from nvdocker_setup.doctor.facts import INSTALL_NVIDIA_TOOLKIT, Facts, parse_flags
 
@@ -203,7 +204,7 @@ def _resolve_runtime(facts: Facts, path: str) -> Tuple[Optional[str], str]:
 def config_default_runtime(facts: Facts):
     value = facts.require_config()
     default = value.get("default-runtime")
-    features = value.get("features") if isinstance(value.get("features"), dict) else {}
+    features = member_object(value, "features")
     buildkit = "BuildKit builds never use it" if features.get("buildkit") is not False else "the legacy builder uses it"
     if not isinstance(default, str) or default in STOCK_RUNTIMES:
         shown = default or "runc"
@@ -212,7 +213,7 @@ def config_default_runtime(facts: Facts):
             "Kubernetes and `docker build` get no GPU".format(shown, facts.runtime_name),
             default=shown,
         )
-    runtimes = value.get("runtimes") if isinstance(value.get("runtimes"), dict) else {}
+    runtimes = member_object(value, "runtimes")
     entry = runtimes.get(default)
     if not isinstance(entry, dict):
         return fail(
@@ -256,7 +257,7 @@ def _conflicts(facts: Facts, value: Dict[str, Any]):
     from nvdocker_setup.core.schema import known_keys
 
     keys = known_keys()
-    runtimes = value.get("runtimes") if isinstance(value.get("runtimes"), dict) else {}
+    runtimes = member_object(value, "runtimes")
     seen = set()
     fatal: List[Tuple[str, str, str]] = []
     minor: List[Tuple[str, str, str]] = []
@@ -448,7 +449,7 @@ def config_install_record(facts: Facts):
     if record is None:
         return skip("nvdocker-setup did not install runtime {} into {}".format(facts.runtime_name, facts.location().path))
     value = facts.require_config()
-    runtimes = value.get("runtimes") if isinstance(value.get("runtimes"), dict) else {}
+    runtimes = member_object(value, "runtimes")
     current = runtimes.get(facts.runtime_name)
     if current is None:
         return fail(

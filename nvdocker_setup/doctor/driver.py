@@ -78,7 +78,7 @@ def expected_nodes(facts: Facts, driver) -> List[Tuple[str, Optional[int], int, 
     majors = proc_devices(facts, driver)
     nvidia = majors.get("nvidia-frontend", majors.get("nvidia", NVIDIA_MAJOR))
     uvm = majors.get("nvidia-uvm")
-    nodes = [("/dev/nvidiactl", nvidia, CTL_MINOR, True)]
+    nodes: List[Tuple[str, Optional[int], int, bool]] = [("/dev/nvidiactl", nvidia, CTL_MINOR, True)]
     nodes.extend((gpu.device_path, nvidia, gpu.minor, True) for gpu in driver.gpus)
     nodes.append(("/dev/nvidia-uvm", uvm, 0, True))
     nodes.append(("/dev/nvidia-uvm-tools", uvm, 1, False))
@@ -191,13 +191,14 @@ def driver_nvidia_smi(facts: Facts):
     host_path, shown = located
     if not os.access(host_path, os.X_OK):
         return fail("{} is not executable".format(shown), "chmod 755 {}".format(shown))
+    result = None
     try:
         result = facts.ctx.run([host_path, "-L"], timeout=facts.options.command_timeout, env=dict(facts.ctx.env))
     except (OSError, subprocess.SubprocessError) as exc:
-        result, error = None, str(exc)
+        error = str(exc)
     else:
-        error = (result.stderr or result.stdout or "").strip().splitlines()[:1]
-        error = error[0] if error else "exit status {}".format(result.returncode)
+        first = (result.stderr or result.stdout or "").strip().splitlines()[:1]
+        error = first[0] if first else "exit status {}".format(result.returncode)
     if result is None or result.returncode != 0:
         report = warn if driver.root != "/" else fail
         return report("{} -L failed: {}".format(shown, error),

@@ -280,9 +280,11 @@ class Facts:
             loaded = self.runtime_config()
         except Exception:
             loaded = None
-        configured = loaded[1].get("driver-root") if loaded else None
-        if configured and configured.startswith("/"):
-            return os.path.abspath(self.ctx.host_path(configured)), "driver-root in " + loaded[0]
+        if loaded is not None:
+            source, values = loaded
+            configured = values.get("driver-root")
+            if configured and configured.startswith("/"):
+                return os.path.abspath(self.ctx.host_path(configured)), "driver-root in " + source
         return os.path.abspath(self.ctx.root or "/"), "the host root"
 
     def host_file(self, path: str) -> str:

@@ -76,7 +76,7 @@ def test_generate_to_stdout(cli):
 
 def test_generate_without_a_driver_fails_with_a_hint(cli, tmp_path):
     done = cli("cdi", "generate", "-o", str(tmp_path / "x.yaml"), "--driver-root", str(tmp_path / "nowhere"))
-    assert done.exit_code == ExitStatus.ERROR
+    assert done.exit_code == ExitStatus.NOT_FOUND
     assert "gpu-driver" in done.stderr and "driver-root" in done.stderr
     assert not (tmp_path / "x.yaml").exists()
 
@@ -99,7 +99,7 @@ def test_list_shows_devices_and_staleness(cli, tmp_path):
 
 def test_list_without_a_spec_says_to_generate(cli, tmp_path):
     done = cli("cdi", "list", "--spec", str(tmp_path / "absent.yaml"))
-    assert done.exit_code == ExitStatus.ERROR and "cdi generate" in done.stderr
+    assert done.exit_code == ExitStatus.NOT_FOUND and "cdi generate" in done.stderr and "cdi-spec-missing" in done.stderr
 
 
 def test_list_of_a_json_spec_reads_the_driver_from_its_libraries(cli, tmp_path):

@@ -179,11 +179,13 @@ def test_writable_runtime_is_untrusted(cli):
     outcome = cli.install("--json")
     assert outcome.exit_code == ExitStatus.TRUST_CHECK_FAILED
     assert outcome.json["error"]["id"] == "runtime-untrusted"
-    assert cli.install("--force").exit_code == 0
+    # --force is about other tools' entries and defaults; an unsafe binary needs its own option
+    assert cli.install("--force").exit_code == ExitStatus.TRUST_CHECK_FAILED
+    assert cli.install("--allow-unsafe-runtime").exit_code == 0
 
 
 def test_relative_runtime_path_is_a_usage_error(cli):
-    assert cli("install", "--runtime-path", "nvdocker-runtime", "--force").exit_code == ExitStatus.USAGE
+    assert cli("install", "--runtime-path", "nvdocker-runtime", "--allow-unsafe-runtime").exit_code == ExitStatus.USAGE
 
 
 def test_reserved_runtime_name(cli):

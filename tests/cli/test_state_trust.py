@@ -321,7 +321,8 @@ def test_missing_runtime_under_a_world_writable_directory_is_refused(cli, tmp_pa
     assert _error_id(outcome) == "runtime-hijackable"
     assert any(str(drop) in line for line in outcome.json["error"]["details"])
     assert cli.config.read_bytes() == ORIGINAL
-    forced = cli("install", "--runtime-path", path, "--force", "--json")
+    assert cli("install", "--runtime-path", path, "--force", "--json").exit_code == ExitStatus.TRUST_CHECK_FAILED
+    forced = cli("install", "--runtime-path", path, "--allow-unsafe-runtime", "--json")
     assert forced.exit_code == 0
 
 

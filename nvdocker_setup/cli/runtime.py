@@ -1,0 +1,88 @@
+"""`nvdocker-setup runtime configure`: nvidia-ctk's spelling of `install`, with all of install's safety.
+
+    nvidia-ctk runtime configure --runtime=docker --set-as-default --cdi.enabled
+    nvdocker-setup runtime configure --runtime=docker --set-as-default --cdi.enabled
+
+Only Docker is configured; containerd and CRI-O are usage errors that say so.
+"""
+
+from typing import Optional
+
+import typer
+
+from nvdocker_setup.cli import common, install
+from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
+
+#: Where containerd support is tracked (planned, not implemented).
+CONTAINERD_ISSUE = "issue #13"
+
+app = typer.Typer(
+    help="nvidia-ctk compatibility: `runtime configure` is `install` spelled the nvidia-ctk way.",
+    no_args_is_help=True,
+)
+
+
+class Engine(common.Choice):
+    """nvidia-ctk's --runtime."""
+
+    docker = "docker"
+    containerd = "containerd"
+    crio = "crio"
+
+
+@app.command("configure")
+def configure(
+    engine: Engine = common.option(  # noqa: B008 (a typer.Option)
+        Engine.docker, "--runtime", metavar="ENGINE",
+        help="the container engine to configure: docker (containerd and crio are not supported yet)",
+    ),
+    set_as_default: bool = common.option(
+        False, "--set-as-default", "--nvidia-set-as-default", help="make the runtime dockerd's default runtime"
+    ),
+    cdi_enabled: bool = common.option(
+        False, "--cdi.enabled", "--cdi.enable", "--enable-cdi", help="set features.cdi=true (other flags are kept)"
+    ),
+    config: Optional[str] = common.config_option(),
+    dry_run: bool = common.option(False, "--dry-run", help="print the diff and write nothing"),
+    runtime_name: str = typer.Option(
+        DEFAULT_RUNTIME_NAME, "--nvidia-runtime-name", "--runtime-name", metavar="NAME", help="key under runtimes"
+    ),
+    runtime_path: Optional[str] = install.runtime_path_option("--nvidia-runtime-path"),
+    force: bool = install.force_option(),
+    allow_unsafe_runtime: bool = install.allow_unsafe_runtime_option(),
+    apply: common.ApplyMode = common.apply_option(),  # noqa: B008 (typer.Option)
+    no_restart: bool = common.no_restart_option(),
+    service_manager: common.ServiceManagerName = common.service_manager_option(),  # noqa: B008
+    restart_command: Optional[str] = common.restart_command_option(),
+    timeout: float = common.timeout_option(),
+    yes: bool = common.yes_option(),
+    state_dir: Optional[str] = common.state_dir_option(),
+    as_json: bool = common.json_option(),
+) -> None:
+    """Add the runtime to Docker's daemon.json like `nvidia-ctk runtime configure`, through install.
+
+    The entry is written with runtimeArgs (dockerd ignores the args key that nvidia-ctk writes), after
+    a backup, validated, atomically, applied to dockerd and verified; `nvdocker-setup uninstall`
+    undoes exactly this. Another tool's runtimes.<name> entry is not taken over without --force.
+    """
+    if engine is not Engine.docker:
+        from nvdocker_setup.errors import UsageError
+
+        with common.reporting(as_json):
+            if engine is Engine.containerd:
+                raise UsageError(
+                    "--runtime=containerd is not supported yet: nvdocker-setup configures Docker's daemon.json "
+                    "only; containerd support is planned ({})".format(CONTAINERD_ISSUE),
+                    hint="for containerd, use nvidia-ctk runtime configure --runtime=containerd for now",
+                )
+            raise UsageError(
+                "--runtime=crio is not supported: nvdocker-setup configures Docker's daemon.json only",
+                hint="for CRI-O, use nvidia-ctk runtime configure --runtime=crio",
+            )
+    install.run_install(
+        runtime_name=runtime_name, runtime_path=runtime_path, runtime_args=(), set_default=set_as_default,
+        enable_cdi=cdi_enabled, config=config, dry_run=dry_run, force=force,
+        allow_unsafe_runtime=allow_unsafe_runtime, in_place=False, apply=apply, no_restart=no_restart,
+        service_manager=service_manager, restart_command=restart_command, timeout=timeout, yes=yes,
+        state_dir=state_dir, lock_timeout=10.0, as_json=as_json,
+    )
