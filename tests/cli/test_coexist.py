@@ -42,3 +42,14 @@ def test_force_replaces_it_and_uninstall_puts_it_back(cli):
     assert any('"path": "nvidia-container-runtime"' in w for w in outcome.json["warnings"])
     assert cli("uninstall").exit_code == 0
     assert cli.config.read_bytes() == original
+
+
+def test_a_pip_console_script_as_runtime_is_registered_with_a_warning(cli, tmp_path):
+    script = tmp_path / "bin" / "nvdocker-runtime-pip"
+    script.write_text("#!/usr/bin/python3\nimport sys\nfrom nvdocker_setup.runtime.main import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    outcome = cli("install", "--runtime-path", str(script), "--json")
+    assert outcome.exit_code == 0, outcome.stdout
+    assert any("Python script" in w and "C launcher" in w for w in outcome.json["warnings"])
+    plain = cli.install("--runtime-name", "other", "--json")  # the C launcher stand-in: no such warning
+    assert not any("Python script" in w for w in plain.json["warnings"])
