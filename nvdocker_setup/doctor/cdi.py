@@ -317,7 +317,7 @@ def podman_version(facts: Facts) -> Tuple[Optional[str], Tuple[int, ...], str]:
     """(podman's path, its version, why it is unknown) from ``podman --version`` on doctor's PATH."""
 
     def compute():
-        from nvdocker_setup.doctor.facts import version_tuple
+        from nvdocker_setup.doctor.parsers import version_tuple
 
         path = facts.ctx.which("podman")
         if path is None:

@@ -247,10 +247,6 @@ def all_checks() -> List[Check]:
     return sorted(registered, key=lambda item: (order.index(item.group), registered.index(item)))
 
 
-def check_ids() -> List[str]:
-    return [item.id for item in all_checks()]
-
-
 def select(only: Optional[Sequence[str]] = None) -> List[Check]:
     """The checks to run: all of them, or those named in ``only`` (unknown ids: ``KeyError``)."""
     checks = all_checks()

@@ -7,7 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from nvdocker_setup.core.jsondoc import member_object
 from nvdocker_setup.doctor.checks import SkipCheck, check, fail, ok, skip, warn
-from nvdocker_setup.doctor.facts import INSTALL_NVIDIA_TOOLKIT, Facts, parse_flags
+from nvdocker_setup.doctor.facts import INSTALL_NVIDIA_TOOLKIT, Facts
+from nvdocker_setup.doctor.parsers import parse_flags
 
 GROUP = "docker-config"
 #: Suffixes package managers leave next to a config file they wanted to replace or remove.

@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
 
     from nvdocker_setup.driver.ldcache import CacheEntry
 
-GPUS_DIR = "/proc/driver/nvidia/gpus"
 VERSION_FILE = "/proc/driver/nvidia/version"
 LD_CACHE = "/etc/ld.so.cache"
 #: Control nodes every GPU container needs (those present are injected).
@@ -126,16 +125,6 @@ def parse_version(text: str) -> Optional[str]:
                 if word[:1].isdigit() and "." in word:
                     return word
     return None
-
-
-def version_tuple(version: str) -> Tuple[int, ...]:
-    """``"550.54.14"`` -> ``(550, 54, 14)``; non-numeric parts stop the tuple."""
-    numbers: List[int] = []
-    for part in version.split("."):
-        if not part.isdigit():
-            break
-        numbers.append(int(part))
-    return tuple(numbers)
 
 
 class Driver:

@@ -14,8 +14,8 @@ fails and the message says why (the usual images list ``cuda>=X`` first, which d
 
 from __future__ import annotations
 
-from nvdocker_setup.driver.discovery import version_tuple
 from nvdocker_setup.driver.errors import GpuSetupError, quoted, shorten
+from nvdocker_setup.driver.versions import version_tuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms

@@ -7,9 +7,8 @@ import pytest
 from nvdocker_setup.context import Context
 from nvdocker_setup.doctor import checks, diagnose
 from nvdocker_setup.doctor.checks import Check, DoctorReport, SkipCheck, fail, ok, run_one, skip, warn
-from nvdocker_setup.doctor.facts import (
-    DoctorOptions,
-    Facts,
+from nvdocker_setup.doctor.facts import DoctorOptions, Facts
+from nvdocker_setup.doctor.parsers import (
     parse_env_file,
     parse_flags,
     parse_toml_subset,

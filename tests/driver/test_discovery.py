@@ -6,8 +6,9 @@ import pytest
 
 from nvdocker_setup.driver import discover, resolve_in_root
 from nvdocker_setup.driver.capabilities import ALL_CAPABILITIES
-from nvdocker_setup.driver.discovery import parse_information, parse_version, read_gpus, version_tuple
+from nvdocker_setup.driver.discovery import parse_information, parse_version, read_gpus
 from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.versions import version_tuple
 from tests.support.driver_root import SimulatedGpu, driver_root_or_skip, information
 
 

@@ -20,7 +20,7 @@ from nvdocker_setup.cdi import spec as cdi_spec
 from nvdocker_setup.cli import common
 from nvdocker_setup.cli.main import app
 from nvdocker_setup.doctor import cdi as doctor_cdi
-from nvdocker_setup.doctor.facts import version_tuple
+from nvdocker_setup.doctor.parsers import version_tuple
 from nvdocker_setup.driver import discover
 from nvdocker_setup.runtime.config import RuntimeConfig
 from tests.support import debian_engines
