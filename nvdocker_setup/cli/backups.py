@@ -4,15 +4,15 @@ from typing import Optional
 
 import typer
 
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import common, options, output
 
 app = typer.Typer(help="Inspect the backups taken before every change.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_backups(
-    state_dir: Optional[str] = common.state_dir_option(),
-    as_json: bool = common.json_option(),
+    state_dir: Optional[str] = options.state_dir_option(),
+    as_json: bool = options.json_option(),
 ) -> None:
     """List backups, oldest first."""
     from dataclasses import asdict
@@ -23,9 +23,9 @@ def list_backups(
         ctx = common.make_context(state_dir)
         backups = operations.list_backups(ctx)
         if as_json:
-            common.print_json({"ok": True, "backups": [asdict(b) for b in backups]})
+            output.print_json({"ok": True, "backups": [asdict(b) for b in backups]})
             return
-        out = common.console()
+        out = output.console()
         if not backups:
             out.print("no backups in {}".format(ctx.backups_dir))
             return

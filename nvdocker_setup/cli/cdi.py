@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 import typer
 
 from nvdocker_setup.cdi import DEFAULT_OUTPUT
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import common, options, output
 
 app = typer.Typer(help="Generate and inspect the CDI spec for the NVIDIA GPUs.", no_args_is_help=True)
 
@@ -89,13 +89,13 @@ def _check(spec) -> None:
 
 @app.command("generate")
 def generate(
-    output: str = output_option(),
+    output_path: str = output_option(),
     driver_root: Optional[str] = driver_root_option(),
     cdi_version: Optional[str] = typer.Option(
         None, "--cdi-version", metavar="X.Y.Z",
         help="declare this cdiVersion instead of the lowest one that expresses the spec (refused when lower than that)",
     ),
-    as_json: bool = common.json_option(),
+    as_json: bool = options.json_option(),
 ) -> None:
     """Write a CDI spec (kind nvidia.com/gpu; devices by index, UUID and all), atomically, mode 0644."""
     with common.reporting(as_json):
@@ -113,12 +113,12 @@ def generate(
                 raise UsageError(str(refused), reference="cdi-version",
                                  hint="leave --cdi-version out to write the lowest version that expresses the spec") from None
         _check(spec)
-        as_json_file = cdi_spec.is_json_path(output)
+        as_json_file = cdi_spec.is_json_path(output_path)
         data = cdi_spec.render(spec, as_json=as_json_file, meta=cdi_spec.metadata(driver))
-        if output == "-":
+        if output_path == "-":
             typer.echo(data.decode("utf-8"), nl=False)
             return
-        snapshot = read_snapshot(output)
+        snapshot = read_snapshot(output_path)
         changed = not (snapshot.exists and snapshot.data == data)
         if changed:
             write_atomically(snapshot, data)
@@ -126,14 +126,14 @@ def generate(
             os.chmod(snapshot.real_path, 0o644)  # rootless engines must be able to read it
         names = cdi_spec.qualified_names(spec)
         if as_json:
-            common.print_json({
-                "ok": True, "changed": changed, "output": output, "format": "json" if as_json_file else "yaml",
+            output.print_json({
+                "ok": True, "changed": changed, "output": output_path, "format": "json" if as_json_file else "yaml",
                 "cdiVersion": spec["cdiVersion"], "driver_version": driver.version, "devices": names,
             })
             return
-        out = common.console()
+        out = output.console()
         verb = "wrote" if changed else "no change:"
-        out.print("{} {} (cdiVersion {}, driver {})".format(verb, output, spec["cdiVersion"], driver.version))
+        out.print("{} {} (cdiVersion {}, driver {})".format(verb, output_path, spec["cdiVersion"], driver.version))
         for name in names:
             out.print("  " + name)
 
@@ -144,7 +144,7 @@ def list_devices(
         None, "--spec", metavar="PATH", help="the spec to read (default: the generate default, /etc/cdi/nvdocker.yaml)"
     ),
     driver_root: Optional[str] = driver_root_option(),
-    as_json: bool = common.json_option(),
+    as_json: bool = options.json_option(),
 ) -> None:
     """Show the devices of the CDI spec, and whether it is stale for the installed driver."""
     with common.reporting(as_json):
@@ -168,16 +168,16 @@ def list_devices(
             nodes = [node.get("path") for node in (device.get("containerEdits") or {}).get("deviceNodes") or ()]
             devices.append({"name": "{}={}".format(spec.get("kind"), device.get("name")), "device_nodes": nodes})
         if as_json:
-            common.print_json({
+            output.print_json({
                 "ok": True, "spec": path, "cdiVersion": spec.get("cdiVersion"), "driver_version": recorded,
                 "current_driver_version": current, "stale": stale, "devices": devices,
             })
             return
-        out = common.console()
+        out = output.console()
         out.print("{} (cdiVersion {}, generated for driver {})".format(path, spec.get("cdiVersion"), recorded or "unknown"))
         for device in devices:
             out.print("  {}  {}".format(device["name"], " ".join(device["device_nodes"])))
         if stale:
-            common.console(stderr=True).print(
+            output.console(stderr=True).print(
                 "[bold yellow]warning:[/] the spec is stale: the driver is now {}; run nvdocker-setup cdi generate".format(current)
             )

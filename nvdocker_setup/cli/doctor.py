@@ -4,30 +4,30 @@ from typing import List, Optional
 
 import typer
 
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import common, options, output
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 
 
 def doctor(
     check: Optional[List[str]] = typer.Option(
         None, "--check", metavar="ID", help="run only this check (repeatable; --list shows the ids)", show_default=False,
-        autocompletion=common.complete_check_ids,
+        autocompletion=options.complete_check_ids,
     ),
-    list_checks: bool = common.option(False, "--list", help="list the checks and exit"),
+    list_checks: bool = options.option(False, "--list", help="list the checks and exit"),
     runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", metavar="NAME", help="key under runtimes"),
-    config: Optional[str] = common.config_option("check"),
-    driver_root: Optional[str] = common.option(
+    config: Optional[str] = options.config_option("check"),
+    driver_root: Optional[str] = options.option(
         None, "--driver-root", metavar="DIR",
         help="where the NVIDIA driver is, laid out like / (default: env NVDOCKER_DRIVER_ROOT, then driver-root "
         "in /etc/nvdocker/runtime.conf, then /)",
     ),
-    smoke: bool = common.option(False, "--smoke", help="also run a container with the runtime and look for the GPUs"),
-    smoke_image: Optional[str] = common.option(
+    smoke: bool = options.option(False, "--smoke", help="also run a container with the runtime and look for the GPUs"),
+    smoke_image: Optional[str] = options.option(
         None, "--smoke-image", metavar="IMAGE", help="image for --smoke, already on dockerd (default: busybox:latest)"
     ),
-    state_dir: Optional[str] = common.state_dir_option(),
-    as_json: bool = common.json_option(),
-    root: Optional[str] = common.option(
+    state_dir: Optional[str] = options.state_dir_option(),
+    as_json: bool = options.json_option(),
+    root: Optional[str] = options.option(
         None, "--root", metavar="DIR", hidden=True,
         help="read host files (/proc, /etc, /dev, /sys, /run) under DIR: a simulated host, or a host mounted there",
     ),
@@ -61,23 +61,23 @@ def doctor(
             ) from None
         report = registry.run_checks(Facts(ctx, options), check)
         if as_json:
-            common.print_json(report.to_dict())
+            output.print_json(report.to_dict())
         else:
             from nvdocker_setup.cli.render import print_doctor
 
-            print_doctor(report, common.console(), ran_all=not check)
+            print_doctor(report, output.console(), ran_all=not check)
         if report.failed:
             raise typer.Exit(int(ExitStatus.DOCTOR_FAILED))
 
 
 def _list(items, as_json: bool) -> None:
     if as_json:
-        common.print_json({"checks": [{"id": item.id, "group": item.group, "title": item.title,
+        output.print_json({"checks": [{"id": item.id, "group": item.group, "title": item.title,
                                        "opt_in": item.opt_in} for item in items]})
         return
     from rich.markup import escape
 
-    out = common.console()
+    out = output.console()
     for item in items:
         out.print("{:<28} {:<17} {}{}".format(item.id, item.group, escape(item.title),
                                                " [dim](opt-in: {})[/]".format(item.opt_in_flag) if item.opt_in else ""))

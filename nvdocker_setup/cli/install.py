@@ -4,19 +4,19 @@ from typing import Any, List, Optional
 
 import typer
 
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import common, options, output
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 
 
 def force_option():
-    return common.option(
+    return options.option(
         False, "--force",
         help="replace another default runtime than runc, or another tool's runtimes.<name> entry",
     )
 
 
 def allow_unsafe_runtime_option():
-    return common.option(
+    return options.option(
         False, "--allow-unsafe-runtime",
         help="accept a runtime binary that is missing (also with --default-runtime), unsafe, or that a "
         "non-root user could create",
@@ -24,7 +24,7 @@ def allow_unsafe_runtime_option():
 
 
 def runtime_path_option(*aliases: str):
-    return common.option(
+    return options.option(
         None, "--runtime-path", *aliases, metavar="PATH",
         help="absolute path of the runtime (default: nvdocker-runtime on PATH, else /usr/bin/nvdocker-runtime)",
     )
@@ -37,24 +37,24 @@ def install(
         None, "--runtime-arg", metavar="ARG", help="argument for the runtime (repeatable), written as runtimeArgs",
         show_default=False,
     ),
-    default_runtime: bool = common.option(False, "--default-runtime", help="make it dockerd's default runtime"),
-    set_as_default: bool = common.option(False, "--set-as-default", hidden=True, help="nvidia-ctk's --default-runtime"),
-    cdi: bool = common.option(False, "--cdi", help="set features.cdi=true (other feature flags are kept)"),
-    cdi_enabled: bool = common.option(False, "--cdi.enabled", hidden=True, help="nvidia-ctk's --cdi"),
-    config: Optional[str] = common.config_option(),
-    dry_run: bool = common.option(False, "--dry-run", help="print the diff and write nothing"),
+    default_runtime: bool = options.option(False, "--default-runtime", help="make it dockerd's default runtime"),
+    set_as_default: bool = options.option(False, "--set-as-default", hidden=True, help="nvidia-ctk's --default-runtime"),
+    cdi: bool = options.option(False, "--cdi", help="set features.cdi=true (other feature flags are kept)"),
+    cdi_enabled: bool = options.option(False, "--cdi.enabled", hidden=True, help="nvidia-ctk's --cdi"),
+    config: Optional[str] = options.config_option(),
+    dry_run: bool = options.option(False, "--dry-run", help="print the diff and write nothing"),
     force: bool = force_option(),
     allow_unsafe_runtime: bool = allow_unsafe_runtime_option(),
-    in_place: bool = common.in_place_option(),
-    apply: common.ApplyMode = common.apply_option(),  # noqa: B008 (typer.Option)
-    no_restart: bool = common.no_restart_option(),
-    service_manager: common.ServiceManagerName = common.service_manager_option(),  # noqa: B008
-    restart_command: Optional[str] = common.restart_command_option(),
-    timeout: float = common.timeout_option(),
-    yes: bool = common.yes_option(),
-    state_dir: Optional[str] = common.state_dir_option(),
-    lock_timeout: float = common.lock_timeout_option(),
-    as_json: bool = common.json_option(),
+    in_place: bool = options.in_place_option(),
+    apply: options.ApplyMode = options.apply_option(),  # noqa: B008 (typer.Option)
+    no_restart: bool = options.no_restart_option(),
+    service_manager: options.ServiceManagerName = options.service_manager_option(),  # noqa: B008
+    restart_command: Optional[str] = options.restart_command_option(),
+    timeout: float = options.timeout_option(),
+    yes: bool = options.yes_option(),
+    state_dir: Optional[str] = options.state_dir_option(),
+    lock_timeout: float = options.lock_timeout_option(),
+    as_json: bool = options.json_option(),
 ) -> None:
     """Add the runtime to daemon.json: locked, backed up, validated, written atomically."""
     run_install(
@@ -77,7 +77,7 @@ def run_install(
     from nvdocker_setup.core.plan import InstallRequest
 
     with common.reporting(as_json):
-        options = common.build_apply_options(apply, no_restart, service_manager, timeout, yes, as_json, restart_command)
+        apply_options = options.build_apply_options(apply, no_restart, service_manager, timeout, yes, as_json, restart_command)
         ctx = common.make_context(state_dir, lock_timeout)
         request = InstallRequest(
             runtime_name=runtime_name,
@@ -90,6 +90,6 @@ def run_install(
         )
         result = operations.install(
             ctx, request, config=config, dry_run=dry_run, in_place=in_place,
-            apply_options=options, reporter=common.RichReporter(enabled=not as_json),
+            apply_options=apply_options, reporter=output.RichReporter(enabled=not as_json),
         )
-        common.render_result(result, as_json)
+        output.render_result(result, as_json)

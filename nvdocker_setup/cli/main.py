@@ -7,7 +7,7 @@ import typer
 from typer.core import TyperGroup
 
 from nvdocker_setup import __version__
-from nvdocker_setup.cli import backups, cdi, common, doctor, install, restore, runtime, show, uninstall
+from nvdocker_setup.cli import backups, cdi, common, doctor, install, options, restore, runtime, show, uninstall
 
 PROG = "nvdocker-setup"
 #: The environment variable of typer's completion protocol (completions/ use it).
@@ -81,7 +81,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: bool = common.option(
+    version: bool = options.option(
         False, "--version", callback=_version, is_eager=True, help="print the version and exit"
     ),
 ) -> None:

@@ -4,20 +4,20 @@ from typing import Optional
 
 import typer
 
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import common, options, output
 
 
 def restore(
     backup: Optional[str] = typer.Argument(
         None, metavar="[BACKUP]", help="backup name (or unique prefix)", show_default=False,
-        autocompletion=common.complete_backup_names,
+        autocompletion=options.complete_backup_names,
     ),
-    latest: bool = common.option(False, "--latest", help="restore the newest backup of the config file"),
-    config: Optional[str] = common.config_option(),
-    in_place: bool = common.in_place_option(),
-    state_dir: Optional[str] = common.state_dir_option(),
-    lock_timeout: float = common.lock_timeout_option(),
-    as_json: bool = common.json_option(),
+    latest: bool = options.option(False, "--latest", help="restore the newest backup of the config file"),
+    config: Optional[str] = options.config_option(),
+    in_place: bool = options.in_place_option(),
+    state_dir: Optional[str] = options.state_dir_option(),
+    lock_timeout: float = options.lock_timeout_option(),
+    as_json: bool = options.json_option(),
 ) -> None:
     """Restore daemon.json from a backup; the current file is backed up first."""
     from nvdocker_setup import operations
@@ -28,4 +28,4 @@ def restore(
             raise UsageError("name one backup or pass --latest", hint="see: nvdocker-setup backups list")
         ctx = common.make_context(state_dir, lock_timeout)
         result = operations.restore(ctx, backup, config=config, in_place=in_place)
-        common.render_result(result, as_json)
+        output.render_result(result, as_json)

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from nvdocker_setup.cli import common, install
+from nvdocker_setup.cli import common, install, options
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 
 #: Where containerd support is tracked (planned, not implemented).
@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 
-class Engine(common.Choice):
+class Engine(options.Choice):
     """nvidia-ctk's --runtime."""
 
     docker = "docker"
@@ -32,32 +32,32 @@ class Engine(common.Choice):
 
 @app.command("configure")
 def configure(
-    engine: Engine = common.option(  # noqa: B008 (a typer.Option)
+    engine: Engine = options.option(  # noqa: B008 (a typer.Option)
         Engine.docker, "--runtime", metavar="ENGINE",
         help="the container engine to configure: docker (containerd and crio are not supported yet)",
     ),
-    set_as_default: bool = common.option(
+    set_as_default: bool = options.option(
         False, "--set-as-default", "--nvidia-set-as-default", help="make the runtime dockerd's default runtime"
     ),
-    cdi_enabled: bool = common.option(
+    cdi_enabled: bool = options.option(
         False, "--cdi.enabled", "--cdi.enable", "--enable-cdi", help="set features.cdi=true (other flags are kept)"
     ),
-    config: Optional[str] = common.config_option(),
-    dry_run: bool = common.option(False, "--dry-run", help="print the diff and write nothing"),
+    config: Optional[str] = options.config_option(),
+    dry_run: bool = options.option(False, "--dry-run", help="print the diff and write nothing"),
     runtime_name: str = typer.Option(
         DEFAULT_RUNTIME_NAME, "--nvidia-runtime-name", "--runtime-name", metavar="NAME", help="key under runtimes"
     ),
     runtime_path: Optional[str] = install.runtime_path_option("--nvidia-runtime-path"),
     force: bool = install.force_option(),
     allow_unsafe_runtime: bool = install.allow_unsafe_runtime_option(),
-    apply: common.ApplyMode = common.apply_option(),  # noqa: B008 (typer.Option)
-    no_restart: bool = common.no_restart_option(),
-    service_manager: common.ServiceManagerName = common.service_manager_option(),  # noqa: B008
-    restart_command: Optional[str] = common.restart_command_option(),
-    timeout: float = common.timeout_option(),
-    yes: bool = common.yes_option(),
-    state_dir: Optional[str] = common.state_dir_option(),
-    as_json: bool = common.json_option(),
+    apply: options.ApplyMode = options.apply_option(),  # noqa: B008 (typer.Option)
+    no_restart: bool = options.no_restart_option(),
+    service_manager: options.ServiceManagerName = options.service_manager_option(),  # noqa: B008
+    restart_command: Optional[str] = options.restart_command_option(),
+    timeout: float = options.timeout_option(),
+    yes: bool = options.yes_option(),
+    state_dir: Optional[str] = options.state_dir_option(),
+    as_json: bool = options.json_option(),
 ) -> None:
     """Add the runtime to Docker's daemon.json like `nvidia-ctk runtime configure`, through install.
 

@@ -5,15 +5,15 @@ from typing import Optional
 
 import typer
 
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import common, options, output
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 
 
 def show(
     runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", metavar="NAME", help="key under runtimes"),
-    config: Optional[str] = common.config_option("read"),
-    state_dir: Optional[str] = common.state_dir_option(),
-    as_json: bool = common.json_option(),
+    config: Optional[str] = options.config_option("read"),
+    state_dir: Optional[str] = options.state_dir_option(),
+    as_json: bool = options.json_option(),
 ) -> None:
     """Show the runtime entry, the default runtime and how the config file was chosen."""
     from rich.markup import escape
@@ -24,9 +24,9 @@ def show(
         ctx = common.make_context(state_dir)
         shown = operations.show(ctx, runtime_name, config=config)
         if as_json:
-            common.print_json(shown.to_dict())
+            output.print_json(shown.to_dict())
             return
-        out = common.console()
+        out = output.console()
         out.print("[bold]config:[/]          {}{}".format(escape(shown.config), "" if shown.exists else " (does not exist)"))
         out.print("[bold]chosen by:[/]       {} [dim]({})[/]".format(escape(shown.config_reason), shown.config_rule))
         entry = json.dumps(shown.entry, ensure_ascii=False) if shown.entry is not None else "[dim]absent[/]"

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nvdocker_setup.cdi import spec as cdi_spec
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import output
 from nvdocker_setup.cli.main import app
 from nvdocker_setup.exit_status import ExitStatus
 
@@ -27,7 +27,7 @@ def cli(tmp_path, driver_root):
     env = {"NVDOCKER_RUNTIME_CONFIG": str(absent), "NVDOCKER_DRIVER_ROOT": driver_root.path, "COLUMNS": "200", "NO_COLOR": "1"}
 
     def invoke(*args: str) -> Outcome:
-        common.reset_consoles()
+        output.reset_consoles()
         try:
             runner = CliRunner(mix_stderr=False)
         except TypeError:

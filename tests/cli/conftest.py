@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import pytest
 from typer.testing import CliRunner
 
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import output
 from nvdocker_setup.cli.main import app
 
 
@@ -48,7 +48,7 @@ class Cli:
         }
 
     def __call__(self, *args: str, env: Optional[Dict[str, str]] = None) -> Outcome:
-        common.reset_consoles()
+        output.reset_consoles()
         merged = dict(self.env)
         merged.update(env or {})
         result = _runner().invoke(app, list(args), env=merged, catch_exceptions=False)

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from nvdocker_setup import __version__
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import output
 from nvdocker_setup.exit_status import ExitStatus
 from tests.support.driver_root import simulated_driver_root_fixture
 
@@ -27,7 +27,7 @@ def conforms(outcome, name, exit_code=0):
     assert outcome.exit_code == exit_code, (outcome.stdout, outcome.stderr)
     document = json.loads(outcome.stdout)
     jsonschema.validate(document, schema(name), cls=jsonschema.Draft7Validator)
-    assert document["schema_version"] == common.SCHEMA_VERSION == 1
+    assert document["schema_version"] == output.SCHEMA_VERSION == 1
     assert document["version"] == __version__
     if name == "error":
         assert document["error"]["exit_code"] == exit_code
@@ -145,8 +145,8 @@ def test_cdi_errors_have_ids_and_exit_codes(cli, tmp_path, cdi_env):
 
 def test_envelope_cannot_be_overwritten():
     with pytest.raises(ValueError):
-        common.envelope({"version": "x"})
-    assert list(common.envelope({"a": 1})) == ["schema_version", "version", "ok", "a"]
+        output.envelope({"version": "x"})
+    assert list(output.envelope({"a": 1})) == ["schema_version", "version", "ok", "a"]
 
 
 def test_the_docs_name_every_schema():

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from nvdocker_setup.adapters.service import MANAGERS
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import options
 from nvdocker_setup.core.apply_plan import APPLY_MODES
 from nvdocker_setup.exit_status import ExitStatus
 
@@ -22,9 +22,9 @@ VERBS = [("install",), ("uninstall",), ("show",), ("restore",), ("doctor",), ("b
 
 
 def test_choices_are_the_sets_the_code_accepts():
-    assert tuple(common.ApplyMode.values()) == APPLY_MODES
-    assert tuple(common.ServiceManagerName.values()) == MANAGERS
-    assert str(common.ApplyMode.none) == "none" and str(common.ServiceManagerName.systemd_user) == "systemd-user"
+    assert tuple(options.ApplyMode.values()) == APPLY_MODES
+    assert tuple(options.ServiceManagerName.values()) == MANAGERS
+    assert str(options.ApplyMode.none) == "none" and str(options.ServiceManagerName.systemd_user) == "systemd-user"
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v))

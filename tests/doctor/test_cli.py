@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 import pytest
 from typer.testing import CliRunner
 
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import output
 from nvdocker_setup.cli.main import app
 from nvdocker_setup.doctor.checks import all_checks
 from nvdocker_setup.exit_status import ExitStatus
@@ -38,7 +38,7 @@ class Outcome:
 
 
 def doctor(host, *args: str, env: Optional[Dict[str, str]] = None) -> Outcome:
-    common.reset_consoles()
+    output.reset_consoles()
     merged = dict(host.env)
     merged.setdefault("DOCKER_HOST", "unix://" + host.socket)  # nothing reaches this machine's docker
     merged.update({

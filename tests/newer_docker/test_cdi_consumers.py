@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nvdocker_setup.cdi import spec as cdi_spec
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import output
 from nvdocker_setup.cli.main import app
 from nvdocker_setup.doctor import cdi as doctor_cdi
 from nvdocker_setup.doctor.parsers import version_tuple
@@ -48,7 +48,7 @@ def generated(tmp_path_factory, driver_root):
     no_config.write_text("")
     texts = {}
     for name in ("nvdocker.yaml", "nvdocker.json"):
-        common.reset_consoles()
+        output.reset_consoles()
         try:
             runner = CliRunner(mix_stderr=False)  # click < 8.2
         except TypeError:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from nvdocker_setup import operations
 from nvdocker_setup.adapters import dockerd
 from nvdocker_setup.apply import ApplyOptions
-from nvdocker_setup.cli import common
+from nvdocker_setup.cli import output
 from nvdocker_setup.cli.main import app
 from nvdocker_setup.context import Context
 from nvdocker_setup.core.plan import InstallRequest
@@ -59,7 +59,7 @@ def cdi_dir(tmp_path_factory, driver_root):
     spec = spec_dir / "nvdocker.json"
     no_config = spec_dir.parent / "no-runtime.conf"
     no_config.write_text("")
-    common.reset_consoles()
+    output.reset_consoles()
     try:
         runner = CliRunner(mix_stderr=False)  # click < 8.2
     except TypeError:

@@ -16,7 +16,6 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from nvdocker_setup.cli import common
 from nvdocker_setup.cli.main import app
 from tests.runtime import engine_api
 from tests.runtime.test_hook_escape_e2e import compile_evil, import_image, tiny_rootfs
@@ -50,7 +49,7 @@ def launcher26(tmp_path_factory):
 
 
 def generate_spec(driver_root, output):
-    common.reset_consoles()
+    output.reset_consoles()
     try:
         runner = CliRunner(mix_stderr=False)  # click < 8.2
     except TypeError:
