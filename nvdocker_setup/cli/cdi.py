@@ -8,7 +8,7 @@ that older consumers (Debian 12's podman 4.3 reads up to 0.5.0) read it too.
 
 import contextlib
 import os
-from typing import Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import typer
 
@@ -167,17 +167,69 @@ def list_devices(
         for device in spec.get("devices") or ():
             nodes = [node.get("path") for node in (device.get("containerEdits") or {}).get("deviceNodes") or ()]
             devices.append({"name": "{}={}".format(spec.get("kind"), device.get("name")), "device_nodes": nodes})
+        common_edits = _common_edits(spec)
         if as_json:
             output.print_json({
                 "ok": True, "spec": path, "cdiVersion": spec.get("cdiVersion"), "driver_version": recorded,
-                "current_driver_version": current, "stale": stale, "devices": devices,
+                "current_driver_version": current, "stale": stale, "devices": devices, "common": common_edits,
             })
             return
         out = output.console()
-        out.print("{} (cdiVersion {}, generated for driver {})".format(path, spec.get("cdiVersion"), recorded or "unknown"))
-        for device in devices:
-            out.print("  {}  {}".format(device["name"], " ".join(device["device_nodes"])))
+        title = "{} (cdiVersion {}, generated for driver {})".format(path, spec.get("cdiVersion"), recorded or "unknown")
+        for line in device_tree(title, devices, common_edits, unicode=out.is_terminal and out.encoding.lower().startswith("utf")):
+            out.print(line, highlight=False, markup=False, soft_wrap=not out.is_terminal)
         if stale:
             output.console(stderr=True).print(
                 "[bold yellow]warning:[/] the spec is stale: the driver is now {}; run nvdocker-setup cdi generate".format(current)
             )
+
+
+def _common_edits(spec: Dict[str, Any]) -> Dict[str, List[str]]:
+    """What every device of the spec brings along: node paths, mounts (container paths), hooks."""
+    edits = spec.get("containerEdits") or {}
+    hooks = []
+    for hook in edits.get("hooks") or ():
+        args = hook.get("args") or []
+        command = next((arg for arg in args[1:] if not arg.startswith(("-", "/"))), "")
+        hooks.append("{} {} {}".format(hook.get("hookName", "?"), hook.get("path", "?"), command).strip())
+    return {
+        "device_nodes": [str(node.get("path")) for node in edits.get("deviceNodes") or ()],
+        "mounts": [str(mount.get("containerPath")) for mount in edits.get("mounts") or ()],
+        "hooks": hooks,
+    }
+
+
+def _is_library(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name.startswith("lib") and ".so" in name
+
+
+def device_tree(title: str, devices: List[Dict[str, Any]], common_edits: Dict[str, List[str]],
+                unicode: bool = True) -> List[str]:
+    """The spec as a tree: each GPU (its names: index, UUID) -> its device nodes, then what every
+    GPU container gets (control nodes, libraries and binaries, hooks). Plain ASCII when piped."""
+    tee, last, bar, space = ("├── ", "└── ", "│   ", "    ") if unicode else ("|-- ", "`-- ", "|   ", "    ")
+    groups: Dict[Tuple[str, ...], List[str]] = {}
+    for device in devices:
+        groups.setdefault(tuple(str(node) for node in device["device_nodes"]), []).append(device["name"])
+    branches: List[Tuple[str, List[str]]] = []
+    for nodes, names in groups.items():
+        branches.append((", ".join(names), list(nodes)))
+    libraries = [path for path in common_edits["mounts"] if _is_library(path)]
+    others = [path for path in common_edits["mounts"] if not _is_library(path)]
+    shared: List[str] = []
+    if common_edits["device_nodes"]:
+        shared.append("device nodes: " + " ".join(common_edits["device_nodes"]))
+    if libraries:
+        shared.append("libraries ({}): {}".format(len(libraries), " ".join(sorted(p.rsplit("/", 1)[-1] for p in libraries))))
+    if others:
+        shared.append("files ({}): {}".format(len(others), " ".join(others)))
+    shared.extend("hook " + hook for hook in common_edits["hooks"])
+    branches.append(("every GPU container also gets", shared))
+    lines = [title]
+    for index, (label, leaves) in enumerate(branches):
+        final = index == len(branches) - 1
+        lines.append((last if final else tee) + label)
+        for leaf_index, leaf in enumerate(leaves):
+            lines.append((space if final else bar) + (last if leaf_index == len(leaves) - 1 else tee) + leaf)
+    return lines

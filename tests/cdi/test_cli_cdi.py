@@ -86,7 +86,11 @@ def test_list_shows_devices_and_staleness(cli, tmp_path):
     assert cli("cdi", "generate", "-o", str(out)).exit_code == 0
     listed = cli("cdi", "list", "--spec", str(out))
     assert listed.exit_code == 0, listed.stderr
-    assert "nvidia.com/gpu=1  /dev/nvidia1" in listed.stdout and "stale" not in listed.stderr
+    assert "stale" not in listed.stderr
+    lines = listed.stdout.splitlines()
+    gpu1 = next(i for i, line in enumerate(lines) if "nvidia.com/gpu=1," in line)
+    assert lines[gpu1].startswith("|-- nvidia.com/gpu=1, nvidia.com/gpu=GPU-")  # a GPU and its UUID name, one branch
+    assert lines[gpu1 + 1] == "|   `-- /dev/nvidia1"
     spec, header = cdi_spec.load_document(str(out))
     header[cdi_spec.DRIVER_VERSION_ANNOTATION] = "535.104.05"
     out.write_bytes(cdi_spec.render(spec, as_json=False, meta=header))
@@ -128,3 +132,21 @@ def test_generate_refuses_a_cdi_version_that_cannot_be(cli, tmp_path, wanted, sa
     done = cli("cdi", "generate", "-o", str(out), "--cdi-version", wanted)
     assert done.exit_code == ExitStatus.USAGE, (done.stdout, done.stderr)
     assert says in " ".join(done.stderr.split()) and not out.exists()
+
+
+def test_list_is_a_tree_of_gpus_their_nodes_and_what_every_container_gets(cli, tmp_path):
+    out = tmp_path / "nvdocker.yaml"
+    assert cli("cdi", "generate", "-o", str(out)).exit_code == 0
+    listed = cli("cdi", "list", "--spec", str(out))
+    text = listed.stdout
+    assert text.splitlines()[0].startswith(str(out)) and "cdiVersion 0.5.0" in text.splitlines()[0]
+    assert "|-- nvidia.com/gpu=all\n|   |-- /dev/nvidia0\n|   `-- /dev/nvidia1\n" in text
+    shared = text.split("`-- every GPU container also gets\n", 1)[1].splitlines()
+    assert shared[0] == "    |-- device nodes: /dev/nvidiactl /dev/nvidia-uvm /dev/nvidia-uvm-tools /dev/nvidia-modeset"
+    assert shared[1].startswith("    |-- libraries (") and "libcuda.so.550.54.14" in shared[1]
+    assert "/dev/nvidia0" not in shared[1] and "nvidia-smi" not in shared[1]
+    assert any("/usr/bin/nvidia-smi" in line for line in shared)
+    assert all(not line.rstrip() != line for line in text.splitlines())  # no padding when piped
+    report = json.loads(cli("cdi", "list", "--spec", str(out), "--json").stdout)
+    assert "/dev/nvidiactl" in report["common"]["device_nodes"]
+    assert "/usr/bin/nvidia-smi" in report["common"]["mounts"]
