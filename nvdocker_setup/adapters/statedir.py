@@ -105,11 +105,11 @@ def _walk(path: str, uids: Tuple[int, ...]) -> str:
     is looked up in must pass :func:`_check_ancestor`, and every symlink followed must be owned
     by a trusted user (in a sticky ``/tmp`` anyone may own a link, and point it elsewhere later).
     Returns the real parent directory; missing components are left to the caller."""
-    from nvdocker_setup.adapters.trust import _resolve, _SymlinkLoop
+    from nvdocker_setup.adapters.trust import SymlinkLoop, walk_path
 
     try:
-        parent, dirs, links = _resolve(os.path.dirname(path))
-    except _SymlinkLoop as loop:
+        parent, dirs, links = walk_path(os.path.dirname(path))
+    except SymlinkLoop as loop:
         raise _untrusted("too many levels of symbolic links at {}".format(loop), "fix the path") from None
     for directory in dirs + [parent]:
         if os.path.isdir(directory):

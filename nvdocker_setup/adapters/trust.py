@@ -41,11 +41,11 @@ class TrustReport:
         return self.exists and not self.problems
 
 
-class _SymlinkLoop(Exception):
+class SymlinkLoop(Exception):
     pass
 
 
-def _resolve(path: str) -> Tuple[str, List[str], List[str]]:
+def walk_path(path: str) -> Tuple[str, List[str], List[str]]:
     """Resolve ``path`` component by component, like the kernel.
 
     Returns (final path, every directory a name was looked up in, every symlink followed): whoever
@@ -70,7 +70,7 @@ def _resolve(path: str) -> Tuple[str, List[str], List[str]]:
         if os.path.islink(candidate):
             hops += 1
             if hops > _MAX_SYMLINKS:
-                raise _SymlinkLoop(candidate)
+                raise SymlinkLoop(candidate)
             links.append(candidate)
             target = os.readlink(candidate)
             if target.startswith("/"):
@@ -230,8 +230,8 @@ def check_runtime_binary(path: str, *, expected_owner: int = 0) -> TrustReport:
             ),
         )
     try:
-        final, dirs, links = _resolve(path)
-    except _SymlinkLoop as loop:
+        final, dirs, links = walk_path(path)
+    except SymlinkLoop as loop:
         return TrustReport(
             path,
             False,
