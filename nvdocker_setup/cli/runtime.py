@@ -14,7 +14,7 @@ from nvdocker_setup.cli import common, install, options
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 
 #: Where containerd support is tracked (planned, not implemented).
-CONTAINERD_ISSUE = "issue #13"
+CONTAINERD_ISSUE = "issue #10"
 
 app = typer.Typer(
     help="nvidia-ctk compatibility: `runtime configure` is `install` spelled the nvidia-ctk way.",
