@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import sys
 
-from nvdocker_setup.defaults import SYSTEMD_DEFAULT_PATH
 from nvdocker_setup.driver.errors import GpuSetupError
 
 TYPE_CHECKING = False
@@ -44,7 +43,9 @@ DRIVER_ROOT_ENV = "NVDOCKER_DRIVER_ROOT"
 SECTION = "runtime"
 DEFAULT_RUNTIMES = ("runc", "crun")
 #: Searched when the environment has no PATH (containerd's shim usually passes one).
-DEFAULT_SEARCH_PATH = SYSTEMD_DEFAULT_PATH
+# (a literal: the nvdocker-toolkit package ships the runtime without nvdocker_setup.defaults;
+# tests/test_probes.py keeps it equal to defaults.SYSTEMD_DEFAULT_PATH and the launcher's)
+DEFAULT_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 

@@ -85,5 +85,5 @@ def test_every_runtime_hook_and_driver_module_is_standard_library_only():
                     top = module.split(".")[0]
                     allowed = top in stdlib or top == "__future__" or module.startswith(
                         ("nvdocker_setup.runtime", "nvdocker_setup.hook", "nvdocker_setup.driver")
-                    ) or module in ("nvdocker_setup", "nvdocker_setup.defaults")  # constants only, imports nothing
+                    ) or module == "nvdocker_setup"
                     assert allowed, "{}/{} imports {}".format(package, name, module)
