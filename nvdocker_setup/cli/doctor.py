@@ -48,7 +48,7 @@ def doctor(
             import os
 
             ctx = dataclasses.replace(ctx, root=os.path.abspath(root))
-        options = DoctorOptions(
+        doctor_options = DoctorOptions(
             config=config, runtime_name=runtime_name, driver_root=driver_root, smoke=smoke,
             smoke_image=smoke_image or DEFAULT_SMOKE_IMAGE,
         )
@@ -59,7 +59,7 @@ def doctor(
                 "unknown check id: {}".format(unknown.args[0]),
                 hint="`nvdocker-setup doctor --list` shows the ids",
             ) from None
-        report = registry.run_checks(Facts(ctx, options), check)
+        report = registry.run_checks(Facts(ctx, doctor_options), check)
         if as_json:
             output.print_json(report.to_dict())
         else:

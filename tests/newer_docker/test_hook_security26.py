@@ -16,6 +16,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+from nvdocker_setup.cli import output
 from nvdocker_setup.cli.main import app
 from tests.runtime import engine_api
 from tests.runtime.test_hook_escape_e2e import compile_evil, import_image, tiny_rootfs
@@ -48,18 +49,18 @@ def launcher26(tmp_path_factory):
     return built.stdout.strip().splitlines()[-1]
 
 
-def generate_spec(driver_root, output):
+def generate_spec(driver_root, spec_path):
     output.reset_consoles()
     try:
         runner = CliRunner(mix_stderr=False)  # click < 8.2
     except TypeError:
         runner = CliRunner()
-    no_config = output + ".runtime.conf"
+    no_config = spec_path + ".runtime.conf"
     open(no_config, "w").close()
-    result = runner.invoke(app, ["cdi", "generate", "--driver-root", driver_root.path, "--output", output, "--json"],
+    result = runner.invoke(app, ["cdi", "generate", "--driver-root", driver_root.path, "--output", spec_path, "--json"],
                            env={"NVDOCKER_RUNTIME_CONFIG": no_config, "COLUMNS": "200", "NO_COLOR": "1"}, catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
-    with open(output) as handle:
+    with open(spec_path) as handle:
         return json.load(handle)
 
 
