@@ -150,7 +150,7 @@ def driver_major(majors: Dict[str, int], driver: str) -> Optional[int]:
 def _parts(inside: str) -> List[str]:
     parts = [part for part in inside.split("/") if part and part != "."]
     if ".." in parts:
-        raise GpuSetupError("{} has a '..' component: give a path inside the driver root".format(inside))
+        raise UnsafePath("{} has a '..' component: give a path inside the driver root".format(inside))
     return parts
 
 
