@@ -235,8 +235,9 @@ def driver_dev_char_links(facts: Facts):
         return fail(
             "cgroup driver systemd ({}) and missing {}: after `systemctl daemon-reload` running GPU containers lose "
             "their devices (\"Failed to initialize NVML: Unknown Error\")".format(source, ", ".join(missing)),
-            "`nvidia-ctk system create-dev-char-symlinks --create-all` (and install its udev rule so they come back "
-            "at boot); or set \"exec-opts\": [\"native.cgroupdriver=cgroupfs\"]; or use CDI devices",
+            "`nvdocker-setup system create-dev-char-symlinks{}` (and install udev/71-nvdocker-dev-char.rules so they "
+            "come back whenever the driver loads); or set \"exec-opts\": [\"native.cgroupdriver=cgroupfs\"]; or use "
+            "CDI devices".format("" if driver.root in ("", "/") else " --driver-root " + driver.root),
             missing=missing,
         )
     if linked == 0:
