@@ -262,3 +262,22 @@ def test_a_wrong_existing_node_is_reported_not_replaced(cli, root):
 def test_create_device_nodes_wants_control_devices(cli, root):
     outcome = cli("system", "create-device-nodes", "--driver-root", root, "--json")
     assert outcome.exit_code == ExitStatus.USAGE and "--control-devices" in outcome.json["error"]["message"]
+
+
+def test_the_udev_rule_runs_commands_that_exist(cli, root):
+    """Every command the udev rule runs parses and works on a driver root (a renamed option fails here)."""
+    import re
+    import shlex
+
+    rule = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "udev", "71-nvdocker-dev-char.rules")
+    commands = set()
+    for script in re.findall(r"RUN\+=\"/bin/sh -c '([^']*)'\"", open(rule).read()):
+        commands.update(part.strip() for part in script.split(";"))
+    assert len(commands) == 2
+    for command in sorted(commands):
+        argv = shlex.split(command)
+        assert argv[0] == "/usr/bin/nvdocker-setup"
+        outcome = cli(*argv[1:], "--driver-root", root)
+        assert outcome.exit_code == 0, (command, outcome.stdout, outcome.stderr)
+    assert os.readlink(os.path.join(root, "dev/char/195:255")) == "../nvidiactl"
