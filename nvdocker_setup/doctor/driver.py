@@ -235,8 +235,8 @@ def driver_dev_char_links(facts: Facts):
         return fail(
             "cgroup driver systemd ({}) and missing {}: after `systemctl daemon-reload` running GPU containers lose "
             "their devices (\"Failed to initialize NVML: Unknown Error\")".format(source, ", ".join(missing)),
-            "`nvdocker-setup system create-dev-char-symlinks{}` (and install udev/71-nvdocker-dev-char.rules so they "
-            "come back whenever the driver loads); or set \"exec-opts\": [\"native.cgroupdriver=cgroupfs\"]; or use "
+            "`nvdocker-setup system create-dev-char-symlinks{}` (the package's udev rule 71-nvdocker-dev-char.rules "
+            "makes them again whenever the driver loads); or set \"exec-opts\": [\"native.cgroupdriver=cgroupfs\"]; or use "
             "CDI devices".format("" if driver.root in ("", "/") else " --driver-root " + driver.root),
             missing=missing,
         )
