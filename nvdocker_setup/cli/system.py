@@ -10,11 +10,11 @@ them whenever the nvidia module loads.
 """
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator
 
 import typer
 
-from nvdocker_setup.cli import cdi, common, options, output
+from nvdocker_setup.cli import common, options, output
 
 app = typer.Typer(
     help="Host setup for GPU containers: NVIDIA control device nodes and their /dev/char links.",
@@ -27,12 +27,12 @@ _MARKS = {
 }
 
 
-def _driver_root(driver_root: Optional[str]) -> str:
-    """--driver-root, else NVDOCKER_DRIVER_ROOT, else driver-root in /etc/nvdocker/runtime.conf, else /."""
-    if driver_root:
-        return driver_root
-    with cdi.gpu_errors():
-        return str(cdi._runtime_config(None).driver_root)
+def driver_root_option():
+    return typer.Option(
+        "/", "--driver-root", metavar="DIR",
+        help="the root whose /dev holds the nodes (a simulated or chroot'ed host); the kernel's nodes are the "
+        "host's, so not a driver container's library root",
+    )
 
 
 @contextlib.contextmanager
@@ -94,7 +94,7 @@ def _render(report, as_json: bool, noun: str) -> None:
 
 @app.command("create-dev-char-symlinks")
 def create_dev_char_symlinks(
-    driver_root: Optional[str] = cdi.driver_root_option(),
+    driver_root: str = driver_root_option(),
     dev_char_path: str = typer.Option(
         "/dev/char", "--dev-char-path", metavar="DIR",
         help="where the links go, a path inside the driver root",
@@ -118,7 +118,7 @@ def create_dev_char_symlinks(
     from nvdocker_setup.driver import devices
 
     with common.reporting(as_json), device_errors():
-        report = devices.create_dev_char_links(_driver_root(driver_root), dev_char_path, dry_run=dry_run, force=force)
+        report = devices.create_dev_char_links(driver_root, dev_char_path, dry_run=dry_run, force=force)
     _render(report, as_json, "link")
 
 
@@ -128,7 +128,7 @@ def create_device_nodes(
         False, "--control-devices",
         help="create nvidiactl, nvidia-modeset, nvidia-uvm and nvidia-uvm-tools (the only kind made so far)",
     ),
-    driver_root: Optional[str] = cdi.driver_root_option(),
+    driver_root: str = driver_root_option(),
     dry_run: bool = options.option(False, "--dry-run", help="list what would be made and write nothing"),
     as_json: bool = options.json_option(),
 ) -> None:
@@ -147,5 +147,5 @@ def create_device_nodes(
             raise UsageError("say which nodes to create: --control-devices",
                              hint="nvdocker-setup system create-device-nodes --control-devices")
         with device_errors():
-            report = devices.create_control_nodes(_driver_root(driver_root), dry_run=dry_run)
+            report = devices.create_control_nodes(driver_root, dry_run=dry_run)
     _render(report, as_json, "node")

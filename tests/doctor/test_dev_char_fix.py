@@ -36,3 +36,14 @@ def test_the_hinted_command_fixes_the_dev_char_check(host):
     code, text = _run(*command.split()[1:])
     assert code == 0 and "nothing to do" in text
     assert host.run("driver-dev-char-links").status == "ok"
+
+
+def test_the_hint_names_the_driver_root_only_when_the_nodes_are_under_it():
+    from types import SimpleNamespace
+
+    from nvdocker_setup.doctor.driver import _root_option
+
+    assert _root_option(SimpleNamespace(root="/", dev_root="/dev")) == ""
+    assert _root_option(SimpleNamespace(root="/srv/sim", dev_root="/srv/sim/dev")) == " --driver-root /srv/sim"
+    # a driver container's root: its libraries, but the kernel's nodes on the host's /dev
+    assert _root_option(SimpleNamespace(root="/run/nvidia/driver", dev_root="/dev")) == ""
