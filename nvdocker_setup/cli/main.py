@@ -7,7 +7,7 @@ import typer
 from typer.core import TyperGroup
 
 from nvdocker_setup import __version__
-from nvdocker_setup.cli import backups, cdi, common, doctor, install, options, restore, runtime, show, uninstall
+from nvdocker_setup.cli import backups, cdi, common, doctor, install, options, restore, runtime, show, system, uninstall
 
 PROG = "nvdocker-setup"
 #: The environment variable of typer's completion protocol (completions/ use it).
@@ -96,6 +96,7 @@ app.add_typer(backups.app, name="backups")
 app.add_typer(cdi.app, name="cdi")
 app.command("doctor")(doctor.doctor)
 app.add_typer(runtime.app, name="runtime")
+app.add_typer(system.app, name="system")
 
 
 def main() -> None:

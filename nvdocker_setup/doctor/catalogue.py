@@ -57,8 +57,8 @@ FAILURE_MODES: Tuple[FailureMode, ...] = (
                          "reported in the detail, not flagged: runc as default is a valid choice, and BuildKit "
                          "ignoring runtimes is by design")),
     FailureMode(8, "nvml-unknown-error-after-daemon-reload", "Failed to initialize NVML: Unknown Error after "
-                "`systemctl daemon-reload`", "nvidia-ctk system create-dev-char-symlinks --create-all, or the cgroupfs "
-                "driver, or CDI", Detected(("driver-dev-char-links",))),
+                "`systemctl daemon-reload`", "nvdocker-setup system create-dev-char-symlinks (and its udev rule "
+                "71-nvdocker-dev-char.rules), or the cgroupfs driver, or CDI", Detected(("driver-dev-char-links",))),
     FailureMode(9, "rootless-device-cgroups", "rootless: devices.allow: permission denied / "
                 "bpf_prog_query(BPF_CGROUP_DEVICE) failed", "no-cgroups = true, the user's daemon.json, "
                 "systemctl --user restart docker, or CDI", Detected(("daemon-rootless",))),

@@ -210,6 +210,13 @@ def driver_nvidia_smi(facts: Facts):
     return ok("{} -L lists {} GPU(s)".format(shown, len(listed)))
 
 
+def _root_option(driver) -> str:
+    """`` --driver-root DIR`` when the nodes doctor read are under a driver root other than ``/``."""
+    if driver.root in ("", "/") or os.path.normpath(driver.dev_root) != os.path.join(os.path.normpath(driver.root), "dev"):
+        return ""
+    return " --driver-root " + driver.root
+
+
 @check("driver-dev-char-links", GROUP, "/dev/char links for the NVIDIA nodes (systemd cgroup driver)")
 def driver_dev_char_links(facts: Facts):
     driver = facts.require_driver()
@@ -235,8 +242,9 @@ def driver_dev_char_links(facts: Facts):
         return fail(
             "cgroup driver systemd ({}) and missing {}: after `systemctl daemon-reload` running GPU containers lose "
             "their devices (\"Failed to initialize NVML: Unknown Error\")".format(source, ", ".join(missing)),
-            "`nvidia-ctk system create-dev-char-symlinks --create-all` (and install its udev rule so they come back "
-            "at boot); or set \"exec-opts\": [\"native.cgroupdriver=cgroupfs\"]; or use CDI devices",
+            "`nvdocker-setup system create-dev-char-symlinks{}` (the package's udev rule 71-nvdocker-dev-char.rules "
+            "makes them again whenever the driver loads); or set \"exec-opts\": [\"native.cgroupdriver=cgroupfs\"]; or use "
+            "CDI devices".format(_root_option(driver)),
             missing=missing,
         )
     if linked == 0:

@@ -49,7 +49,7 @@ def cdi_env(tmp_path, driver_root):
 def test_every_schema_is_valid_and_requires_the_envelope():
     names = sorted(path.stem for path in SCHEMAS.glob("*.json"))
     assert names == sorted(["install", "uninstall", "restore", "show", "backups-list", "doctor", "doctor-list",
-                            "cdi-generate", "cdi-list", "error"])
+                            "cdi-generate", "cdi-list", "system", "error"])
     for name in names:
         value = schema(name)
         jsonschema.Draft7Validator.check_schema(value)
@@ -141,6 +141,32 @@ def test_cdi_errors_have_ids_and_exit_codes(cli, tmp_path, cdi_env):
     conf_error = conforms(cli("cdi", "generate", "-o", str(tmp_path / "y.yaml"), "--json",
                               env=dict(cdi_env, NVDOCKER_RUNTIME_CONFIG=str(bad_conf))), "error", ExitStatus.INVALID_CONFIG)
     assert conf_error["error"]["id"] == "runtime-config-invalid"
+
+
+def test_system_verbs_validate(cli, tmp_path, driver_root):
+    from tests.doctor.simhost import clone_tree
+
+    root = str(tmp_path / "root")
+    clone_tree(driver_root.path, root)
+    with open(os.path.join(root, "proc/devices"), "w") as handle:
+        handle.write("Character devices:\n195 nvidia-frontend\n510 nvidia-uvm\n")
+    os.unlink(os.path.join(root, "dev/nvidiactl"))
+    dry = conforms(cli("system", "create-dev-char-symlinks", "--driver-root", root, "--dry-run", "--json"), "system")
+    assert dry["would_change"] is True and dry["changed"] is False
+    nodes = conforms(cli("system", "create-device-nodes", "--control-devices", "--driver-root", root, "--json"),
+                     "system")
+    assert nodes["action"] == "create-device-nodes" and nodes["changed"] is True
+    made = conforms(cli("system", "create-dev-char-symlinks", "--driver-root", root, "--json"), "system")
+    assert made["changed"] is True and {entry["status"] for entry in made["entries"]} == {"created"}
+    os.unlink(os.path.join(root, "dev/char/195:0"))
+    os.symlink("../nvidia1", os.path.join(root, "dev/char/195:0"))
+    conflict = conforms(cli("system", "create-dev-char-symlinks", "--driver-root", root, "--json"), "system",
+                        ExitStatus.CONFLICT)
+    assert conflict["ok"] is False
+    os.symlink("/", os.path.join(root, "dev/char/escape"))
+    unsafe = conforms(cli("system", "create-dev-char-symlinks", "--driver-root", root, "--dev-char-path",
+                          "/dev/char/escape", "--json"), "error", ExitStatus.TRUST_CHECK_FAILED)
+    assert unsafe["error"]["id"] == "unsafe-path"
 
 
 def test_envelope_cannot_be_overwritten():

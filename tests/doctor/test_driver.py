@@ -169,7 +169,8 @@ def test_dev_char_links_missing_with_the_systemd_cgroup_driver(host):
     result = host.run("driver-dev-char-links")
     assert result.status == "fail"
     assert "/dev/char/195:0 -> /dev/nvidia0" in result.detail and "Unknown Error" in result.detail
-    assert "create-dev-char-symlinks --create-all" in result.hint and "native.cgroupdriver=cgroupfs" in result.hint
+    assert "nvdocker-setup system create-dev-char-symlinks --driver-root " + host.root in result.hint
+    assert "native.cgroupdriver=cgroupfs" in result.hint
 
 
 def test_dev_char_links_present_with_the_systemd_cgroup_driver(host):
