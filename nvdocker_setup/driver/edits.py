@@ -57,11 +57,12 @@ class HookCommand:
         the ld cache when its ``libcuda.so.<version>`` is of a newer driver branch."""
         from nvdocker_setup.driver import compat
 
-        argv = self.args + ["update-ldcache", "--ldconfig", self.ldconfig]
-        if rootfs is not None:
-            argv += ["--rootfs", rootfs]
+        argv = self.args + ["update-ldcache"]
         if host_driver_version is not None and compat.parse_version(host_driver_version) is not None:
             argv += ["--cuda-compat-dir", compat.COMPAT_DIR, "--host-driver-version", host_driver_version]
+        argv += ["--ldconfig", self.ldconfig]
+        if rootfs is not None:
+            argv += ["--rootfs", rootfs]
         for folder in folders:
             argv += ["--folder", folder]
         for target, directory, name in links:
