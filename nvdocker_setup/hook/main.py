@@ -30,7 +30,8 @@ rootfs, the state on stdin (its annotations) and the spec's ``process`` are the 
 the hook entries we emit carry their own ``env`` (nvdocker_setup.driver.model.HOOK_ENV), and here:
 the working directory is ``/`` before anything else; the rootfs must be absolute and never the host
 root; nothing in the rootfs is opened through a symlink or opened at all when it is not a
-directory we create a file in (the conf file is written to a new temp file and renamed into
+directory we create a file in or a CUDA compat library we check (a regular file, opened with
+O_NOFOLLOW and O_NONBLOCK, 64 bytes read: driver/compat.py) (the conf file is written to a new temp file and renamed into
 place, so a symlink, FIFO or device planted under its name is replaced, never followed or
 opened; a library link is made by ``symlinkat`` in a directory reached with O_NOFOLLOW from the
 root's fd, and whatever already has its name is left alone); programs are started by absolute
