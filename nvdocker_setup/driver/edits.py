@@ -42,13 +42,25 @@ class HookCommand:
         self.ldconfig = ldconfig
 
     def ldcache_hook(
-        self, folders: Iterable[str], rootfs: Optional[str] = None, links: Iterable[Tuple[str, str, str]] = ()
+        self,
+        folders: Iterable[str],
+        rootfs: Optional[str] = None,
+        links: Iterable[Tuple[str, str, str]] = (),
+        host_driver_version: Optional[str] = None,
     ) -> Hook:
         """The hook entry; with ``rootfs`` (the runtime knows it, a CDI spec cannot) the hook
         need not read the container state, which saves it the JSON parsing. ``links`` are
         ``(target, container directory, name)``: the same interpreter start creates them before
-        it runs ldconfig, so the new names are in the container's ld cache too."""
-        argv = self.args + ["update-ldcache", "--ldconfig", self.ldconfig]
+        it runs ldconfig, so the new names are in the container's ld cache too. With
+        ``host_driver_version`` (a version :func:`compat.parse_version` reads; anything else is
+        left out) the hook also puts the image's CUDA forward-compatibility directory first in
+        the ld cache when its ``libcuda.so.<version>`` is of a newer driver branch."""
+        from nvdocker_setup.driver import compat
+
+        argv = self.args + ["update-ldcache"]
+        if host_driver_version is not None and compat.parse_version(host_driver_version) is not None:
+            argv += ["--cuda-compat-dir", compat.COMPAT_DIR, "--host-driver-version", host_driver_version]
+        argv += ["--ldconfig", self.ldconfig]
         if rootfs is not None:
             argv += ["--rootfs", rootfs]
         for folder in folders:
@@ -97,7 +109,9 @@ def common_edits(
     hooks = []
     if hook is not None and libraries:
         folders = sorted({os.path.dirname(mount.container_path) for mount in libraries})
-        hooks.append(hook.ldcache_hook(folders, rootfs, _library_links(driver, capabilities)))
+        # the CUDA forward-compatibility step only matters where the driver's libcuda is mounted
+        version = driver.version if caps.COMPUTE in capabilities else None
+        hooks.append(hook.ldcache_hook(folders, rootfs, _library_links(driver, capabilities), version))
     return ContainerEdits(device_nodes=driver.control_device_nodes(), mounts=mounts, hooks=hooks)
 
 

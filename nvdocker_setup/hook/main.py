@@ -1,13 +1,17 @@
 """nvdocker-runtime-hook: OCI hooks for GPU containers, reading the container state on stdin.
 
-``update-ldcache [--ldconfig PATH] [--rootfs DIR] --folder DIR... [--link TARGET::/DIR/NAME...]``
+``update-ldcache [--ldconfig PATH] [--rootfs DIR] --folder DIR... [--link TARGET::/DIR/NAME...]
+[--cuda-compat-dir DIR --host-driver-version X.Y.Z]``
     Our ``createContainer`` hook. It runs after the driver files are mounted and before
     pivot_root, in the container's mount namespace: it creates the library links the host has
     (``libcuda.so -> libcuda.so.1``, which applications ``dlopen``; NVIDIA's ``create-symlinks``
     hook, folded in here to save an interpreter start), adds the injected library folders to the
     container's ``/etc/ld.so.conf.d`` and runs the host's ``ldconfig -r <rootfs>``, which
     rebuilds the container's ld cache and creates the SONAME links (``libcuda.so.1``). The
-    runtime passes ``--rootfs``; from a CDI spec it comes from the state on stdin.
+    runtime passes ``--rootfs``; from a CDI spec it comes from the state on stdin. With
+    ``--cuda-compat-dir``, an image's CUDA forward-compatibility ``libcuda.so.<version>`` of a
+    newer driver branch than the host's puts that directory first (NVIDIA's
+    ``enable-cuda-compat`` hook, folded in too; see :mod:`nvdocker_setup.driver.compat`).
 
 ``prestart`` (installed as ``nvidia-container-runtime-hook``)
     dockerd registers ``docker run --gpus`` only when a program of that name is on its PATH, and
@@ -26,7 +30,8 @@ rootfs, the state on stdin (its annotations) and the spec's ``process`` are the 
 the hook entries we emit carry their own ``env`` (nvdocker_setup.driver.model.HOOK_ENV), and here:
 the working directory is ``/`` before anything else; the rootfs must be absolute and never the host
 root; nothing in the rootfs is opened through a symlink or opened at all when it is not a
-directory we create a file in (the conf file is written to a new temp file and renamed into
+directory we create a file in or a CUDA compat library we check (a regular file, opened with
+O_NOFOLLOW and O_NONBLOCK, 64 bytes read: driver/compat.py) (the conf file is written to a new temp file and renamed into
 place, so a symlink, FIFO or device planted under its name is replaced, never followed or
 opened; a library link is made by ``symlinkat`` in a directory reached with O_NOFOLLOW from the
 root's fd, and whatever already has its name is left alone); programs are started by absolute
@@ -288,6 +293,34 @@ def parse_links(values: Sequence[str]) -> List[Tuple[str, str, str]]:
     return parsed
 
 
+def cuda_compat_dir_in(rootfs: str, compat_dir: str, host_version: Tuple[int, ...]) -> Optional[str]:
+    """``compat_dir`` when the container has a CUDA forward-compatibility ``libcuda.so.<version>``
+    there of a newer driver branch than ``host_version`` (:mod:`nvdocker_setup.driver.compat`),
+    else None. The directory is reached from the root's fd with O_NOFOLLOW per component: a
+    compat directory (or a parent) that is a symlink is left alone, nothing outside the root is
+    read; the library is opened only when it is a regular file, without following a symlink."""
+    from nvdocker_setup.driver import compat
+
+    try:
+        root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise GpuSetupError("cannot open the container root {}: {}".format(quoted(rootfs), exc.strerror or exc)) from None
+    try:
+        try:
+            fd = _directory_fd(root_fd, compat_dir)
+        except OSError:
+            return None  # unreadable or odd: the container stays as it is
+        if fd is None:
+            return None
+        try:
+            found = compat.compat_library_in(fd, host_version)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+    return compat_dir if found is not None else None
+
+
 def write_ld_conf_in(rootfs: str, folders: Sequence[str]) -> bool:
     """Write ``/etc/ld.so.conf.d/00-nvdocker.conf`` inside ``rootfs`` so that a later ldconfig in
     the container keeps the driver libraries; False when the image's ``/etc`` or
@@ -336,10 +369,28 @@ def parse_options(argv: Sequence[str], repeated: Sequence[str], single: Sequence
     return options
 
 
+def parse_compat_options(directory: Optional[str], version: Optional[str]) -> Optional[Tuple[str, Tuple[int, ...]]]:
+    """``--cuda-compat-dir DIR --host-driver-version X.Y[.Z]`` (both or neither), checked."""
+    if directory is None and version is None:
+        return None
+    from nvdocker_setup.driver import compat, links
+
+    if directory is None or version is None:
+        raise GpuSetupError("--cuda-compat-dir and --host-driver-version go together")
+    if not links.is_plain_directory(directory):
+        raise GpuSetupError("--cuda-compat-dir must be an absolute, normalized path, got {}".format(quoted(directory, 120)))
+    parsed = compat.parse_version(version)
+    if parsed is None:
+        raise GpuSetupError("--host-driver-version must be a driver version such as 550.54.14, got {}".format(quoted(version, 60)))
+    return directory, parsed
+
+
 def update_ldcache(argv: Sequence[str], stdin) -> int:
-    options = parse_options(argv, repeated=("folder", "link"), single=("ldconfig", "rootfs"))
+    options = parse_options(
+        argv, repeated=("folder", "link"), single=("ldconfig", "rootfs", "cuda-compat-dir", "host-driver-version"))
     folders: List[str] = options["folder"]
     links = parse_links(options["link"])
+    compat = parse_compat_options(options.get("cuda-compat-dir"), options.get("host-driver-version"))
     for folder in folders:
         if not folder.startswith("/") or ".." in folder.split("/"):
             raise GpuSetupError("--folder must be an absolute path inside the container, got {}".format(quoted(folder)))
@@ -354,6 +405,13 @@ def update_ldcache(argv: Sequence[str], stdin) -> int:
     create_links_in(rootfs, links)  # first: ldconfig then indexes the new names too
     if not folders:
         return 0
+    if compat is not None:
+        compat_dir = cuda_compat_dir_in(rootfs, compat[0], compat[1])
+        if compat_dir is not None:
+            # first in our conf (for a later ldconfig in the container) and first on ldconfig's
+            # command line: ldconfig scans those before its conf files, and of two libraries with
+            # one SONAME the cache (and so the loader) lists the one scanned first, first
+            folders = [compat_dir] + [folder for folder in folders if folder != compat_dir]
     write_ld_conf_in(rootfs, folders)
     status = run([ldconfig, "-r", rootfs] + list(folders))
     if status != 0:
