@@ -53,24 +53,9 @@ def driver_gpus(facts: Facts):
 
 def proc_devices(facts: Facts, driver) -> Dict[str, int]:
     """``/proc/devices`` character majors by name (the driver root's copy first, like discovery)."""
-    candidates = [os.path.join(driver.root, "proc/devices"), facts.ctx.host_path("/proc/devices")]
-    for path in candidates:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                text = handle.read()
-        except OSError:
-            continue
-        majors: Dict[str, int] = {}
-        section = ""
-        for line in text.splitlines():
-            if line.endswith(":"):
-                section = line
-                continue
-            parts = line.split()
-            if section.startswith("Character") and len(parts) == 2 and parts[0].isdigit():
-                majors.setdefault(parts[1], int(parts[0]))
-        return majors
-    return {}
+    from nvdocker_setup.driver.devices import read_proc_devices
+
+    return read_proc_devices(driver.root, facts.ctx.host_path("/proc/devices"))[1]
 
 
 def expected_nodes(facts: Facts, driver) -> List[Tuple[str, Optional[int], int, bool]]:
