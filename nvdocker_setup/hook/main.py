@@ -161,6 +161,112 @@ def run(argv: Sequence[str]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+# -- ldconfig, confined -----------------------------------------------------------------------------
+#
+# ``ldconfig -r ROOTFS`` chroots into the container root, but when a createContainer hook runs,
+# runc has already mounted the container's procfs at ROOTFS/proc, and there ``/proc/1/root`` (runc
+# init's root, the host's /) leads out of any chroot: an image library whose SONAME is
+# ``../../../proc/1/root/<host path>`` made ldconfig create or replace a symlink anywhere on the
+# host, and an image ``/etc`` linked through it made ldconfig rewrite the host's ld.so.cache. So
+# ldconfig runs in a child with a private copy of the mount namespace from which every procfs at
+# or below the container root is detached (the container's own mounts are untouched); if that
+# cannot be done, ldconfig does not run and the hook fails.
+
+_CLONE_NEWNS = 0x00020000
+_MS_REC = 0x4000
+_MS_PRIVATE = 1 << 18
+_MNT_DETACH = 2
+#: Our status for "could not confine ldconfig" from the forked child (before it execs ldconfig).
+_CONFINE_FAILED = 125
+
+
+def _unescape_mountinfo(field: bytes) -> bytes:
+    """mountinfo writes space, tab, newline and backslash in paths as ``\\ooo``."""
+    out = bytearray()
+    index = 0
+    while index < len(field):
+        if field[index:index + 1] == b"\\" and field[index + 1:index + 4].isdigit():
+            out.append(int(field[index + 1:index + 4], 8))
+            index += 4
+        else:
+            out += field[index:index + 1]
+            index += 1
+    return bytes(out)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in text
+
+
+def proc_mounts_below(root: str, mountinfo: Optional[bytes] = None) -> List[bytes]:
+    """Mount points of procfs at or below ``root`` (a real path), deepest first."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo", "rb") as handle:
+            mountinfo = handle.read(16 << 20)
+    top = os.fsencode(root.rstrip("/") or "/")
+    points = []
+    for line in mountinfo.split(b"\n"):
+        left, sep, right = line.partition(b" - ")
+        fields = left.split(b" ")
+        if not sep or len(fields) < 5 or right.split(b" ", 1)[0] != b"proc":
+            continue
+        point = _unescape_mountinfo(fields[4])
+        if point == top or point.startswith(top + b"/"):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _confine_mounts(root: str) -> None:
+    """In a forked child: a private mount namespace without any procfs at or below ``root``."""
+    import ctypes
+    import errno
+
+    unshare = getattr(os, "unshare", None)  # Python 3.12+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if unshare is not None:
+        unshare(_CLONE_NEWNS)
+    elif libc.unshare(_CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), "making the mount namespace private")
+    for point in proc_mounts_below(root):
+        if libc.umount2(point, _MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+            raise OSError(ctypes.get_errno(), "detaching {}".format(os.fsdecode(point)))
+    left = proc_mounts_below(root)
+    if left:
+        raise OSError(errno.EBUSY, "procfs still mounted at {}".format(os.fsdecode(left[0])))
+
+
+def run_confined(argv: Sequence[str], root: str) -> int:
+    """:func:`run` for ldconfig: the program starts in a child whose mount namespace has no
+    procfs at or below ``root`` (see above); a child that cannot get there never execs it."""
+    if not argv[0].startswith("/"):
+        raise GpuSetupError("{} must be an absolute path".format(quoted(argv[0])))
+    real_root = os.path.realpath(root)
+    pid = os.fork()
+    if pid == 0:  # the child: confine, then exec; never return into the hook
+        try:
+            _confine_mounts(real_root)
+            os.execve(argv[0], list(argv), SAFE_ENV)
+        except BaseException as exc:  # noqa: B036 - the child must end here, whatever happened
+            try:
+                os.write(2, "{}: cannot run {} confined: {}\n".format(PROGRAM, argv[0], shorten(str(exc), 300)).encode())
+            finally:
+                os._exit(_CONFINE_FAILED)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == _CONFINE_FAILED:
+        raise GpuSetupError(
+            "{} was not run: it could not be confined away from the container's /proc".format(argv[0]),
+            hint="the hook needs CAP_SYS_ADMIN to give ldconfig a private mount namespace",
+        )
+    return code
+
+
 def _open_directory_in(parent_fd: int, name: str) -> Optional[int]:
     """Open (creating if missing) directory ``name`` under ``parent_fd`` without following a
     symlink: an image's ``/etc`` pointing at a host path must never make us write there. None
@@ -392,7 +498,7 @@ def update_ldcache(argv: Sequence[str], stdin) -> int:
     links = parse_links(options["link"])
     compat = parse_compat_options(options.get("cuda-compat-dir"), options.get("host-driver-version"))
     for folder in folders:
-        if not folder.startswith("/") or ".." in folder.split("/"):
+        if not folder.startswith("/") or ".." in folder.split("/") or not _encodable(folder):
             raise GpuSetupError("--folder must be an absolute path inside the container, got {}".format(quoted(folder)))
     ldconfig = options.get("ldconfig") or "/sbin/ldconfig"
     if not ldconfig.startswith("/"):
@@ -413,7 +519,7 @@ def update_ldcache(argv: Sequence[str], stdin) -> int:
             # one SONAME the cache (and so the loader) lists the one scanned first, first
             folders = [compat_dir] + [folder for folder in folders if folder != compat_dir]
     write_ld_conf_in(rootfs, folders)
-    status = run([ldconfig, "-r", rootfs] + list(folders))
+    status = run_confined([ldconfig, "-r", rootfs] + list(folders), rootfs)
     if status != 0:
         raise GpuSetupError(
             "{} -r {} failed with status {}".format(ldconfig, rootfs, status),
