@@ -63,11 +63,13 @@ static const char *const create_value_flags[] = {"bundle", "b", "console-socket"
 /* A request needs one of these in config.json; "\u" catches a JSON-escaped spelling of any.
  * Exactly nvdocker_setup/runtime/request.py REQUEST_MARKERS, in its order (tests/runtime/
  * test_launcher.py parses this array and fails when the two differ): requests we refuse
- * (NVIDIA_IMEX_CHANNELS...) must reach Python too, or they would be silently ignored. */
+ * (NVIDIA_IMEX_CHANNELS...) must reach Python too, or they would be silently ignored, and so
+ * must a device list passed only as mounts (/var/run/nvidia-container-devices/<id>). */
 static const char *const request_markers[] = {"NVIDIA_VISIBLE_DEVICES", "nvidia-container-runtime-hook",
 					      "nvidia-container-toolkit", "cdi.k8s.io",
 					      "NVIDIA_IMEX_CHANNELS", "NVIDIA_MIG_CONFIG_DEVICES",
-					      "NVIDIA_MIG_MONITOR_DEVICES", "\\u", NULL};
+					      "NVIDIA_MIG_MONITOR_DEVICES", "\\u",
+					      "nvidia-container-devices", NULL};
 
 static const char *log_path;   /* runc's --log: where containerd looks for our error */
 static const char *log_format; /* --log-format: json (containerd) or text */

@@ -15,6 +15,13 @@ and the C launcher can scan for ``runtimes`` in a few lines.
     hook-path =
     # the host's ldconfig the hook runs against the container root
     ldconfig = /sbin/ldconfig
+    # request policy (NVIDIA's accept-nvidia-visible-devices-envvar-when-unprivileged and
+    # accept-nvidia-visible-devices-as-volume-mounts): false ignores NVIDIA_VISIBLE_DEVICES in a
+    # container without CAP_SYS_ADMIN (unless dockerd's --gpus hook set it)
+    accept-envvar-when-unprivileged = true
+    # true: devices come from /dev/null mounts at /var/run/nvidia-container-devices/<device>
+    # (Kubernetes device plugin, DEVICE_LIST_STRATEGY=volume-mounts); the variable is then ignored
+    accept-device-list-as-volume-mounts = false
 
 Format, shared with ``launcher/nvdocker-runtime.c``: ``[section]`` lines, ``key = value`` or
 ``key: value``, ``#``/``;`` comment lines, indented lines continue the previous value. Keys
@@ -46,6 +53,8 @@ DEFAULT_RUNTIMES = ("runc", "crun")
 # (a literal: the nvdocker-toolkit package ships the runtime without nvdocker_setup.defaults;
 # tests/test_probes.py keeps it equal to defaults.SYSTEMD_DEFAULT_PATH and the launcher's)
 DEFAULT_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ENVVAR_UNPRIVILEGED_KEY = "accept-envvar-when-unprivileged"
+VOLUME_MOUNTS_KEY = "accept-device-list-as-volume-mounts"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -90,7 +99,8 @@ def _boolean(value: str, key: str, source: str) -> bool:
 class RuntimeConfig:
     """Settings after defaults, the file and the environment are applied."""
 
-    __slots__ = ("path", "runtimes", "driver_root", "log", "debug", "hook_path", "ldconfig")
+    __slots__ = ("path", "runtimes", "driver_root", "log", "debug", "hook_path", "ldconfig",
+                 "accept_envvar_unprivileged", "accept_volume_mounts")
 
     def __init__(
         self,
@@ -101,6 +111,8 @@ class RuntimeConfig:
         debug: bool = False,
         hook_path: Optional[str] = None,
         ldconfig: Optional[str] = None,
+        accept_envvar_unprivileged: bool = True,
+        accept_volume_mounts: bool = False,
     ) -> None:
         self.path = path
         self.runtimes: List[str] = list(runtimes)
@@ -109,6 +121,8 @@ class RuntimeConfig:
         self.debug = debug
         self.hook_path = hook_path
         self.ldconfig = ldconfig or default_ldconfig()
+        self.accept_envvar_unprivileged = accept_envvar_unprivileged
+        self.accept_volume_mounts = accept_volume_mounts
 
     def hook_command(self) -> HookCommand:
         """How the container's ``createContainer`` hook starts our hook program."""
@@ -156,6 +170,9 @@ def load(environ: Mapping[str, str] = os.environ) -> RuntimeConfig:
         debug=_boolean(values.get("debug", ""), "debug", source),
         hook_path=values.get("hook-path") or None,
         ldconfig=values.get("ldconfig") or None,
+        accept_envvar_unprivileged=_boolean(
+            values.get(ENVVAR_UNPRIVILEGED_KEY, "true"), ENVVAR_UNPRIVILEGED_KEY, source),
+        accept_volume_mounts=_boolean(values.get(VOLUME_MOUNTS_KEY, ""), VOLUME_MOUNTS_KEY, source),
     )
     if environ.get(DRIVER_ROOT_ENV):
         config.driver_root = environ[DRIVER_ROOT_ENV]

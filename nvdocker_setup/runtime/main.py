@@ -121,11 +121,15 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
 
     path = spec.spec_path(parsed.bundle or os.getcwd())
     _data, value = spec.read_spec(path)
-    wanted = request.resolve(value)
+    notes: List[str] = []
+    wanted = request.resolve(value, config.accept_envvar_unprivileged, config.accept_volume_mounts, notes)
+    for note in notes:
+        log.debug("create {}: {}".format(parsed.container_id, note))
     if wanted is None:
         log.debug("create {}: no GPU request, spec untouched".format(parsed.container_id))
         return
     request.remove_nvidia_hooks(value, wanted.hook_indexes)
+    request.remove_device_list_mounts(value, wanted.mount_indexes)
     if wanted.wants_driver:
         edits = edits_for(wanted, config, spec.rootfs_of(os.path.dirname(path), value))
         spec.apply_edits(value, edits)
@@ -135,7 +139,8 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
             )
         )
     else:
-        log.debug("create {}: removed dockerd's --gpus hook, no device requested".format(parsed.container_id))
+        log.debug("create {}: removed dockerd's --gpus hook or the device-list mounts, no device requested".format(
+            parsed.container_id))
     spec.write_atomically(path, spec.encode(value))
 
 

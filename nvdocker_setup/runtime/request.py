@@ -7,7 +7,18 @@ A container requests GPUs through any of:
 * the prestart hook dockerd adds for ``docker run --gpus`` (path ending in
   ``nvidia-container-runtime-hook`` or ``nvidia-container-toolkit``), which we remove and do
   the work ourselves;
-* CDI annotations ``cdi.k8s.io/<key>: nvidia.com/gpu=<name>[,...]``.
+* CDI annotations ``cdi.k8s.io/<key>: nvidia.com/gpu=<name>[,...]``;
+* with ``accept-device-list-as-volume-mounts = true`` (runtime.conf): mounts whose destination is
+  ``/var/run/nvidia-container-devices/<name>`` (index, UUID, ``all``), which the kubelet's device
+  plugin writes and an image cannot; when any is present ``NVIDIA_VISIBLE_DEVICES`` is ignored and
+  the mounts are removed from the spec.
+
+``NVIDIA_VISIBLE_DEVICES`` items may also be CDI names of kind ``nvidia.com/gpu``
+(``nvidia.com/gpu=0``, ``nvidia.com/gpu=all``); other kinds are refused. With
+``accept-envvar-when-unprivileged = false`` the variable is ignored (and the reason logged) in a
+container whose bounding capabilities lack ``CAP_SYS_ADMIN``, unless dockerd's ``--gpus`` hook is
+in the spec: dockerd appends its own ``NVIDIA_VISIBLE_DEVICES`` after the image's, and the last
+value is the one read, so the value then is the ``docker run --gpus`` caller's, not the image's.
 
 ``NVIDIA_DRIVER_CAPABILITIES`` then picks the driver files, and ``NVIDIA_REQUIRE_*`` constraints
 are checked unless ``NVIDIA_DISABLE_REQUIRE`` is true.
@@ -29,12 +40,13 @@ reads only after the runtime exits, and wedge ``docker run``.
 from __future__ import annotations
 
 import os
+import posixpath
 
 from nvdocker_setup.driver.errors import GpuSetupError, quoted, shorten
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Dict, List, Optional, Tuple
 
 VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 DRIVER_CAPABILITIES = "NVIDIA_DRIVER_CAPABILITIES"
@@ -42,6 +54,12 @@ DRIVER_CAPABILITIES = "NVIDIA_DRIVER_CAPABILITIES"
 NVIDIA_HOOK_NAMES = ("nvidia-container-runtime-hook", "nvidia-container-toolkit")
 CDI_ANNOTATION_PREFIX = "cdi.k8s.io/"
 CDI_KIND = "nvidia.com/gpu"
+#: Where the device plugin's volume-mount strategy lists devices (NVIDIA's path).
+DEVICE_LIST_ROOT = "/var/run/nvidia-container-devices"
+#: How many such mounts a container may have (16 GPUs, with room for MIG-era plugins).
+MAX_DEVICE_LIST_MOUNTS = 64
+#: Capability that makes a container "privileged" for accept-envvar-when-unprivileged (NVIDIA's test).
+PRIVILEGED_CAPABILITY = "CAP_SYS_ADMIN"
 ALL = "all"
 REQUIRE_PREFIX = "NVIDIA_REQUIRE_"
 #: The longest request value read: 16 GPU UUIDs are ~700 characters, the NVIDIA_REQUIRE_CUDA of
@@ -60,30 +78,36 @@ UNSUPPORTED_REQUESTS = (
 #: Values of those that ask for nothing (as NVIDIA_VISIBLE_DEVICES's void and none).
 _NOTHING = ("", "void", "none")
 #: Strings one of which every request puts in config.json: the env names, the --gpus hook names,
-#: the CDI annotation prefix (without its "/", which JSON may write as "\/"), and "\u" for a
-#: JSON-escaped spelling of any of them. launcher/nvdocker-runtime.c request_markers = these.
+#: the CDI annotation prefix (without its "/", which JSON may write as "\/"), "\u" for a
+#: JSON-escaped spelling of any of them, and the last component of DEVICE_LIST_ROOT (a device list
+#: passed as mounts has no other marker; its "/"s may be written "\/"). launcher/nvdocker-runtime.c request_markers = these.
 REQUEST_MARKERS = (
     (VISIBLE_DEVICES,) + NVIDIA_HOOK_NAMES + (CDI_ANNOTATION_PREFIX.rstrip("/"),)
-    + tuple(name for name, _ in UNSUPPORTED_REQUESTS) + ("\\u",)
+    + tuple(name for name, _ in UNSUPPORTED_REQUESTS) + ("\\u", DEVICE_LIST_ROOT.rsplit("/", 1)[1])
 )
 
 
 class GpuRequest:
     """A container's GPU request: ``devices`` is ``["all"]``, a list of selectors, or ``[]`` for
-    ``none``; ``env`` is the process environment (last value of a name wins)."""
+    ``none``; ``env`` is the process environment (last value of a name wins); ``mount_indexes``
+    are the positions in ``mounts`` of an accepted device list, to remove."""
 
-    __slots__ = ("devices", "env", "hook_indexes", "sources")
+    __slots__ = ("devices", "env", "hook_indexes", "sources", "mount_indexes")
 
-    def __init__(self, devices: List[str], env: Dict[str, str], hook_indexes: List[int], sources: List[str]) -> None:
+    def __init__(
+        self, devices: List[str], env: Dict[str, str], hook_indexes: List[int], sources: List[str],
+        mount_indexes: Optional[List[int]] = None,
+    ) -> None:
         self.devices = devices
         self.env = env
         self.hook_indexes = hook_indexes
         self.sources = sources
+        self.mount_indexes = mount_indexes or []
 
     @property
     def wants_driver(self) -> bool:
         """False when the only thing to do is drop dockerd's hook (``--gpus`` with no device)."""
-        return "env" in self.sources or "cdi" in self.sources
+        return "env" in self.sources or "cdi" in self.sources or "mounts" in self.sources
 
     @property
     def all_devices(self) -> bool:
@@ -136,6 +160,13 @@ def check_request_sizes(env: Dict[str, str], spec: Dict[str, Any]) -> None:
             value = annotations[key]
             if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
                 raise _too_long("the annotation " + quoted(key, 60), value, MAX_VALUE_CHARS)
+    listed = device_list_mounts(spec)
+    if len(listed) > MAX_DEVICE_LIST_MOUNTS:
+        raise GpuSetupError("the container has {} mounts under {}; at most {} are accepted".format(
+            len(listed), DEVICE_LIST_ROOT, MAX_DEVICE_LIST_MOUNTS))
+    for _position, destination, _from_null in listed:
+        if len(destination) > MAX_VALUE_CHARS:
+            raise _too_long("a mount destination under " + DEVICE_LIST_ROOT, destination, MAX_VALUE_CHARS)
 
 
 def check_unsupported(env: Dict[str, str]) -> None:
@@ -170,19 +201,81 @@ def nvidia_hook_indexes(spec: Dict[str, Any]) -> List[int]:
 
 
 def parse_visible_devices(value: str) -> Optional[List[str]]:
-    """None for no request (``void``, empty), ``[]`` for ``none``, ``["all"]`` or selectors."""
-    items = [item.strip() for item in value.split(",") if item.strip()]
+    """None for no request (``void``, empty), ``[]`` for ``none``, ``["all"]`` or selectors.
+    CDI names of kind ``nvidia.com/gpu`` stand for their device (``nvidia.com/gpu=0`` is ``0``)."""
+    raw = [item.strip() for item in value.split(",") if item.strip()]
+    # the whole value for context, but never the same text twice: one item is named alone
+    origin = VISIBLE_DEVICES if len(raw) == 1 else "{}={}".format(VISIBLE_DEVICES, quoted(value))
+    return _parse_items([_cdi_name(item, origin) for item in raw], origin)
+
+
+def _cdi_name(item: str, origin: str) -> str:
+    """``nvidia.com/gpu=<name>`` -> ``<name>``; any other ``kind=name`` is refused."""
+    if "=" not in item:
+        return item
+    kind, _, name = item.partition("=")
+    if kind.strip() != CDI_KIND or not name.strip():
+        raise GpuSetupError(
+            "CDI device {} in {} is not of kind {}; nvdocker-runtime gives only NVIDIA GPUs".format(
+                quoted(item), origin, CDI_KIND),
+            hint="use {}=<index|uuid|all>, or let the container engine resolve other CDI devices".format(CDI_KIND),
+        )
+    return name.strip()
+
+
+def _parse_items(items: List[str], origin: str) -> Optional[List[str]]:
     if not items or items == ["void"]:
         return None
     if ALL in items:
         return [ALL]
     if items == ["none"]:
         return []
-    # the whole value for context, but never the same text twice: one item is named alone
-    origin = VISIBLE_DEVICES if len(items) == 1 else "{}={}".format(VISIBLE_DEVICES, quoted(value))
     for item in items:
         _check_selector(item, origin)
     return _unique(items)
+
+
+def is_privileged(spec: Dict[str, Any]) -> bool:
+    """NVIDIA's test: ``CAP_SYS_ADMIN`` in ``process.capabilities.bounding`` (any odd shape: no)."""
+    process = spec.get("process")
+    capabilities = process.get("capabilities") if isinstance(process, dict) else None
+    bounding = capabilities.get("bounding") if isinstance(capabilities, dict) else None
+    return isinstance(bounding, list) and PRIVILEGED_CAPABILITY in bounding
+
+
+def device_list_mounts(spec: Dict[str, Any]) -> List[Tuple[int, str, bool]]:
+    """(position in ``mounts``, destination, whether its source is ``/dev/null``) of each mount
+    under :data:`DEVICE_LIST_ROOT`, compared after normalizing (``//``, ``/./``, a trailing ``/``).
+    Only a ``/dev/null`` source counts as a device list, as NVIDIA's: an image's ``VOLUME`` there
+    becomes a mount too (Docker, containerd's CRI), but with a volume directory as its source."""
+    mounts = spec.get("mounts")
+    found: List[Tuple[int, str, bool]] = []
+    if not isinstance(mounts, list):
+        return found
+    for position, mount in enumerate(mounts):
+        destination = mount.get("destination") if isinstance(mount, dict) else None
+        if isinstance(destination, str) and DEVICE_LIST_ROOT.rsplit("/", 1)[1] in destination:
+            normalized = posixpath.normpath(destination)
+            if normalized.startswith(DEVICE_LIST_ROOT + "/") or normalized == DEVICE_LIST_ROOT:
+                source = mount.get("source")
+                from_null = isinstance(source, str) and posixpath.normpath(source) == "/dev/null"
+                found.append((position, normalized, from_null))
+    return found
+
+
+def parse_device_list(listed: List[Tuple[int, str, bool]]) -> Optional[List[str]]:
+    """The devices a volume-mount list names: the component after :data:`DEVICE_LIST_ROOT`."""
+    names = []
+    for _position, destination, _from_null in listed:
+        name = destination[len(DEVICE_LIST_ROOT) + 1:]
+        origin = "the mount at " + quoted(destination, 120)
+        if not name or "/" in name or "," in name:
+            raise GpuSetupError(
+                "cannot read a device from {}".format(origin),
+                hint="the device plugin mounts {}/<index|uuid|all>".format(DEVICE_LIST_ROOT),
+            )
+        names.append(_cdi_name(name, origin))
+    return _parse_items(names, "the device list under " + DEVICE_LIST_ROOT)
 
 
 def _check_selector(item: str, origin: str) -> None:
@@ -226,15 +319,40 @@ def cdi_devices(spec: Dict[str, Any]) -> List[str]:
     return names
 
 
-def resolve(spec: Dict[str, Any]) -> Optional[GpuRequest]:
-    """The container's request, or None when it asked for nothing (the spec stays untouched)."""
+def resolve(
+    spec: Dict[str, Any], accept_envvar_unprivileged: bool = True, accept_volume_mounts: bool = False,
+    notes: Optional[List[str]] = None,
+) -> Optional[GpuRequest]:
+    """The container's request, or None when it asked for nothing (the spec stays untouched).
+    The two flags are runtime.conf's policy; ``notes`` collects why a request was ignored."""
     env = environment(spec)
     check_request_sizes(env, spec)
     check_unsupported(env)
     hook_indexes = nvidia_hook_indexes(spec)
     sources: List[str] = []
     devices: List[str] = []
-    from_env = parse_visible_devices(env[VISIBLE_DEVICES]) if VISIBLE_DEVICES in env else None
+    mount_indexes: List[int] = []
+    from_env: Optional[List[str]] = None
+    listed = device_list_mounts(spec) if accept_volume_mounts else []
+    if notes is not None and any(not from_null for _, _, from_null in listed):
+        notes.append("mounts under {} whose source is not /dev/null ignored (an image VOLUME makes those)".format(
+            DEVICE_LIST_ROOT))
+    listed = [entry for entry in listed if entry[2]]
+    if listed:
+        mount_indexes = [position for position, _, _ in listed]
+        from_mounts = parse_device_list(listed)
+        if VISIBLE_DEVICES in env and notes is not None:
+            notes.append("{} ignored: the device list under {} is used".format(VISIBLE_DEVICES, DEVICE_LIST_ROOT))
+        if from_mounts is not None:
+            sources.append("mounts")
+            devices.extend(from_mounts)
+    elif VISIBLE_DEVICES in env:
+        from_env = parse_visible_devices(env[VISIBLE_DEVICES])
+        if from_env is not None and not (accept_envvar_unprivileged or hook_indexes or is_privileged(spec)):
+            if notes is not None:
+                notes.append("{} ignored: the container is not privileged (no {}) and "
+                             "accept-envvar-when-unprivileged = false".format(VISIBLE_DEVICES, PRIVILEGED_CAPABILITY))
+            from_env = None
     if from_env is not None:
         sources.append("env")
         devices.extend(from_env)
@@ -244,10 +362,10 @@ def resolve(spec: Dict[str, Any]) -> Optional[GpuRequest]:
         devices.extend(from_cdi)
     if hook_indexes:
         sources.append("--gpus")
-    if not sources:
+    if not sources and not mount_indexes:
         return None
     devices = [ALL] if ALL in devices else _unique(devices)
-    return GpuRequest(devices, env, hook_indexes, sources)
+    return GpuRequest(devices, env, hook_indexes, sources, mount_indexes)
 
 
 def remove_nvidia_hooks(spec: Dict[str, Any], indexes: List[int]) -> None:
@@ -258,3 +376,9 @@ def remove_nvidia_hooks(spec: Dict[str, Any], indexes: List[int]) -> None:
     hooks["prestart"] = [hook for position, hook in enumerate(hooks["prestart"]) if position not in indexes]
     if not hooks["prestart"]:
         del hooks["prestart"]
+
+
+def remove_device_list_mounts(spec: Dict[str, Any], indexes: List[int]) -> None:
+    """Drop the accepted device-list mounts (NVIDIA does too: they are a message, not a mount)."""
+    if indexes:
+        spec["mounts"] = [mount for position, mount in enumerate(spec["mounts"]) if position not in indexes]
