@@ -322,7 +322,8 @@ class Driver:
 
     def wsl_files(self) -> List[Tuple[str, str]]:
         """WSL2: ``(host path, container path)`` of the regular files in ``/usr/lib/wsl/lib``
-        (symlinks resolved inside the root), sorted by name, at most 256 entries looked at."""
+        (a symlink counts when it resolves, inside the root, to a file of that folder), sorted by
+        name, at most 256 entries looked at."""
         from nvdocker_setup.driver.links import is_plain_name
 
         located_dir = self.locate(WSL_LIB_DIR)
@@ -337,7 +338,8 @@ class Driver:
             if not is_plain_name(name):
                 continue
             located = self.locate(located_dir[1] + "/" + name)
-            if located is not None and os.path.isfile(located[0]):
+            # a link out of the folder (to a host file when the root is /) is not Windows' file
+            if located is not None and located[1].rpartition("/")[0] == located_dir[1] and os.path.isfile(located[0]):
                 found.setdefault(located[1], located)
         return [found[key] for key in sorted(found)]
 

@@ -119,10 +119,19 @@ def test_capabilities_still_choose_the_libraries(wsl_root):
 def test_a_symlink_out_of_the_root_stays_in_it(tmp_path):
     root = wsl_root_or_skip(str(tmp_path / "root"))
     os.symlink("/etc/shadow", root.host(WSL_LIB_DIR + "/libnvidia-ml.so.2"))
+    os.makedirs(root.host("/etc"))
+    with open(root.host("/etc/libcuda.so.9"), "w") as handle:
+        handle.write("outside the WSL folder")
+    os.symlink("/etc/libcuda.so.9", root.host(WSL_LIB_DIR + "/libcuda.so.9"))
+    os.symlink("libcuda.so.1.1", root.host(WSL_LIB_DIR + "/libcuda.so"))  # a link inside the folder counts
     driver = discover(root.path)
     edits = request_edits(driver, driver.gpus, ALL_CAPABILITIES, HOOK)
     assert all(m.host_path.startswith(root.path + "/") for m in edits.mounts)
-    assert WSL_LIB_DIR + "/libnvidia-ml.so.2" not in {m.container_path for m in edits.mounts}
+    targets = {m.container_path for m in edits.mounts}
+    assert WSL_LIB_DIR + "/libcuda.so.1.1" in targets and WSL_LIB_DIR + "/libcuda.so" not in targets
+    assert not any(t.startswith("/etc") or t.endswith(".so.2") or t.endswith(".so.9") for t in targets), targets
+    (hook,) = edits.hooks
+    assert [hook.args[i + 1] for i, arg in enumerate(hook.args) if arg == "--folder"] == [WSL_LIB_DIR]
 
 
 def test_requirements_are_skipped_when_the_version_is_unknown(wsl_root):
