@@ -37,7 +37,8 @@ DRIVER_ROOT_ANNOTATION = "nvdocker-setup/driver-root"
 GENERATOR_ANNOTATION = "nvdocker-setup/generator"
 METADATA_KEYS = (DRIVER_VERSION_ANNOTATION, DRIVER_ROOT_ANNOTATION, GENERATOR_ANNOTATION)
 _METADATA_LINE = re.compile(r"^#\s*(nvdocker-setup/[a-z-]+):\s?(.*)$")
-_LIBRARY_VERSION = re.compile(r"^lib(?:cuda|nvidia-ml)\.so\.(\d+\.\d+(?:\.\d+)?)$")
+#: A driver branch has 3 digits: WSL2's ``libcuda.so.1.1`` names no version.
+_LIBRARY_VERSION = re.compile(r"^lib(?:cuda|nvidia-ml)\.so\.(\d{3,}\.\d+(?:\.\d+)?)$")
 #: CDI does not inject twice: a runtime that reads NVIDIA_VISIBLE_DEVICES must leave CDI devices alone.
 CDI_ONLY_ENV = ("NVIDIA_VISIBLE_DEVICES=void",)
 #: Every cdiVersion the CDI library accepts, oldest first.
@@ -146,12 +147,15 @@ def generate(driver: Driver, hook: Optional[HookCommand], cdi_version: Optional[
         )
     devices = []
     per_gpu = []
-    for gpu in driver.gpus:
+    if driver.wsl:  # one /dev/dxg for every GPU: only "all" names what a container gets
+        devices.append({"name": ALL_DEVICE, "containerEdits": gpu_edits(driver, driver.gpus[0]).to_cdi()})
+    for gpu in [] if driver.wsl else driver.gpus:
         edits = gpu_edits(driver, gpu)
         per_gpu.append(edits)
         devices.append({"name": str(gpu.index), "containerEdits": edits.to_cdi()})
         devices.append({"name": gpu.uuid, "containerEdits": edits.to_cdi()})
-    devices.append({"name": ALL_DEVICE, "containerEdits": ContainerEdits().merged(*per_gpu).to_cdi()})
+    if not driver.wsl:
+        devices.append({"name": ALL_DEVICE, "containerEdits": ContainerEdits().merged(*per_gpu).to_cdi()})
     common = common_edits(driver, ALL_CAPABILITIES, hook)
     common.env.extend(CDI_ONLY_ENV)
     spec: Dict[str, Any] = {

@@ -1,6 +1,10 @@
 """Checks of the NVIDIA driver under the driver root, on top of :mod:`nvdocker_setup.driver`
 (the discovery the runtime and ``cdi generate`` use): kernel module, GPUs, device nodes, ld cache
-libraries, nvidia-smi and the ``/dev/char`` links systemd's device rules need."""
+libraries, nvidia-smi and the ``/dev/char`` links systemd's device rules need.
+
+On WSL2 (``Driver.wsl``: ``/dev/dxg`` and ``/usr/lib/wsl/lib``, no kernel module of NVIDIA's) the
+checks look at what a WSL2 container gets instead, and those that cannot apply are skipped with
+the reason."""
 
 import os
 import subprocess
@@ -15,6 +19,9 @@ NVIDIA_MAJOR = 195
 CTL_MINOR = 255
 #: Libraries libnvidia-container and CUDA programs load by SONAME.
 REQUIRED_LIBRARIES = ("libcuda.so.1", "libnvidia-ml.so.1")
+#: On WSL2, in /usr/lib/wsl/lib: both load libdxcore, WSL2's way to the Windows driver.
+WSL_REQUIRED = ("libcuda.so.1", "libnvidia-ml.so.1", "libdxcore.so")
+WSL_LIB_DIR = "/usr/lib/wsl/lib"
 NODES_HINT = ("create them: `nvidia-modprobe -u -c=0` (or `nvidia-ctk system create-device-nodes --control-devices "
               "--load-kernel-modules`); to have them before dockerd starts containers at boot, enable "
               "nvidia-persistenced")
@@ -29,6 +36,8 @@ def driver_kernel_module(facts: Facts):
     except GpuSetupError as error:
         return fail(error.message, error.hint or "install and load the NVIDIA driver (`modprobe nvidia`)",
                     driver_root=facts.driver_root)
+    if driver.wsl:
+        return _wsl_driver(driver)
     try:
         cuda: Optional[str] = driver.cuda_version
     except Exception:  # an unknown version format: the driver version alone still helps
@@ -38,9 +47,29 @@ def driver_kernel_module(facts: Facts):
               "condition: cuda>=...\"".format(driver.version, supports), version=driver.version, cuda=cuda)
 
 
+def _wsl_node(driver) -> str:
+    node = driver.device_node(driver.gpus[0].device_path)
+    return "{} {}:{}".format(node.path, node.major, node.minor) if node is not None else driver.gpus[0].device_path
+
+
+def _wsl_driver(driver):
+    if driver.version_known:
+        version = "driver {} (CUDA up to {})".format(driver.version, driver.cuda_version)
+    else:
+        version = ("driver version unknown (no library in {} is named after it): NVIDIA_REQUIRE_* checks are "
+                   "skipped".format(WSL_LIB_DIR))
+    return ok("WSL2 driver ({}, libraries in {}): no NVIDIA kernel module in the guest, the Windows driver serves "
+              "the GPUs; {}".format(_wsl_node(driver), WSL_LIB_DIR, version),
+              wsl=True, version=driver.version if driver.version_known else None,
+              cuda=driver.cuda_version if driver.version_known else None)
+
+
 @check("driver-gpus", GROUP, "GPUs listed by the driver")
 def driver_gpus(facts: Facts):
     driver = facts.require_driver()
+    if driver.wsl:
+        return ok("WSL2 driver ({}): every GPU of the Windows host, through the one node; containers ask for "
+                  "all (or 0), nvidia-smi -L lists the GPUs".format(_wsl_node(driver)), wsl=True)
     where = os.path.join(driver.proc_root, "gpus")
     if not driver.gpus:
         return fail(
@@ -73,6 +102,8 @@ def expected_nodes(facts: Facts, driver) -> List[Tuple[str, Optional[int], int, 
 @check("driver-device-nodes", GROUP, "GPU device nodes exist with the right numbers")
 def driver_device_nodes(facts: Facts):
     driver = facts.require_driver()
+    if driver.wsl:  # discovery found /dev/dxg a character device: there is nothing else to have
+        return ok("WSL2 driver: {} under {} (no /dev/nvidia* nodes on WSL2)".format(_wsl_node(driver), driver.dev_root))
     missing: List[str] = []
     wrong: List[str] = []
     optional: List[str] = []
@@ -125,6 +156,8 @@ def driver_libraries(facts: Facts):
     from nvdocker_setup.driver import GpuSetupError
 
     driver = facts.require_driver()
+    if driver.wsl:
+        return _wsl_libraries(driver)
     try:
         driver.cache_entries()
     except GpuSetupError as error:
@@ -160,18 +193,31 @@ def driver_libraries(facts: Facts):
     return ok("{} (version {}, as the kernel module)".format("; ".join(found), driver.version))
 
 
+def _wsl_libraries(driver):
+    """WSL2: the files containers get are those in /usr/lib/wsl/lib (no ld cache is read)."""
+    present = {container.rpartition("/")[2] for _host, container in driver.wsl_files()}
+    missing = [name for name in WSL_REQUIRED if name not in present]
+    if missing:
+        return fail("WSL2 driver without {} in {} under {} (\"load library failed: libnvidia-ml.so.1\", \"CUDA driver "
+                    "version is insufficient\")".format(", ".join(missing), WSL_LIB_DIR, driver.root),
+                    "update the NVIDIA driver on Windows (its installer fills {}), then `wsl --shutdown`".format(WSL_LIB_DIR),
+                    missing=missing)
+    return ok("WSL2 driver: {} in {} (containers get them read-only there; the ld cache check of a native driver "
+              "does not apply)".format(", ".join(WSL_REQUIRED), WSL_LIB_DIR))
+
+
 @check("driver-nvidia-smi", GROUP, "nvidia-smi lists the GPUs")
 def driver_nvidia_smi(facts: Facts):
     from nvdocker_setup.driver.capabilities import BINARY_DIRS
 
     driver = facts.require_driver()
-    located = None
-    for directory in BINARY_DIRS:
+    located = driver.locate(WSL_LIB_DIR + "/nvidia-smi") if driver.wsl else None
+    for directory in () if driver.wsl else BINARY_DIRS:
         located = driver.locate(directory + "/nvidia-smi")
         if located is not None:
             break
     if located is None:
-        return fail("nvidia-smi is not in {} under {}".format(", ".join(BINARY_DIRS), driver.root),
+        return fail("nvidia-smi is not in {} under {}".format(WSL_LIB_DIR if driver.wsl else ", ".join(BINARY_DIRS), driver.root),
                     "install the driver utilities (e.g. nvidia-utils-<branch>)")
     host_path, shown = located
     if not os.access(host_path, os.X_OK):
@@ -189,6 +235,8 @@ def driver_nvidia_smi(facts: Facts):
         return report("{} -L failed: {}".format(shown, error),
                       "run `nvidia-smi` on the host: a failure there is a driver problem (reinstall or reboot)")
     listed = [line for line in result.stdout.splitlines() if line.startswith("GPU ")]
+    if driver.wsl:  # one /dev/dxg serves them all: there is no count of the kernel's to compare with
+        return ok("{} -L lists {} GPU(s) (WSL2)".format(shown, len(listed)))
     if len(listed) != len(driver.gpus):
         return warn("{} -L lists {} GPU(s), the kernel driver {}".format(shown, len(listed), len(driver.gpus)),
                     "compare `nvidia-smi -L` with /proc/driver/nvidia/gpus; a GPU may be in a bad state (`nvidia-smi -q`)")
@@ -205,6 +253,8 @@ def _root_option(driver) -> str:
 @check("driver-dev-char-links", GROUP, "/dev/char links for the NVIDIA nodes (systemd cgroup driver)")
 def driver_dev_char_links(facts: Facts):
     driver = facts.require_driver()
+    if driver.wsl:
+        return skip("WSL2 driver: the NVIDIA /dev/char links are for /dev/nvidia* nodes, which WSL2 does not have")
     cgroup_driver, source = facts.cgroup_driver()
     if cgroup_driver != "systemd":
         return skip("cgroup driver is {} ({}): systemd does not re-apply device rules".format(cgroup_driver, source))

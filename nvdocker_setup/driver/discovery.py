@@ -30,6 +30,19 @@ LD_CACHE = "/etc/ld.so.cache"
 #: Control nodes every GPU container needs (those present are injected).
 CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 _MAX_SYMLINKS = 40
+#: WSL2: the one device node through which a Linux guest reaches every GPU of the Windows host,
+#: and the directory Windows' driver shares its user-space libraries and nvidia-smi in.
+WSL_DEVICE = "/dev/dxg"
+WSL_LIB_DIR = "/usr/lib/wsl/lib"
+#: What a WSL2 container gets besides the capabilities' libraries: libcuda and libnvidia-ml load it.
+WSL_LIBRARIES = ("libdxcore.so",)
+#: Where the WSL2 tools (nvidia-smi) go in the container: they are on no PATH in /usr/lib/wsl/lib.
+WSL_BINARY_DIR = "/usr/bin"
+#: The driver version when none can be read (WSL2 names no library after it): NVIDIA_REQUIRE_*
+#: checks are then skipped (see :func:`nvdocker_setup.driver.requirements.check`).
+UNKNOWN_VERSION = "unknown"
+#: At most this many entries of the WSL library directory are looked at (it is Windows' folder).
+_MAX_WSL_ENTRIES = 256
 
 
 def _is_host_root(root: str) -> bool:
@@ -76,18 +89,20 @@ def resolve_in_root(root: str, path: str) -> Optional[Tuple[str, str]]:
 class Gpu:
     """One GPU as the kernel driver lists it; ``index`` is nvidia-smi's (PCI bus order)."""
 
-    __slots__ = ("index", "minor", "uuid", "model", "bus_id")
+    __slots__ = ("index", "minor", "uuid", "model", "bus_id", "path")
 
-    def __init__(self, index: int, minor: int, uuid: str, model: str, bus_id: str) -> None:
+    def __init__(self, index: int, minor: int, uuid: str, model: str, bus_id: str, path: Optional[str] = None) -> None:
         self.index = index
         self.minor = minor
         self.uuid = uuid
         self.model = model
         self.bus_id = bus_id
+        self.path = path
 
     @property
     def device_path(self) -> str:
-        return "/dev/nvidia{}".format(self.minor)
+        """``/dev/nvidia<minor>``; on WSL2 the one ``/dev/dxg``."""
+        return self.path or "/dev/nvidia{}".format(self.minor)
 
     def describe(self) -> str:
         return "{} ({}, {})".format(self.index, self.uuid, self.model)
@@ -130,13 +145,22 @@ def parse_version(text: str) -> Optional[str]:
 class Driver:
     """The driver under ``root``: what :func:`discover` found, plus lazy lookups of files."""
 
-    def __init__(self, root: str, version: str, gpus: Sequence[Gpu], proc_root: str, dev_root: str) -> None:
+    def __init__(
+        self, root: str, version: str, gpus: Sequence[Gpu], proc_root: str, dev_root: str, wsl: bool = False
+    ) -> None:
         self.root = root
         self.version = version
         self.gpus = list(gpus)
         self.proc_root = proc_root
         self.dev_root = dev_root
+        #: A WSL2 driver: one ``/dev/dxg`` for every GPU, libraries in ``/usr/lib/wsl/lib``, no
+        #: ``/proc/driver/nvidia``, no ``/dev/nvidia*`` and (usually) no known version.
+        self.wsl = wsl
         self._cache: Optional[List[CacheEntry]] = None
+
+    @property
+    def version_known(self) -> bool:
+        return self.version != UNKNOWN_VERSION
 
     # -- GPUs ----------------------------------------------------------------------------------
 
@@ -148,6 +172,14 @@ class Driver:
     def find_gpu(self, selector: str) -> Gpu:
         """A GPU by index (``"1"``) or UUID (``"GPU-..."``); an unknown one names those that exist."""
         wanted = selector.strip()
+        if self.wsl:
+            if wanted == "0" and self.gpus:
+                return self.gpus[0]
+            raise GpuSetupError(
+                "WSL2 gives a container every GPU through the one {} node: a GPU request can be all or 0, "
+                "not {}".format(WSL_DEVICE, quoted(wanted)),
+                hint="request all (or 0); to limit the GPUs a program uses, set CUDA_VISIBLE_DEVICES in the container",
+            )
         for gpu in self.gpus:
             if wanted.isascii() and wanted.isdigit() and len(wanted) < 10 and int(wanted) == gpu.index:
                 return gpu
@@ -189,6 +221,8 @@ class Driver:
         return node
 
     def control_device_nodes(self) -> List[DeviceNode]:
+        if self.wsl:  # /dev/dxg is all there is, and it is the GPU's node
+            return []
         nodes = [node for node in (self.device_node(path) for path in CONTROL_DEVICES) if node is not None]
         if not any(node.path == "/dev/nvidiactl" for node in nodes):
             raise GpuSetupError(
@@ -224,6 +258,8 @@ class Driver:
         to (``libcuda.so.550.54.14``), which is what gets mounted; the hook's ldconfig recreates
         the SONAME links in the container.
         """
+        if self.wsl:
+            return self._wsl_libraries(capabilities) if word_size == 64 else []
         prefixes = caps.libraries_for(capabilities)
         found: Dict[str, Tuple[str, str]] = {}
         for entry in self.cache_entries():
@@ -249,6 +285,8 @@ class Driver:
         """
         from nvdocker_setup.driver import links as rules
 
+        if self.wsl:  # Windows' folder holds no symlinks: its files are mounted under their own names
+            return []
         capabilities = tuple(capabilities)
         mounted: Dict[str, set] = {}  # container directory -> names of the library files mounted there
         for _host, container in self.libraries(capabilities, word_size):
@@ -282,8 +320,47 @@ class Driver:
         ordered = sorted(found.items())[: rules.MAX_LINKS]
         return [(target, directory, name) for (directory, name), target in ordered]
 
+    def wsl_files(self) -> List[Tuple[str, str]]:
+        """WSL2: ``(host path, container path)`` of the regular files in ``/usr/lib/wsl/lib``
+        (a symlink counts when it resolves, inside the root, to a file of that folder), sorted by
+        name, at most 256 entries looked at."""
+        from nvdocker_setup.driver.links import is_plain_name
+
+        located_dir = self.locate(WSL_LIB_DIR)
+        if located_dir is None:
+            return []
+        try:
+            names = sorted(os.listdir(located_dir[0]))[:_MAX_WSL_ENTRIES]
+        except OSError:
+            return []
+        found: Dict[str, Tuple[str, str]] = {}
+        for name in names:
+            if not is_plain_name(name):
+                continue
+            located = self.locate(located_dir[1] + "/" + name)
+            # a link out of the folder (to a host file when the root is /) is not Windows' file
+            if located is not None and located[1].rpartition("/")[0] == located_dir[1] and os.path.isfile(located[0]):
+                found.setdefault(located[1], located)
+        return [found[key] for key in sorted(found)]
+
+    def _wsl_libraries(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
+        """The WSL library files for ``capabilities`` (``libcuda.so.1`` and ``libcuda.so.1.1``
+        both: Windows' folder has no links), plus :data:`WSL_LIBRARIES`."""
+        prefixes = caps.libraries_for(capabilities) + WSL_LIBRARIES
+        return [
+            (host, container)
+            for host, container in self.wsl_files()
+            if any(_matches(container.rpartition("/")[2], prefix) for prefix in prefixes)
+        ]
+
     def binaries(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
         found: List[Tuple[str, str]] = []
+        if self.wsl:  # nvidia-smi is in Windows' folder: it goes where images look for it
+            shared = {container.rpartition("/")[2]: host for host, container in self.wsl_files()}
+            for name in caps.binaries_for(capabilities):
+                if name in shared:
+                    found.append((shared[name], WSL_BINARY_DIR + "/" + name))
+            return found
         for name in caps.binaries_for(capabilities):
             for directory in caps.BINARY_DIRS:
                 located = self.locate(directory + "/" + name)
@@ -303,6 +380,8 @@ class Driver:
 
     def firmware(self) -> Optional[Tuple[str, str]]:
         """The GSP firmware directory of this driver version, when the driver has one."""
+        if self.wsl or not self.version_known:
+            return None
         return self.locate("/lib/firmware/nvidia/" + self.version)
 
     def ipc_paths(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
@@ -389,11 +468,57 @@ def read_gpus(proc_gpus_dir: str) -> List[Gpu]:
     return gpus
 
 
+def parse_wsl_version(names: Iterable[str]) -> Optional[str]:
+    """The driver version in a WSL library's name (``libnvidia-ml.so.560.94``), or None: WSL2 names
+    its files after the SONAME (``libcuda.so.1.1``), so usually none; a version's first part is
+    a driver branch (3 digits), which ``1.1`` is not."""
+    for name in sorted(names):
+        for stem in ("libnvidia-ml.so.", "libcuda.so."):
+            if not name.startswith(stem):
+                continue
+            parts = name[len(stem):].split(".")
+            if 2 <= len(parts) <= 4 and all(part.isascii() and part.isdigit() and len(part) <= 8 for part in parts):
+                if int(parts[0]) >= 100:
+                    return name[len(stem):]
+    return None
+
+
+def discover_wsl(root: str) -> Optional[Driver]:
+    """The WSL2 driver under ``root``: ``dev/dxg`` is a character device (the root's, else the
+    host's) and ``usr/lib/wsl/lib`` a directory; None when it is not one."""
+    lib_dir = os.path.join(root, WSL_LIB_DIR.lstrip("/"))
+    if not os.path.isdir(lib_dir):
+        return None
+    dev_root = "/dev"
+    if not _is_host_root(root) and os.path.lexists(os.path.join(root, "dev", "dxg")):
+        dev_root = os.path.join(root, "dev")
+    try:
+        info = os.stat(os.path.join(dev_root, "dxg"))
+    except OSError:
+        return None
+    if not stat.S_ISCHR(info.st_mode):
+        return None
+    try:
+        names = os.listdir(lib_dir)[:_MAX_WSL_ENTRIES]
+    except OSError:
+        names = []
+    version = parse_wsl_version(names) or UNKNOWN_VERSION
+    gpu = Gpu(index=0, minor=os.minor(info.st_rdev), uuid="", model="every GPU of the Windows host (WSL2)",
+              bus_id="", path=WSL_DEVICE)
+    proc_root = _kernel_dir(root, "/proc/driver/nvidia")
+    return Driver(root=root, version=version, gpus=[gpu], proc_root=proc_root, dev_root=dev_root, wsl=True)
+
+
 def discover(root: str = "/") -> Driver:
     """The driver under ``root``; a :class:`GpuSetupError` when no NVIDIA driver is loaded there."""
     root = os.path.abspath(root or "/")
     if not os.path.isdir(root):
         raise GpuSetupError("the driver root {} is not a directory".format(root), hint="fix driver-root (or NVDOCKER_DRIVER_ROOT)")
+    if not os.path.exists(os.path.join(root, "proc/driver/nvidia")):
+        # WSL2 has no /proc/driver/nvidia; a root with its own (a native driver) is never WSL's
+        wsl = discover_wsl(root)
+        if wsl is not None:
+            return wsl
     proc_root = _kernel_dir(root, "/proc/driver/nvidia")
     dev_root = _kernel_dir(root, "/dev") if os.path.exists(os.path.join(root, "dev", "nvidiactl")) else "/dev"
     version_text = _read_text(os.path.join(proc_root, "version"))

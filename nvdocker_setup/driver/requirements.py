@@ -129,7 +129,13 @@ def condition_holds(condition: str, facts: Facts) -> Tuple[bool, Optional[str]]:
 
 
 def check(env: Mapping[str, str], facts: Facts) -> None:
-    """Raise a :class:`GpuSetupError` naming the first ``NVIDIA_REQUIRE_*`` the driver does not meet."""
+    """Raise a :class:`GpuSetupError` naming the first ``NVIDIA_REQUIRE_*`` the driver does not meet.
+
+    A driver whose version is unknown (WSL2: no file is named after it, and reading it means
+    loading NVML) is not checked: every ``cuda>=`` would fail, which would refuse every CUDA image.
+    ``doctor`` says so (driver-kernel-module)."""
+    if not version_tuple(facts.driver_version):
+        return
     for name, value in requirement_values(env):
         notes: Dict[str, str] = {}
         satisfied = False

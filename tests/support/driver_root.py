@@ -193,3 +193,73 @@ def simulated_driver_root_fixture(tmp_path_factory) -> DriverRoot:
     if key not in _session_roots:
         _session_roots[key] = driver_root_or_skip(str(tmp_path_factory.mktemp("driver") / "root"))
     return _session_roots[key]
+
+
+# -- WSL2 ----------------------------------------------------------------------------------------
+
+WSL_LIB_DIR = "/usr/lib/wsl/lib"
+#: /dev/dxg is a misc device (major 10) with a dynamic minor; 126 is free on the test machines.
+DXG_NODE = (10, 126)
+#: The files Windows' driver shares in /usr/lib/wsl/lib -> their SONAME (None: not a library).
+#: All regular files, as on a real WSL2 (Windows' folder has no symlinks).
+WSL_FILES: Dict[str, Optional[str]] = {
+    "libcuda.so.1": "libcuda.so.1",
+    "libcuda.so.1.1": "libcuda.so.1",
+    "libdxcore.so": "libdxcore.so",
+    "libnvidia-ml.so.1": "libnvidia-ml.so.1",
+    "nvidia-smi": None,
+}
+
+
+class WslRoot(NamedTuple):
+    path: str
+    #: (major, minor) of dev/dxg.
+    dxg: Sequence[int]
+    #: Container paths of the files in usr/lib/wsl/lib.
+    files: Sequence[str]
+    smi_listing: str
+
+    def host(self, container_path: str) -> str:
+        return os.path.join(self.path, container_path.lstrip("/"))
+
+
+def build_wsl_root(path: str, extra_files: Sequence[str] = ()) -> WslRoot:
+    """Lay out a WSL2 driver root at ``path``: ``dev/dxg`` (mknod), stub ELF libraries and a
+    simulated nvidia-smi in ``usr/lib/wsl/lib``, no ``proc/driver/nvidia``, no /dev/nvidia* and no
+    ld cache (WSL's comes from /etc/ld.so.conf.d/ld.wsl.conf, which discovery does not need).
+    ``extra_files`` are more library names (stub ELF files, their own SONAME) in that folder."""
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o755)
+    os.makedirs(os.path.join(path, "dev"), exist_ok=True)
+    dxg = os.path.join(path, "dev/dxg")
+    os.mknod(dxg, stat.S_IFCHR | 0o666, os.makedev(*DXG_NODE))
+    os.chmod(dxg, 0o666)
+    lib_dir = os.path.join(path, WSL_LIB_DIR.lstrip("/"))
+    os.makedirs(lib_dir, exist_ok=True)
+    listing = "GPU 0: NVIDIA GeForce RTX 4090 (UUID: GPU-0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6)\n"
+    files = dict(WSL_FILES)
+    files.update({name: name for name in extra_files})
+    for name, soname in files.items():
+        if soname is None:
+            _write(
+                os.path.join(lib_dir, name),
+                "#!/bin/sh\n# simulated WSL2 nvidia-smi\nif [ \"$1\" = -L ]; then\ncat <<'LISTING'\n{}LISTING\nelse\n"
+                "echo 'NVIDIA-SMI 560.35.02   Driver Version: 560.94   CUDA Version: 12.6'\nfi\n".format(listing),
+                mode=0o755,
+            )
+        else:
+            _stub_library(os.path.join(lib_dir, name), soname)
+            os.chmod(os.path.join(lib_dir, name), 0o755)
+    return WslRoot(path, DXG_NODE, tuple(WSL_LIB_DIR + "/" + name for name in sorted(files)), listing)
+
+
+def wsl_root_or_skip(path: str, **kwargs) -> WslRoot:
+    """``build_wsl_root``, or a skip (a failure under CI=true), as :func:`driver_root_or_skip`."""
+    import pytest
+
+    why = missing_tools()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true: cannot build the simulated WSL2 driver root: " + "; ".join(why))
+        pytest.skip("; ".join(why))
+    return build_wsl_root(path, **kwargs)
