@@ -168,16 +168,14 @@ def run(argv: Sequence[str]) -> int:
 # init's root, the host's /) leads out of any chroot: an image library whose SONAME is
 # ``../../../proc/1/root/<host path>`` made ldconfig create or replace a symlink anywhere on the
 # host, and an image ``/etc`` linked through it made ldconfig rewrite the host's ld.so.cache. So
-# ldconfig runs in a child with a private copy of the mount namespace from which every procfs at
-# or below the container root is detached (the container's own mounts are untouched); if that
-# cannot be done, ldconfig does not run and the hook fails.
+# ldconfig runs in a private copy of the mount namespace from which every procfs at or below the
+# container root is detached (the container's own mounts are untouched); if that cannot be done,
+# ldconfig does not run and the hook fails.
 
 _CLONE_NEWNS = 0x00020000
 _MS_REC = 0x4000
 _MS_PRIVATE = 1 << 18
 _MNT_DETACH = 2
-#: Our status for "could not confine ldconfig" from the forked child (before it execs ldconfig).
-_CONFINE_FAILED = 125
 
 
 def _unescape_mountinfo(field: bytes) -> bytes:
@@ -220,51 +218,62 @@ def proc_mounts_below(root: str, mountinfo: Optional[bytes] = None) -> List[byte
     return sorted(points, key=len, reverse=True)
 
 
+def _libc():
+    """unshare, mount and umount2 from the C library through ``_ctypes`` (0.4 ms to import, where
+    the ``ctypes`` package costs 2 ms on every GPU container start); errno is kept per call."""
+    import _ctypes
+
+    class CInt(_ctypes._SimpleCData):
+        _type_ = "i"
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = CInt
+
+    class Library:
+        _handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # NULL: the program and its libraries
+
+    library = Library()
+    return {name: Function((name, library)) for name in ("unshare", "mount", "umount2")}, _ctypes.get_errno  # type: ignore[arg-type]  # any object with _handle
+
+
 def _confine_mounts(root: str) -> None:
-    """In a forked child: a private mount namespace without any procfs at or below ``root``."""
-    import ctypes
+    """Move this process into a private mount namespace without any procfs at or below ``root``."""
     import errno
 
+    calls, get_errno = _libc()
     unshare = getattr(os, "unshare", None)  # Python 3.12+
-    libc = ctypes.CDLL(None, use_errno=True)
     if unshare is not None:
         unshare(_CLONE_NEWNS)
-    elif libc.unshare(_CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
-    if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-        raise OSError(ctypes.get_errno(), "making the mount namespace private")
+    elif calls["unshare"](_CLONE_NEWNS) != 0:
+        raise OSError(get_errno(), "unshare(CLONE_NEWNS)")
+    if calls["mount"](b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        raise OSError(get_errno(), "making the mount namespace private")
     for point in proc_mounts_below(root):
-        if libc.umount2(point, _MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
-            raise OSError(ctypes.get_errno(), "detaching {}".format(os.fsdecode(point)))
+        if calls["umount2"](point, _MNT_DETACH) != 0 and get_errno() not in (errno.EINVAL, errno.ENOENT):
+            raise OSError(get_errno(), "detaching {}".format(os.fsdecode(point)))
     left = proc_mounts_below(root)
     if left:
         raise OSError(errno.EBUSY, "procfs still mounted at {}".format(os.fsdecode(left[0])))
 
 
 def run_confined(argv: Sequence[str], root: str) -> int:
-    """:func:`run` for ldconfig: the program starts in a child whose mount namespace has no
-    procfs at or below ``root`` (see above); a child that cannot get there never execs it."""
+    """:func:`run` for ldconfig, in a mount namespace with no procfs at or below ``root`` (see
+    above). This hook process moves into that private namespace itself (it has nothing left to do
+    in the container's: the conf and the links are written), so ldconfig starts by posix_spawn as
+    before, without a fork of the interpreter; when the namespace cannot be made, ldconfig is not
+    run and the hook fails."""
     if not argv[0].startswith("/"):
         raise GpuSetupError("{} must be an absolute path".format(quoted(argv[0])))
-    real_root = os.path.realpath(root)
-    pid = os.fork()
-    if pid == 0:  # the child: confine, then exec; never return into the hook
-        try:
-            _confine_mounts(real_root)
-            os.execve(argv[0], list(argv), SAFE_ENV)
-        except BaseException as exc:  # noqa: B036 - the child must end here, whatever happened
-            try:
-                os.write(2, "{}: cannot run {} confined: {}\n".format(PROGRAM, argv[0], shorten(str(exc), 300)).encode())
-            finally:
-                os._exit(_CONFINE_FAILED)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code == _CONFINE_FAILED:
+    try:
+        _confine_mounts(os.path.realpath(root))
+    except OSError as exc:
         raise GpuSetupError(
-            "{} was not run: it could not be confined away from the container's /proc".format(argv[0]),
+            "{} was not run: it could not be confined away from the container's /proc: {}".format(
+                argv[0], shorten(str(exc), 300)),
             hint="the hook needs CAP_SYS_ADMIN to give ldconfig a private mount namespace",
-        )
-    return code
+        ) from None
+    return run(argv)
 
 
 def _open_directory_in(parent_fd: int, name: str) -> Optional[int]:
