@@ -245,10 +245,10 @@ def _ensure_directory(directory: str) -> None:
                     raise
                 continue
             os.chmod(path, NEW_DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
-            _fsync_directory(os.path.dirname(path))
+            fsync_directory(os.path.dirname(path))
 
 
-def _fsync_directory(directory: str) -> None:
+def fsync_directory(directory: str) -> None:
     """Make a rename/unlink durable; some file systems cannot fsync directories (EINVAL)."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -497,7 +497,7 @@ def write_atomically(
             renamed = True
         hook("renamed")
         with _as_write_failed("sync directory", directory):
-            _fsync_directory(directory)
+            fsync_directory(directory)
         hook("directory-synced")
     finally:
         if fd is not None:
@@ -528,5 +528,5 @@ def remove_file(snapshot: FileSnapshot, *, step_hook: Optional[StepHook] = None)
     hook("unlinked")
     directory = os.path.dirname(target)
     with _as_write_failed("sync directory", directory):
-        _fsync_directory(directory)
+        fsync_directory(directory)
     hook("directory-synced")

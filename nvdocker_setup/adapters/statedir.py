@@ -24,6 +24,7 @@ import secrets
 import stat
 from typing import Iterable, Optional, Tuple
 
+from nvdocker_setup.adapters.files import fsync_directory
 from nvdocker_setup.errors import TrustCheckFailed, WriteFailed
 
 DIRECTORY_MODE = 0o700
@@ -232,17 +233,6 @@ def read_private(path: str, uids: Iterable[int], limit: int = MAX_STATE_FILE) ->
         os.close(fd)
 
 
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(fd)
-
-
 def write_private(path: str, data: bytes, reference: str = "state-write-failed") -> None:
     """Replace ``path`` with ``data`` (mode 0600): a private temp file in the same directory,
     fsynced, renamed over the name (a symlink there is replaced, never followed), directory
@@ -265,7 +255,7 @@ def write_private(path: str, data: bytes, reference: str = "state-write-failed")
             os.close(fd)
         os.rename(temp, path)
         renamed = True
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except OSError as exc:
         raise WriteFailed(
             "cannot write {}: {}".format(path, exc.strerror or exc),

@@ -41,6 +41,7 @@ failure is one bounded line on stderr and status 1.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -239,8 +240,6 @@ def _libc():
 
 def _confine_mounts(root: str) -> None:
     """Move this process into a private mount namespace without any procfs at or below ``root``."""
-    import errno
-
     calls, get_errno = _libc()
     unshare = getattr(os, "unshare", None)  # Python 3.12+
     if unshare is not None:
@@ -284,14 +283,7 @@ def _open_directory_in(parent_fd: int, name: str) -> Optional[int]:
         os.mkdir(name, 0o755, dir_fd=parent_fd)
     except FileExistsError:
         pass
-    try:
-        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-    except (NotADirectoryError, FileNotFoundError):
-        return None
-    except OSError as exc:
-        if exc.errno == 40:  # ELOOP: a symlink
-            return None
-        raise
+    return _existing_directory_in(parent_fd, name)
 
 
 def _replace_file_in(dir_fd: int, name: str, data: bytes) -> bool:
@@ -316,7 +308,7 @@ def _replace_file_in(dir_fd: int, name: str, data: bytes) -> bool:
         os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as exc:
         os.unlink(temp, dir_fd=dir_fd)
-        if isinstance(exc, (IsADirectoryError, FileExistsError)) or exc.errno == 39:  # ENOTEMPTY
+        if isinstance(exc, (IsADirectoryError, FileExistsError)) or exc.errno == errno.ENOTEMPTY:
             return False
         raise
     return True
@@ -330,7 +322,7 @@ def _existing_directory_in(parent_fd: int, name: str) -> Optional[int]:
     except (NotADirectoryError, FileNotFoundError):
         return None
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: a symlink
+        if exc.errno == errno.ELOOP:  # a symlink
             return None
         raise
 
