@@ -14,7 +14,7 @@
 set -euo pipefail
 auto=0
 [ "${1:-}" = "--auto" ] && auto=1
-packages=(python3-venv python3-pip python3-typer python3-rich python3-jsonschema python3-pytest
+packages=(python3-venv python3-pip python3-typer python3-rich python3-jsonschema python3-tomlkit python3-grpcio python3-pytest
           python3-hypothesis busybox-static
           debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-installer
           dpkg-dev fakeroot gcc libc6-dev lintian debootstrap rpm man-db bash-completion zsh)

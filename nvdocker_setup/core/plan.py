@@ -49,6 +49,8 @@ class InstallRecord:
 
     runtime_name: str
     entry: Dict[str, Any]
+    #: The engine whose config this record describes (records written before engines existed: docker).
+    engine: str = "docker"
     file_existed: bool = True
     #: The entry under our name before we replaced it (None: there was none).
     previous_entry: Optional[Dict[str, Any]] = None
@@ -65,10 +67,14 @@ class InstallRecord:
     #: sha256 of every version of the file our installs wrote (oldest first, at most
     #: HISTORY_LIMIT): the file still being one of them means nobody else changed it since.
     history_sha256: Tuple[str, ...] = ()
+    #: Tables install created on the way to its entry (an engine's own dotted paths, outermost
+    #: first): uninstall removes those that are empty again.
+    created_tables: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
         data["history_sha256"] = list(self.history_sha256)
+        data["created_tables"] = list(self.created_tables)
         return data
 
     def with_written(self, sha256: str) -> "InstallRecord":
@@ -99,10 +105,13 @@ class InstallRecord:
         problem = runtime_name_problem(data["runtime_name"])
         if problem is not None:
             raise ValueError(problem)
+        engine = data.get("engine", "docker")
+        if engine not in RECORD_ENGINES:
+            raise ValueError("'engine' is not one of {}".format(", ".join(RECORD_ENGINES)))
         for key in ("entry", "previous_entry"):
             entry = data.get(key)
-            if entry is not None and not isinstance(entry.get("path"), str):
-                raise ValueError("{!r} has no string 'path'".format(key))
+            if entry is not None and not isinstance(entry_binary(engine, entry), str):
+                raise ValueError("{!r} names no runtime binary".format(key))
         if data.get("previous_default") is not None and runtime_name_problem(data["previous_default"]) and (
             data["previous_default"] not in DOCKER_DEFAULT_RUNTIMES
         ):
@@ -114,7 +123,25 @@ class InstallRecord:
             raise ValueError("a recorded sha256 is not a sha256")
         values = {key: data[key] for key in _RECORD_FIELDS if key in data}
         values["history_sha256"] = tuple(values.get("history_sha256") or ())[-HISTORY_LIMIT:]
+        values["created_tables"] = tuple(values.get("created_tables") or ())
+        if not all(isinstance(t, str) and t for t in values["created_tables"]):
+            raise ValueError("'created_tables' holds something that is not a table path")
         return cls(**values)
+
+
+#: Engines a record may belong to.
+RECORD_ENGINES = ("docker", "containerd")
+
+
+def entry_binary(engine: str, entry: Any) -> Any:
+    """The runtime binary a recorded entry runs (not checked: the caller checks the type):
+    dockerd's ``path``, containerd's ``options.BinaryName``."""
+    if not isinstance(entry, dict):
+        return None
+    if engine == "containerd":
+        options = entry.get("options")
+        return options.get("BinaryName") if isinstance(options, dict) else None
+    return entry.get("path")
 
 
 HISTORY_LIMIT = 16
@@ -168,6 +195,8 @@ _RECORD_FIELDS: Dict[str, Any] = {
     "original_backup": (str, type(None)),
     "installed_sha256": (str, type(None)),
     "history_sha256": (list,),
+    "engine": (str,),
+    "created_tables": (list,),
 }
 _REQUIRED_FIELDS = ("runtime_name", "entry")
 
