@@ -1,10 +1,12 @@
-"""Make the running dockerd take a daemon.json change, verify it did, and roll back if not.
+"""Make the running daemon take a config change, verify it did, and roll back if not.
 
 Two phases around the write (certbot's reverter, applied to a daemon):
 
-1. :func:`decide` before the file is written: which daemon, which service manager, reload or
-   restart, and whether a restart may stop containers. Refusals happen here, with nothing written.
-2. :func:`execute` after the write: reload or restart, then poll ``GET /info`` until the intended
+1. the engine's ``decide`` before the file is written (Docker's in engines/docker/apply.py): which
+   daemon, which service manager, reload or restart, and whether a restart may stop containers.
+   Refusals happen here, with nothing written. It returns a :class:`Decision`.
+2. :func:`execute` after the write, the same for every engine: reload or restart, then poll the
+   daemon's API (dockerd's ``GET /info``, containerd's CRI ``Status``) until the intended
    runtime and default runtime show up. A reload that did not take falls back to a restart when
    allowed. On failure, SIGINT or SIGTERM, the caller's ``restore`` puts the old bytes back,
    ``reset-failed`` clears systemd's start limit, dockerd is restarted and checked again.
@@ -32,19 +34,11 @@ import datetime
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol
 
-from nvdocker_setup.adapters.docker_api import DockerAPI, DockerUnreachable, default_socket
-from nvdocker_setup.adapters.gpu_hook import hook_appeared_after_start
-from nvdocker_setup.adapters.service import ServiceError, ServiceManager, detect
-from nvdocker_setup.context import Context
-from nvdocker_setup.core.apply_plan import (
-    Expectation,
-    choose_method,
-    containers_stopped_by_restart,
-    healthy_problems,
-)
-from nvdocker_setup.errors import Conflict, NvdockerError
+from nvdocker_setup.adapters.service import ServiceError, ServiceManager
+from nvdocker_setup.core.apply_plan import healthy_problems
+from nvdocker_setup.errors import DaemonUnreachable, NvdockerError
 from nvdocker_setup.exit_status import ExitStatus
 
 RELOAD_WINDOW = 10.0  # dockerd applies a reload within a second; longer means it was rejected
@@ -111,80 +105,34 @@ class ApplyReport:
         return dict(self.__dict__)
 
 
+class Probe(Protocol):
+    """A running daemon's API, asked for its live configuration: dockerd's ``GET /info``,
+    containerd's CRI ``Status``. ``info`` raises DaemonUnreachable when it gets no answer."""
+
+    timeout: float
+
+    def info(self, timeout: Optional[float] = None) -> Dict[str, Any]: ...
+
+
+class Check(Protocol):
+    def mismatches(self, info: Dict[str, Any]) -> List[str]: ...
+
+
 @dataclass
 class Decision:
+    """An engine's answer to "how does the running daemon take this change" (see Engine.decide)."""
+
     report: ApplyReport
-    expectation: Expectation
-    api: Optional[DockerAPI] = None
+    expectation: Check
+    api: Optional[Probe] = None
     service: Optional[ServiceManager] = None
     restart_allowed: bool = False
     options: ApplyOptions = field(default_factory=ApplyOptions)
-
-
-def _ask_to_stop(options: ApplyOptions, stopped: int, why: str) -> bool:
-    if stopped == 0 or options.assume_yes:
-        return True
-    question = "Restarting dockerd ({}) will stop {} running container{} (live-restore is off). Continue?".format(
-        why, stopped, "" if stopped == 1 else "s"
-    )
-    return bool(options.confirm and options.confirm(question))
-
-
-def decide(
-    ctx: Context,
-    options: ApplyOptions,
-    *,
-    config_rule: str,
-    runtime_name: str,
-    before: Dict[str, Any],
-    after: Dict[str, Any],
-    check_hook: bool = False,
-) -> Decision:
-    """Everything that can refuse, before anything is written."""
-    expectation = Expectation.from_config(after, runtime_name)
-    if options.mode == "none":
-        return Decision(ApplyReport("none", "--apply none: dockerd reads the file at its next start"), expectation, options=options)
-    socket_path = ctx.docker_socket or default_socket(ctx.env, rootless=config_rule == "rootless", euid=ctx.euid)
-    api = DockerAPI(socket_path)
-    try:
-        info = api.info()
-    except DockerUnreachable:
-        report = ApplyReport(
-            "none",
-            "dockerd is not reachable at {}; it will read the new file when it starts".format(socket_path),
-            docker_socket=socket_path,
-        )
-        return Decision(report, expectation, options=options)
-    service = ctx.service or detect(ctx, options.service_manager, config_rule, socket_path, options.restart_command)
-    hook = check_hook and hook_appeared_after_start(ctx, service.main_pid())
-    method, reason = choose_method(options.mode, before, after, hook)
-    if method == "none" and options.mode == "auto":
-        behind = expectation.mismatches(info)
-        if behind:  # the file is right but dockerd runs something else
-            method, reason = "reload", "dockerd has not loaded daemon.json yet ({})".format("; ".join(behind))
-    report = ApplyReport(method, reason, service=service.describe(), docker_socket=socket_path)
-    stopped = containers_stopped_by_restart(info)
-    decision = Decision(report, expectation, api, service, options=options)
-    if method == "restart":
-        if not service.can_restart:
-            report.method = "none"
-            report.notes.append(
-                "dockerd must be restarted for this change ({}), and no service manager can do it here: "
-                "restart dockerd yourself, then run `nvdocker-setup show`".format(reason)
-            )
-            return decision
-        if not _ask_to_stop(options, stopped, reason):
-            raise Conflict(
-                "a restart would stop {} running container{}; nothing was written".format(stopped, "" if stopped == 1 else "s"),
-                reference="restart-would-stop-containers",
-                hint="pass --yes to accept, --apply none to restart later yourself, or enable live-restore",
-            )
-        decision.restart_allowed = True
-    elif method == "reload":
-        # A fallback restart may be needed if the reload does not take; ask only then.
-        decision.restart_allowed = options.mode == "auto" and service.can_restart and (stopped == 0 or options.assume_yes)
-        decision.report.notes.extend([] if stopped == 0 else ["{} running container(s) keep running".format(stopped)])
-    return decision
+    #: What the probe must show after a rollback: the daemon answers and is sane.
+    healthy: Callable[[Dict[str, Any]], List[str]] = healthy_problems
+    #: Names for messages: the daemon and its config file.
+    daemon: str = "dockerd"
+    config_name: str = "daemon.json"
 
 
 def worst_case_api_wait(timeout: float) -> float:
@@ -194,12 +142,13 @@ def worst_case_api_wait(timeout: float) -> float:
     return 2 * timeout + 3 * MIN_ATTEMPT
 
 
-def _wait(api: DockerAPI, deadline: float, check: Callable[[Dict[str, Any]], List[str]], update: Callable[[str], None]) -> List[str]:
-    """Poll /info until ``check`` returns no problems or ``deadline`` (monotonic) has passed;
+def _wait(api: Probe, deadline: float, check: Callable[[Dict[str, Any]], List[str]], update: Callable[[str], None],
+          daemon: str = "dockerd") -> List[str]:
+    """Poll the daemon's API until ``check`` returns no problems or ``deadline`` (monotonic) has passed;
     the last problems otherwise. Each call gets min(the API's timeout, the time left); the first
     one at least :data:`MIN_ATTEMPT`, so a phase is never decided without asking dockerd."""
     start = time.monotonic()
-    problems = ["dockerd did not answer"]
+    problems = ["{} did not answer".format(daemon)]
     first = True
     while True:
         left = deadline - time.monotonic()
@@ -210,7 +159,7 @@ def _wait(api: DockerAPI, deadline: float, check: Callable[[Dict[str, Any]], Lis
         first = False
         try:
             problems = check(api.info(timeout=min(api.timeout, left)))
-        except DockerUnreachable as exc:
+        except DaemonUnreachable as exc:
             problems = [exc.message]
         if not problems:
             return []
@@ -252,18 +201,18 @@ def execute(decision: Decision, restore: Callable[[], None], reporter: Optional[
         with _sigterm_as_interrupt():
             deadline = started + options.timeout  # the whole forward phase, fallback included
             if report.method == "reload":
-                reporter.step("reloading dockerd ({})".format(service.describe()))
+                reporter.step("reloading {} ({})".format(decision.daemon, service.describe()))
                 service.reload()
                 # leave a fallback restart half of --timeout of its own
                 window = min(options.reload_window, options.timeout / 2 if decision.restart_allowed else options.timeout)
-                with reporter.waiting("waiting for dockerd to load the new daemon.json") as update:
-                    problems = _wait(api, min(time.monotonic() + window, deadline), check, update)
+                with reporter.waiting("waiting for {} to load the new {}".format(decision.daemon, decision.config_name)) as update:
+                    problems = _wait(api, min(time.monotonic() + window, deadline), check, update, decision.daemon)
                 if problems and decision.restart_allowed:
                     report.fallback = "restart"
                     report.notes.append("the reload did not take ({}); restarting".format("; ".join(problems)))
-                    problems = _restart_and_wait(api, service, deadline, check, reporter)
+                    problems = _restart_and_wait(decision, deadline, check, reporter)
             else:
-                problems = _restart_and_wait(api, service, deadline, check, reporter)
+                problems = _restart_and_wait(decision, deadline, check, reporter)
             if problems:
                 raise _Unverified(problems)
     except (_Unverified, ServiceError, Interrupted, KeyboardInterrupt) as failure:
@@ -280,22 +229,25 @@ class _Unverified(Exception):
         self.problems = problems
 
 
-def _restart_and_wait(api, service, deadline, check, reporter) -> List[str]:
-    reporter.step("restarting dockerd ({})".format(service.describe()))
+def _restart_and_wait(decision: Decision, deadline: float, check, reporter: Reporter) -> List[str]:
+    api, service, daemon = decision.api, decision.service, decision.daemon
+    assert api is not None and service is not None
+    reporter.step("restarting {} ({})".format(daemon, service.describe()))
     service.restart()
-    with reporter.waiting("waiting for dockerd to come back") as update:
-        return _wait(api, deadline, check, update)
+    with reporter.waiting("waiting for {} to come back".format(daemon)) as update:
+        return _wait(api, deadline, check, update, daemon)
 
 
 def _roll_back(decision: Decision, restore: Callable[[], None], failure: BaseException, since, reporter: Reporter) -> None:
     api, service, options = decision.api, decision.service, decision.options
+    daemon, config_name = decision.daemon, decision.config_name
     assert api is not None and service is not None
     interrupted = isinstance(failure, (Interrupted, KeyboardInterrupt))
     what = "interrupted" if interrupted else (getattr(failure, "message", None) or str(failure))
     details = ["cause: " + what]
     logs = service.recent_logs(since)
-    details.extend("dockerd: " + line for line in logs[-12:])
-    reporter.step("rolling back: restoring the previous daemon.json")
+    details.extend("{}: {}".format(daemon, line) for line in logs[-12:])
+    reporter.step("rolling back: restoring the previous {}".format(config_name))
     rollback_problems: List[str] = []
     try:
         restore()
@@ -305,26 +257,26 @@ def _roll_back(decision: Decision, restore: Callable[[], None], failure: BaseExc
         else:
             service.reload()
         # its own --timeout after the restart: bounded like the forward phase (module docstring)
-        with reporter.waiting("waiting for dockerd on the previous daemon.json") as update:
-            rollback_problems = _wait(api, time.monotonic() + options.timeout, healthy_problems, update)
+        with reporter.waiting("waiting for {} on the previous {}".format(daemon, config_name)) as update:
+            rollback_problems = _wait(api, time.monotonic() + options.timeout, decision.healthy, update, daemon)
     except (NvdockerError, OSError) as exc:
         rollback_problems = [getattr(exc, "message", None) or str(exc)]
     if rollback_problems:
         raise RollbackFailed(
-            "dockerd did not take the change ({}) and did not come back on the previous daemon.json either".format(what),
+            "{} did not take the change ({}) and did not come back on the previous {} either".format(daemon, what, config_name),
             details=details + ["rollback: " + p for p in rollback_problems],
-            hint="dockerd may be down: check `{}` and start it; the previous file is restored".format(service.logs_hint()),
+            hint="{} may be down: check `{}` and start it; the previous file is restored".format(daemon, service.logs_hint()),
         )
     if interrupted:
         error = ApplyFailed(
-            "interrupted while applying; rolled back to the previous daemon.json and dockerd is healthy",
+            "interrupted while applying; rolled back to the previous {} and {} is healthy".format(config_name, daemon),
             details=details,
             reference="interrupted-rolled-back",
         )
         error.exit_status = ExitStatus.INTERRUPTED
         raise error
     raise ApplyFailed(
-        "dockerd did not take the change; rolled back to the previous daemon.json and dockerd is healthy",
-        details=details + ["rollback: dockerd answers with the previous configuration"],
-        hint="see `{}` for dockerd's own messages".format(service.logs_hint()),
+        "{} did not take the change; rolled back to the previous {} and {} is healthy".format(daemon, config_name, daemon),
+        details=details + ["rollback: {} answers with the previous configuration".format(daemon)],
+        hint="see `{}` for {}'s own messages".format(service.logs_hint(), daemon),
     )

@@ -105,3 +105,9 @@ class NotFound(NvdockerError):
 
     reference = "not-found"
     exit_status = ExitStatus.NOT_FOUND
+
+
+class DaemonUnreachable(NvdockerError):
+    """A running engine's API (dockerd's Engine API, containerd's CRI) did not answer in time."""
+
+    reference = "daemon-unreachable"

@@ -10,17 +10,17 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from nvdocker_setup.adapters import dockerd, statedir
+from nvdocker_setup import engines
+from nvdocker_setup.adapters import statedir
 from nvdocker_setup.adapters.backups import Backup, BackupStore
 from nvdocker_setup.adapters.files import FileSnapshot, read_snapshot, remove_file, remove_stale_temps, write_atomically
-from nvdocker_setup.adapters.locate import ConfigLocation, locate_config
+from nvdocker_setup.adapters.locate import ConfigLocation
 from nvdocker_setup.adapters.lock import FileLock
 from nvdocker_setup.adapters.state import StateStore
 from nvdocker_setup.adapters.trust import check_runtime_binary, is_python_entry_point
 from nvdocker_setup.context import Context
 from nvdocker_setup.core.diff import unified_diff
-from nvdocker_setup.core.jsondoc import JsonDocument, empty_document, member_object
-from nvdocker_setup.core.plan import InstallRequest, Plan, plan_install, plan_uninstall, validate_request
+from nvdocker_setup.core.plan import InstallRequest, Plan, entry_binary
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
 from nvdocker_setup.errors import (
     ConfigReadError,
@@ -28,11 +28,11 @@ from nvdocker_setup.errors import (
     NvdockerError,
     TrustCheckFailed,
     UsageError,
-    ValidationFailed,
 )
 
 if TYPE_CHECKING:
     from nvdocker_setup.apply import ApplyOptions
+    from nvdocker_setup.engines.base import Engine
 
 
 
@@ -56,8 +56,9 @@ class Result:
     warnings: List[str] = field(default_factory=list)
     notices: List[str] = field(default_factory=list)
     runtime_name: Optional[str] = None
-    #: What was done to the running dockerd (an ApplyReport), None when not asked to apply.
+    #: What was done to the running daemon (an ApplyReport), None when not asked to apply.
     apply: Optional[Any] = None
+    engine: str = engines.DEFAULT_ENGINE
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
@@ -74,8 +75,8 @@ class _Target:
     path: str  # the path to open on this host (root-mapped for discovered locations)
 
 
-def _target(ctx: Context, explicit: Optional[str]) -> _Target:
-    location = locate_config(ctx, explicit)
+def _target(ctx: Context, engine: "Engine", explicit: Optional[str]) -> _Target:
+    location = engine.locate(ctx, explicit)
     if location.rule in ("option", "env"):
         path = os.path.abspath(location.path)
     else:
@@ -87,20 +88,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _load(snapshot: FileSnapshot, notices: List[str]) -> JsonDocument:
-    if not snapshot.exists:
-        notices.append("{} does not exist yet; starting from {{}}".format(snapshot.path))
-        return empty_document(snapshot.path)
-    document = JsonDocument.parse(snapshot.data, snapshot.path)
-    if document.is_empty:
-        notices.append("{} is empty; dockerd reads that as {{}}".format(snapshot.path))
-    return document
-
-
-def _load_or_explain(ctx: Context, snapshot: FileSnapshot, notices: List[str]) -> JsonDocument:
-    """:func:`_load`, and when the file cannot be parsed, name the backup that can bring it back."""
+def _load_or_explain(ctx: Context, engine: "Engine", snapshot: FileSnapshot, notices: List[str]):
+    """The engine's document, and when the file cannot be parsed, name the backup that can bring it back."""
     try:
-        return _load(snapshot, notices)
+        return engine.load(ctx, snapshot, notices)
     except ConfigReadError as error:
         try:
             latest = _backups(ctx).latest(snapshot.real_path) if statedir.check_state_dir(
@@ -114,85 +105,22 @@ def _load_or_explain(ctx: Context, snapshot: FileSnapshot, notices: List[str]) -
         raise
 
 
-def _problem_key(problem) -> Tuple[str, str, str]:
-    return (problem.path, problem.code, problem.message)
-
-
-def check_candidate(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
-    """Schema and runtime rules: refuse what our change introduces, warn about what was there."""
-    from nvdocker_setup.core.schema import check_document
-
-    existing = {_problem_key(p) for p in check_document(before)}
-    introduced, warnings = [], []
-    for problem in check_document(after):
-        line = "{}: {}".format(problem.path, problem.message)
-        if problem.severity == "error" and _problem_key(problem) not in existing:
-            introduced.append(line)
-        else:
-            warnings.append(line + (" (already in the file)" if problem.severity == "error" else ""))
-    if introduced:
-        raise ValidationFailed(
-            "the new daemon.json would not be accepted by dockerd; nothing was written",
-            details=introduced,
-            hint="fix the options given, or the existing file, and run again",
-        )
-    return warnings
-
-
-def _same_complaints(first, second) -> bool:
-    """dockerd lists offending keys in Go map order (random): compare the lists as sets."""
-
-    def normalized(messages):
-        out = set()
-        for message in messages:
-            head, sep, tail = message.rpartition(": ")
-            out.add((head, frozenset(tail.split(", "))) if sep else (message, frozenset()))
-        return out
-
-    return normalized(first) == normalized(second)
-
-
-def _dockerd_validator(ctx: Context, original: FileSnapshot, warnings: List[str]):
-    """A ``validate(temp_path)`` callback that asks ``dockerd --validate`` when it can."""
-
-    def validate(temp_path: str) -> None:
-        verdict = dockerd.validate_config(ctx, temp_path)
-        if not verdict.ran:
-            return
-        if verdict.ok:
-            return
-        if original.exists:
-            before = dockerd.validate_config(ctx, original.real_path)
-            if before.ran and not before.ok and _same_complaints(before.messages, verdict.messages):
-                warnings.append(
-                    "dockerd --validate rejects the current {} too: {}".format(original.path, "; ".join(before.messages))
-                )
-                return
-        raise ValidationFailed(
-            "dockerd --validate rejected the new daemon.json; nothing was written",
-            details=[line for line in verdict.output.splitlines() if line.strip()],
-            reference="dockerd-validate-failed",
-        )
-
-    return validate
-
-
-def _trust(ctx: Context, request: InstallRequest, warnings: List[str]) -> None:
+def _trust(ctx: Context, engine: "Engine", request: InstallRequest, warnings: List[str]) -> None:
     # root always counts as a trusted owner; a rootless daemon also runs its own user's binaries
     report = check_runtime_binary(request.runtime_path, expected_owner=ctx.euid)
     if report.ok:
         if is_python_entry_point(request.runtime_path):
             warnings.append(
-                "runtime {} is a Python script (a pip/pipx console script): dockerd starts an interpreter for every "
+                "runtime {} is a Python script (a pip/pipx console script): {} starts an interpreter for every "
                 "runc call of every container (state, start, delete ...), about 9 ms each against 0.4 ms for the "
                 "packages' C launcher (benchmarks/runtime_overhead.py); install the nvdocker-toolkit package, or build "
-                "the launcher with scripts/build-launcher.sh, and pass its path".format(request.runtime_path)
+                "the launcher with scripts/build-launcher.sh, and pass its path".format(request.runtime_path, engine.daemon_name)
             )
         return
     if report.hijackable and not request.allow_unsafe_runtime:
         raise TrustCheckFailed(
-            "runtime {} does not exist, and a non-root user could create it before dockerd runs it as root".format(
-                request.runtime_path
+            "runtime {} does not exist, and a non-root user could create it before {} runs it as root".format(
+                request.runtime_path, engine.daemon_name
             ),
             details=list(report.problems),
             reference="runtime-hijackable",
@@ -213,16 +141,16 @@ def _trust(ctx: Context, request: InstallRequest, warnings: List[str]) -> None:
         return
     if not request.allow_unsafe_runtime:
         raise TrustCheckFailed(
-            "runtime {} is not safe for dockerd to run as root".format(request.runtime_path),
+            "runtime {} is not safe for {} to run as root".format(request.runtime_path, engine.daemon_name),
             details=list(report.problems),
             hint="fix the ownership and permissions shown, or pass --allow-unsafe-runtime",
         )
     warnings.extend(report.problems)
 
 
-def _recorded_entry_problems(ctx: Context, record: Any) -> List[str]:
+def _recorded_entry_problems(ctx: Context, engine: "Engine", record: Any) -> List[str]:
     """Why the ``previous_entry`` of a record read back from the state file must not go back into
-    daemon.json (empty: it may). State is checked like user input: the entry must be exactly what
+    the config (empty: it may). State is checked like user input: the entry must be exactly what
     the original backup (the file before our first install, checksummed) holds under that name,
     and its path must be as safe for dockerd to run as a runtime we would install ourselves."""
     entry = record.previous_entry
@@ -232,15 +160,14 @@ def _recorded_entry_problems(ctx: Context, record: Any) -> List[str]:
     try:
         backup = store.get(record.original_backup) if record.original_backup else None
         data = store.read(backup) if backup is not None and backup.existed else None
-        before = JsonDocument.parse(data, backup.source).value if backup is not None and data is not None else {}
+        before = engine.parse(data, backup.source).value if backup is not None and data is not None else {}
     except NvdockerError as error:
         return ["the backup that would show it cannot be read ({})".format(error.message)]
     if backup is None:
         return ["no backup shows what the entry was"]
-    runtimes = member_object(before, "runtimes")
-    if runtimes.get(record.runtime_name) != entry:
+    if engine.entry(before, record.runtime_name) != entry:
         return ["backup {} does not hold that entry".format(backup.name)]
-    path = entry.get("path")
+    path = entry_binary(engine.name, entry)
     if not isinstance(path, str) or not os.path.isabs(path):
         return ["its path {!r} is not an absolute path".format(path)]
     report = check_runtime_binary(path, expected_owner=ctx.euid)
@@ -262,13 +189,14 @@ def _state(ctx: Context) -> StateStore:
 
 
 def _write_config(
-    ctx: Context, snapshot: FileSnapshot, new_data: Optional[bytes], warnings: List[str], in_place: bool, validate: bool
+    ctx: Context, engine: "Engine", snapshot: FileSnapshot, new_data: Optional[bytes], warnings: List[str],
+    in_place: bool, validate: bool,
 ) -> None:
     """Write ``new_data`` over the config (None: remove the file)."""
     if new_data is None:
         remove_file(snapshot)
     else:
-        validator = _dockerd_validator(ctx, snapshot, warnings) if validate else None
+        validator = engine.validator(ctx, snapshot, warnings) if validate else None
         write_atomically(snapshot, new_data, validate=validator, in_place=in_place)
 
 
@@ -294,6 +222,7 @@ def _outcome(snapshot: FileSnapshot, new_data: Optional[bytes]) -> str:
 
 def _commit(
     ctx: Context,
+    engine: "Engine",
     state: StateStore,
     snapshot: FileSnapshot,
     new_data: Optional[bytes],
@@ -320,7 +249,7 @@ def _commit(
         if record_first:
             update_state(backup)
             state.save()
-        _write_config(ctx, snapshot, new_data, warnings, in_place, validate)
+        _write_config(ctx, engine, snapshot, new_data, warnings, in_place, validate)
     except BaseException as error:
         outcome = _outcome(snapshot, new_data)
         if outcome == "old":  # nothing changed: forget the attempt, record and backup alike
@@ -344,26 +273,23 @@ def _commit(
 
 def _apply_phase(
     ctx: Context,
+    engine: "Engine",
     options: Optional["ApplyOptions"],
     target: _Target,
     runtime_name: str,
-    before: Dict[str, Any],
-    after: Dict[str, Any],
+    before: Any,
+    after: Any,
     check_hook: bool,
 ):
     """The apply decision, taken before writing (None: file-only, as in tests and --dry-run)."""
     if options is None:
         return None
-    from nvdocker_setup import apply
-
-    return apply.decide(
-        ctx, options, config_rule=target.location.rule, runtime_name=runtime_name,
-        before=before, after=after, check_hook=check_hook,
-    )
+    return engine.decide(ctx, options, target.location, runtime_name, before, after, check_hook)
 
 
 def _write_and_apply(
     ctx: Context,
+    engine: "Engine",
     state: StateStore,
     snapshot: FileSnapshot,
     new_data: Optional[bytes],
@@ -376,13 +302,13 @@ def _write_and_apply(
     validate: bool = True,
     record_first: bool = False,
 ) -> None:
-    """Back up, write, record; then apply, restoring file and record if dockerd does not take it."""
+    """Back up, write, record; then apply, restoring file and record if the daemon does not take it."""
     previous_state = state.snapshot()
     # A writer killed earlier may have left its temp file, even where nothing is to be written now.
     remove_stale_temps(os.path.dirname(snapshot.real_path), os.path.basename(snapshot.real_path))
     if not _same(snapshot, new_data):
         backup = _commit(
-            ctx, state, snapshot, new_data, reason, result.warnings, in_place, update_state,
+            ctx, engine, state, snapshot, new_data, reason, result.warnings, in_place, update_state,
             record_first=record_first, validate=validate,
         )
         result.changed = True
@@ -413,28 +339,32 @@ def install(
     in_place: bool = False,
     apply_options: Optional["ApplyOptions"] = None,
     reporter=None,
+    engine: Optional["Engine"] = None,
 ) -> Result:
-    target = _target(ctx, config)
-    result = Result("install", target.path, target.location.rule, dry_run=dry_run, runtime_name=request.runtime_name)
-    validate_request(request)
-    _trust(ctx, request, result.warnings)
+    engine = engine or engines.get()
+    target = _target(ctx, engine, config)
+    result = Result("install", target.path, target.location.rule, dry_run=dry_run, runtime_name=request.runtime_name,
+                    engine=engine.name)
+    engine.check_request(ctx, request)
+    _trust(ctx, engine, request, result.warnings)
 
     def run(state: Optional[StateStore]) -> Result:
         snapshot = read_snapshot(target.path)
-        document = _load_or_explain(ctx, snapshot, result.notices)
+        document = _load_or_explain(ctx, engine, snapshot, result.notices)
         record = state.get(snapshot.real_path, request.runtime_name) if state else None
-        plan = plan_install(document, request, record)
+        _same_engine(engine, snapshot, record)
+        plan = engine.plan_install(ctx, document, request, record)
         result.warnings.extend(plan.warnings)
         result.changes = plan.changes
         if plan.changed:
-            result.warnings.extend(check_candidate(document.value, plan.after.value))
+            result.warnings.extend(engine.check_candidate(document, plan.after))
             result.diff = unified_diff(document.text, plan.after.text, target.path)
         else:
             result.notices.append("already configured: {} has runtimes.{} as requested".format(target.path, request.runtime_name))
         if dry_run or state is None:
             return result
         decision = _apply_phase(
-            ctx, apply_options, target, request.runtime_name, document.value, plan.after.value, check_hook=True
+            ctx, engine, apply_options, target, request.runtime_name, document, plan.after, check_hook=True
         )
         new_data = plan.after.encode()
 
@@ -448,7 +378,7 @@ def install(
             state.put(snapshot.real_path, record.with_written(_sha256(new_data)))
 
         if record is None and not plan.changed and snapshot.exists:
-            adopted = _adopt(ctx, snapshot, request)
+            adopted = _adopt(ctx, engine, snapshot, request)
             if adopted is not None:
                 state.put(snapshot.real_path, adopted)
                 state.save()
@@ -457,7 +387,7 @@ def install(
                     "uninstall can undo it".format(request.runtime_name, adopted.original_backup)
                 )
         _write_and_apply(
-            ctx, state, snapshot, new_data if plan.changed else snapshot.data, "install " + request.runtime_name,
+            ctx, engine, state, snapshot, new_data if plan.changed else snapshot.data, "install " + request.runtime_name,
             result, decision, update_state, reporter, in_place, record_first=True,
         )
         return result
@@ -475,9 +405,12 @@ def uninstall(
     in_place: bool = False,
     apply_options: Optional["ApplyOptions"] = None,
     reporter=None,
+    engine: Optional["Engine"] = None,
 ) -> Result:
-    target = _target(ctx, config)
-    result = Result("uninstall", target.path, target.location.rule, dry_run=dry_run, runtime_name=runtime_name)
+    engine = engine or engines.get()
+    target = _target(ctx, engine, config)
+    result = Result("uninstall", target.path, target.location.rule, dry_run=dry_run, runtime_name=runtime_name,
+                    engine=engine.name)
 
     def run(state: Optional[StateStore]) -> Result:
         read_only = state is None
@@ -486,10 +419,11 @@ def uninstall(
             if statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=False):
                 state.load()
         snapshot = read_snapshot(target.path)
-        document = _load_or_explain(ctx, snapshot, result.notices)
+        document = _load_or_explain(ctx, engine, snapshot, result.notices)
         record = state.get(snapshot.real_path, runtime_name)
+        _same_engine(engine, snapshot, record)
         if record is not None and record.previous_entry is not None:
-            problems = _recorded_entry_problems(ctx, record)
+            problems = _recorded_entry_problems(ctx, engine, record)
             if problems:
                 result.warnings.append(
                     "not putting back the previous runtimes.{} entry from the state file: {}; removing ours "
@@ -501,15 +435,15 @@ def uninstall(
         if exact is not None:
             new_data, description = exact
             result.changes = [description]
-            after = JsonDocument.parse(new_data, target.path) if new_data is not None else empty_document(target.path)
+            after = engine.parse(new_data, target.path) if new_data is not None else engine.empty(ctx, target.path)
         else:
-            plan: Plan = plan_uninstall(document, runtime_name, record, force)
+            plan: Plan = engine.plan_uninstall(document, runtime_name, record, force)
             result.warnings.extend(plan.warnings)
             result.changes = plan.changes
             after = plan.after
             new_data = plan.after.encode() if plan.changed else (snapshot.data if snapshot.exists else None)
             if plan.changed:
-                result.warnings.extend(check_candidate(document.value, plan.after.value))
+                result.warnings.extend(engine.check_candidate(document, plan.after))
         unchanged = _same(snapshot, new_data)
         if unchanged:
             result.notices.append("nothing to undo for runtimes.{} in {}".format(runtime_name, target.path))
@@ -517,7 +451,7 @@ def uninstall(
             result.diff = unified_diff(document.text, after.text, target.path)
         if read_only:
             return result
-        decision = _apply_phase(ctx, apply_options, target, runtime_name, document.value, after.value, check_hook=False)
+        decision = _apply_phase(ctx, engine, apply_options, target, runtime_name, document, after, check_hook=False)
 
         def update_state(_backup: Optional[Backup]) -> None:
             state.remove(snapshot.real_path, runtime_name)
@@ -526,7 +460,7 @@ def uninstall(
             update_state(None)
             state.save()
         _write_and_apply(
-            ctx, state, snapshot, new_data, "uninstall " + runtime_name, result, decision, update_state,
+            ctx, engine, state, snapshot, new_data, "uninstall " + runtime_name, result, decision, update_state,
             reporter, in_place, validate=exact is None,
         )
         return result
@@ -558,7 +492,7 @@ def _exact_restore(ctx: Context, snapshot: FileSnapshot, record) -> Optional[Tup
     return None
 
 
-def _adopt(ctx: Context, snapshot: FileSnapshot, request: InstallRequest):
+def _adopt(ctx: Context, engine: "Engine", snapshot: FileSnapshot, request: InstallRequest):
     """A record for an entry that is ours although no record says so (the state file was lost or
     reset): the newest install backup of this file, replayed with this request, must give exactly
     the current bytes. None when it does not."""
@@ -570,8 +504,8 @@ def _adopt(ctx: Context, snapshot: FileSnapshot, request: InstallRequest):
     for backup in reversed(candidates):
         try:
             data = store.read(backup)
-            before = JsonDocument.parse(data, snapshot.path) if backup.existed else empty_document(snapshot.path)
-            replay = plan_install(before, request, None)
+            before = engine.parse(data, snapshot.path) if backup.existed else engine.empty(ctx, snapshot.path)
+            replay = engine.plan_install(ctx, before, request, None)
         except NvdockerError:
             continue
         if replay.after.encode() != snapshot.data:
@@ -580,6 +514,16 @@ def _adopt(ctx: Context, snapshot: FileSnapshot, request: InstallRequest):
         record = replace(replay.record, file_existed=backup.existed, original_backup=backup.name)
         return record.with_written(_sha256(snapshot.data))
     return None
+
+
+def _same_engine(engine: "Engine", snapshot: FileSnapshot, record: Any) -> None:
+    """A file that holds another engine's record is not this engine's config (--engine mixed up)."""
+    if record is not None and record.engine != engine.name:
+        raise UsageError(
+            "{} holds a {} install record, not a {} one".format(snapshot.path, record.engine, engine.name),
+            hint="pass --engine {}".format(record.engine),
+            reference="engine-mismatch",
+        )
 
 
 def _transaction(ctx: Context, dry_run: bool, run) -> Result:
@@ -604,7 +548,8 @@ _RESTORABLE_MODE = 0o644
 
 
 def restore(
-    ctx: Context, name: Optional[str] = None, *, config: Optional[str] = None, in_place: bool = False
+    ctx: Context, name: Optional[str] = None, *, config: Optional[str] = None, in_place: bool = False,
+    engine: Optional["Engine"] = None,
 ) -> Result:
     """Put a backup back, after backing up the current file.
 
@@ -613,13 +558,14 @@ def restore(
     chooses where we write. The install records of that file follow the restored bytes. dockerd
     is not reloaded: the result says so.
     """
+    engine = engine or engines.get()
     statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=True)
     with FileLock(ctx.lock_path, timeout=ctx.lock_timeout, trusted_uids=_uids(ctx)):
         statedir.remove_stale_temps(ctx.state_dir)
         statedir.remove_stale_temps(ctx.backups_dir)
         store = _backups(ctx)
         state = _state(ctx).load()
-        target = _target(ctx, config)
+        target = _target(ctx, engine, config)
         current = read_snapshot(target.path)
         if name:
             backup = store.get(name)
@@ -635,7 +581,7 @@ def restore(
         else:
             backup = store.latest(current.real_path)
         path = target.path
-        result = Result("restore", path, target.location.rule)
+        result = Result("restore", path, target.location.rule, engine=engine.name)
         snapshot = current
         data = store.read(backup) if backup.existed else None
         if _same(snapshot, data):
@@ -646,10 +592,10 @@ def restore(
         result.diff = unified_diff(before_text, after_text, path)
 
         def update_state(_saved: Optional[Backup]) -> None:
-            _follow_restore(state, snapshot.real_path, data)
+            _follow_restore(engine, state, snapshot.real_path, data)
 
         saved = _commit(
-            ctx, state, snapshot, data, "restore " + backup.name, result.warnings, in_place, update_state,
+            ctx, engine, state, snapshot, data, "restore " + backup.name, result.warnings, in_place, update_state,
             record_first=False, validate=False,
         )
         if data is not None and backup.mode is not None:
@@ -657,26 +603,22 @@ def restore(
         result.changed = True
         result.backup = saved.file
         result.changes = ["restore backup {} ({})".format(backup.name, backup.reason)]
-        result.notices.append(
-            "dockerd was not told: reload it to use the restored file (systemctl reload docker), or check with "
-            "`nvdocker-setup doctor`"
-        )
+        result.notices.append(engine.reload_hint())
         return result
 
 
-def _follow_restore(state: StateStore, real_path: str, data: Optional[bytes]) -> None:
+def _follow_restore(engine: "Engine", state: StateStore, real_path: str, data: Optional[bytes]) -> None:
     """Records of ``real_path`` after its bytes became ``data``: a record whose entry is no longer
     in the file is dropped; one whose entry still is remembers the new bytes as ours."""
     value: Dict[str, Any] = {}
     if data is not None:
         try:
-            value = JsonDocument.parse(data, real_path).value
+            value = engine.parse(data, real_path).value
         except NvdockerError:
             value = {}
-    runtimes = member_object(value, "runtimes")
     for name, record in state.records(real_path).items():
-        entry = runtimes.get(name)
-        if isinstance(entry, dict) and entry.get("path") == record.entry.get("path"):
+        binary = entry_binary(engine.name, engine.entry(value, name))
+        if binary is not None and binary == entry_binary(record.engine, record.entry):
             state.put(real_path, record.with_written(_sha256(data or b"")))
         else:
             state.remove(real_path, name)
@@ -708,33 +650,34 @@ class ShowResult:
     cdi: Optional[Any]
     installed_by_us: bool
     record: Optional[Dict[str, Any]]
+    engine: str = engines.DEFAULT_ENGINE
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
-def show(ctx: Context, runtime_name: str = DEFAULT_RUNTIME_NAME, *, config: Optional[str] = None) -> ShowResult:
-    target = _target(ctx, config)
+def show(
+    ctx: Context, runtime_name: str = DEFAULT_RUNTIME_NAME, *, config: Optional[str] = None,
+    engine: Optional["Engine"] = None,
+) -> ShowResult:
+    engine = engine or engines.get()
+    target = _target(ctx, engine, config)
     snapshot = read_snapshot(target.path)
-    document = _load(snapshot, [])
+    document = engine.load(ctx, snapshot, [])
     value = document.value
-    runtimes = member_object(value, "runtimes")
-    features = member_object(value, "features")
     record = None
     if statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=False):
         found = _state(ctx).load().get(snapshot.real_path, runtime_name)
         record = found.to_dict() if found else None
-    default = value.get("default-runtime")
     return ShowResult(
         config=target.path,
         config_rule=target.location.rule,
         config_reason=target.location.reason,
         exists=snapshot.exists,
         runtime_name=runtime_name,
-        entry=runtimes.get(runtime_name),
-        default_runtime=default if isinstance(default, str) else "runc",
-        default_runtime_source="daemon.json" if default is not None else "dockerd's built-in default",
-        cdi=features.get("cdi"),
+        entry=engine.entry(value, runtime_name),
         installed_by_us=record is not None,
         record=record,
+        engine=engine.name,
+        **engine.show(value, runtime_name),
     )

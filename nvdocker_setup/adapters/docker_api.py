@@ -19,7 +19,7 @@ import struct
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
-from nvdocker_setup.errors import NvdockerError
+from nvdocker_setup.errors import DaemonUnreachable
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 #: The most body bytes one answer may have (dockerd's /info is a few KiB; 16 MiB is hostile).
@@ -27,7 +27,7 @@ MAX_BODY = 16 * 1024 * 1024
 _READ_SIZE = 65536
 
 
-class DockerUnreachable(NvdockerError):
+class DockerUnreachable(DaemonUnreachable):
     reference = "docker-unreachable"
 
 

@@ -1,0 +1,87 @@
+"""Docker behind the :class:`~nvdocker_setup.engines.base.Engine` interface."""
+
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+from nvdocker_setup.adapters.files import FileSnapshot
+from nvdocker_setup.adapters.locate import ConfigLocation, locate_config
+from nvdocker_setup.context import Context
+from nvdocker_setup.core import plan as json_plan
+from nvdocker_setup.core.jsondoc import JsonDocument, empty_document, member_object
+from nvdocker_setup.core.plan import InstallRecord, InstallRequest, Plan
+from nvdocker_setup.engines.docker.validate import check_candidate, dockerd_validator
+
+if TYPE_CHECKING:
+    from nvdocker_setup.apply import ApplyOptions, Decision
+
+
+class DockerEngine:
+    name = "docker"
+    config_name = "daemon.json"
+    daemon_name = "dockerd"
+
+    def locate(self, ctx: Context, explicit: Optional[str]) -> ConfigLocation:
+        return locate_config(ctx, explicit)
+
+    def load(self, ctx: Context, snapshot: FileSnapshot, notices: List[str]) -> JsonDocument:
+        if not snapshot.exists:
+            notices.append("{} does not exist yet; starting from {{}}".format(snapshot.path))
+            return empty_document(snapshot.path)
+        document = JsonDocument.parse(snapshot.data, snapshot.path)
+        if document.is_empty:
+            notices.append("{} is empty; dockerd reads that as {{}}".format(snapshot.path))
+        return document
+
+    def parse(self, data: bytes, source: str) -> JsonDocument:
+        return JsonDocument.parse(data, source)
+
+    def empty(self, ctx: Context, source: str) -> JsonDocument:
+        return empty_document(source)
+
+    def check_request(self, ctx: Context, request: InstallRequest) -> None:
+        json_plan.validate_request(request)
+
+    def plan_install(
+        self, ctx: Context, document: Any, request: InstallRequest, record: Optional[InstallRecord]
+    ) -> Plan:
+        return json_plan.plan_install(document, request, record)
+
+    def plan_uninstall(self, document: Any, name: str, record: Optional[InstallRecord], force: bool) -> Plan:
+        return json_plan.plan_uninstall(document, name, record, force)
+
+    def check_candidate(self, before: Any, after: Any) -> List[str]:
+        return check_candidate(before.value, after.value)
+
+    def validator(self, ctx: Context, original: FileSnapshot, warnings: List[str]) -> Optional[Callable[[str], None]]:
+        return dockerd_validator(ctx, original, warnings)
+
+    def entry(self, value: Dict[str, Any], name: str) -> Any:
+        return member_object(value, "runtimes").get(name)
+
+    def decide(
+        self,
+        ctx: Context,
+        options: "ApplyOptions",
+        location: ConfigLocation,
+        runtime_name: str,
+        before: Any,
+        after: Any,
+        check_hook: bool,
+    ) -> "Decision":
+        from nvdocker_setup.engines.docker.apply import decide
+
+        return decide(
+            ctx, options, config_rule=location.rule, runtime_name=runtime_name,
+            before=before.value, after=after.value, check_hook=check_hook,
+        )
+
+    def show(self, value: Dict[str, Any], name: str) -> Dict[str, Any]:
+        default = value.get("default-runtime")
+        return {
+            "default_runtime": default if isinstance(default, str) else "runc",
+            "default_runtime_source": "daemon.json" if default is not None else "dockerd's built-in default",
+            "cdi": member_object(value, "features").get("cdi"),
+        }
+
+    def reload_hint(self) -> str:
+        return "dockerd was not told: reload it to use the restored file (systemctl reload docker), or check with " \
+            "`nvdocker-setup doctor`"
