@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol
 
 from nvdocker_setup.adapters.service import ServiceError, ServiceManager
 from nvdocker_setup.core.apply_plan import healthy_problems
-from nvdocker_setup.errors import DaemonUnreachable, NvdockerError
+from nvdocker_setup.errors import NvdockerError
 from nvdocker_setup.exit_status import ExitStatus
 
 RELOAD_WINDOW = 10.0  # dockerd applies a reload within a second; longer means it was rejected
@@ -159,7 +159,7 @@ def _wait(api: Probe, deadline: float, check: Callable[[Dict[str, Any]], List[st
         first = False
         try:
             problems = check(api.info(timeout=min(api.timeout, left)))
-        except DaemonUnreachable as exc:
+        except NvdockerError as exc:  # unreachable, or an answer that makes no sense: not verified
             problems = [exc.message]
         if not problems:
             return []

@@ -52,6 +52,9 @@ class Context:
     docker_socket: Optional[str] = None
     #: A ServiceManager to use instead of detecting one (tests drive a private dockerd with it).
     service: Optional[Any] = None
+    #: The containerd binary whose version and config parser count (None: the running system
+    #: containerd's, else containerd on PATH). Env NVDOCKER_CONTAINERD_BINARY.
+    containerd_binary: Optional[str] = None
 
     def host_path(self, path: str) -> str:
         """Map an absolute host path (``/proc/1/cmdline``) into ``root``."""
@@ -80,4 +83,6 @@ class Context:
         """The real host, with ``--state-dir`` > ``NVDOCKER_STATE_DIR`` > the default."""
         env = dict(os.environ)
         chosen = state_dir or env.get("NVDOCKER_STATE_DIR") or DEFAULT_STATE_DIR
+        if env.get("NVDOCKER_CONTAINERD_BINARY") and "containerd_binary" not in overrides:
+            overrides["containerd_binary"] = os.path.abspath(env["NVDOCKER_CONTAINERD_BINARY"])
         return cls(env=env, state_dir=os.path.abspath(chosen), **overrides)

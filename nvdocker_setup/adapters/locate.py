@@ -197,10 +197,16 @@ def _is_rootless_flag(argv: Sequence[str]) -> bool:
 
 def dockerd_processes(ctx: Context) -> List[DockerdProcess]:
     """Every process whose ``/proc/<pid>/comm`` is ``dockerd`` (by pid); skips vanished ones."""
+    return daemon_processes(ctx, "dockerd")
+
+
+def daemon_processes(ctx: Context, comm: str) -> List[DockerdProcess]:
+    """Every process whose ``/proc/<pid>/comm`` is ``comm`` (by pid): the one home of this probe
+    for every engine's daemon (dockerd, containerd)."""
     reader = _ProcReader(ctx)
     found: List[DockerdProcess] = []
     for pid in reader.pids():
-        if reader.comm(pid) != "dockerd":
+        if reader.comm(pid) != comm:
             continue
         argv = reader.argv(pid)
         if not argv:

@@ -29,6 +29,13 @@ def make_context(state_dir: Optional[str], lock_timeout: float = 10.0) -> Contex
     return Context.from_environment(state_dir=state_dir, lock_timeout=lock_timeout)
 
 
+def engine(ctx: Context, name: Any):
+    """The Engine an --engine value names (``auto``: the one whose daemon runs here)."""
+    from nvdocker_setup import engines
+
+    return engines.resolve(ctx, str(name))
+
+
 @contextlib.contextmanager
 def reporting(as_json: bool) -> Iterator[None]:
     """Map every failure to an exit status; tracebacks only for bugs and only with NVDOCKER_DEBUG."""

@@ -42,6 +42,7 @@ def install(
     cdi: bool = options.option(False, "--cdi", help="set features.cdi=true (other feature flags are kept)"),
     cdi_enabled: bool = options.option(False, "--cdi.enabled", hidden=True, help="nvidia-ctk's --cdi"),
     config: Optional[str] = options.config_option(),
+    engine: options.EngineName = options.engine_option(),  # noqa: B008 (typer.Option)
     dry_run: bool = options.option(False, "--dry-run", help="print the diff and write nothing"),
     force: bool = force_option(),
     allow_unsafe_runtime: bool = allow_unsafe_runtime_option(),
@@ -56,13 +57,14 @@ def install(
     lock_timeout: float = options.lock_timeout_option(),
     as_json: bool = options.json_option(),
 ) -> None:
-    """Add the runtime to daemon.json: locked, backed up, validated, written atomically."""
+    """Add the runtime to the engine's config (daemon.json, config.toml): locked, backed up, validated, written
+    atomically, applied to the running daemon and verified."""
     run_install(
         runtime_name=runtime_name, runtime_path=runtime_path, runtime_args=runtime_arg or (),
         set_default=default_runtime or set_as_default, enable_cdi=cdi or cdi_enabled, config=config,
         dry_run=dry_run, force=force, allow_unsafe_runtime=allow_unsafe_runtime, in_place=in_place, apply=apply,
         no_restart=no_restart, service_manager=service_manager, restart_command=restart_command, timeout=timeout,
-        yes=yes, state_dir=state_dir, lock_timeout=lock_timeout, as_json=as_json,
+        yes=yes, state_dir=state_dir, lock_timeout=lock_timeout, as_json=as_json, engine=engine,
     )
 
 
@@ -70,7 +72,7 @@ def run_install(
     *, runtime_name: str, runtime_path: Optional[str], runtime_args: Any, set_default: bool, enable_cdi: bool,
     config: Optional[str], dry_run: bool, force: bool, allow_unsafe_runtime: bool, in_place: bool, apply: Any,
     no_restart: bool, service_manager: Any, restart_command: Optional[str], timeout: float, yes: bool,
-    state_dir: Optional[str], lock_timeout: float, as_json: bool,
+    state_dir: Optional[str], lock_timeout: float, as_json: bool, engine: Any = "docker",
 ) -> None:
     """install, also behind `runtime configure` (nvidia-ctk's spelling)."""
     from nvdocker_setup import operations
@@ -79,6 +81,7 @@ def run_install(
     with common.reporting(as_json):
         apply_options = options.build_apply_options(apply, no_restart, service_manager, timeout, yes, as_json, restart_command)
         ctx = common.make_context(state_dir, lock_timeout)
+        chosen = common.engine(ctx, engine)
         request = InstallRequest(
             runtime_name=runtime_name,
             runtime_path=runtime_path or operations.default_runtime_path(ctx),
@@ -90,6 +93,6 @@ def run_install(
         )
         result = operations.install(
             ctx, request, config=config, dry_run=dry_run, in_place=in_place,
-            apply_options=apply_options, reporter=output.RichReporter(enabled=not as_json),
+            apply_options=apply_options, reporter=output.RichReporter(enabled=not as_json), engine=chosen,
         )
         output.render_result(result, as_json)

@@ -43,6 +43,14 @@ class ServiceManagerName(Choice):
     command = "command"
 
 
+class EngineName(Choice):
+    """--engine (nvdocker_setup.engines.REGISTRY, plus auto)."""
+
+    docker = "docker"
+    containerd = "containerd"
+    auto = "auto"
+
+
 def option(default: Any, *names: str, **kwargs: Any) -> Any:
     """typer.Option without a ``[default: None]`` (typer 0.7 prints one for every optional option)."""
     if default is None or default is False:
@@ -55,8 +63,17 @@ def config_option(action: str = "edit"):
         None,
         "--config",
         metavar="PATH",
-        help="daemon.json to {} (default: env NVDOCKER_DOCKER_CONFIG, then the file the running dockerd reads, "
-        "then rootless, snap, /etc/docker/daemon.json)".format(action),
+        help="the engine's config file to {} (docker: env NVDOCKER_DOCKER_CONFIG, then the file the running "
+        "dockerd reads, then rootless, snap, /etc/docker/daemon.json; containerd: env NVDOCKER_CONTAINERD_CONFIG, "
+        "then the running containerd's --config, then /etc/containerd/config.toml)".format(action),
+    )
+
+
+def engine_option():
+    return option(
+        EngineName.docker, "--engine", metavar="ENGINE",
+        help="whose config: docker (daemon.json), containerd (config.toml), or auto (the engine whose daemon "
+        "runs here)",
     )
 
 

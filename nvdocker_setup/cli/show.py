@@ -12,6 +12,7 @@ from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 def show(
     runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", metavar="NAME", help="key under runtimes"),
     config: Optional[str] = options.config_option("read"),
+    engine: options.EngineName = options.engine_option(),  # noqa: B008 (typer.Option)
     state_dir: Optional[str] = options.state_dir_option(),
     as_json: bool = options.json_option(),
 ) -> None:
@@ -22,7 +23,7 @@ def show(
 
     with common.reporting(as_json):
         ctx = common.make_context(state_dir)
-        shown = operations.show(ctx, runtime_name, config=config)
+        shown = operations.show(ctx, runtime_name, config=config, engine=common.engine(ctx, engine))
         if as_json:
             output.print_json(shown.to_dict())
             return

@@ -11,6 +11,7 @@ from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 def uninstall(
     runtime_name: str = typer.Option(DEFAULT_RUNTIME_NAME, "--runtime-name", metavar="NAME", help="key under runtimes"),
     config: Optional[str] = options.config_option(),
+    engine: options.EngineName = options.engine_option(),  # noqa: B008 (typer.Option)
     dry_run: bool = options.option(False, "--dry-run", help="print the diff and write nothing"),
     force: bool = options.option(
         False, "--force", help="remove the entry even if its path changed since install, or was never recorded"
@@ -35,5 +36,6 @@ def uninstall(
         result = operations.uninstall(
             ctx, runtime_name, config=config, dry_run=dry_run, force=force, in_place=in_place,
             apply_options=apply_options, reporter=output.RichReporter(enabled=not as_json),
+            engine=common.engine(ctx, engine),
         )
         output.render_result(result, as_json)

@@ -41,6 +41,10 @@ class Engine(Protocol):
     config_name: str
     daemon_name: str
 
+    def running(self, ctx: Context) -> List[str]:
+        """This engine's daemons running here, described ("dockerd pid 812"), for --engine auto."""
+        ...
+
     def locate(self, ctx: Context, explicit: Optional[str]) -> ConfigLocation:
         """Which config file the running (or next) daemon reads, and the rule that chose it."""
         ...

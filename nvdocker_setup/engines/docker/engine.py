@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from nvdocker_setup.adapters.files import FileSnapshot
-from nvdocker_setup.adapters.locate import ConfigLocation, locate_config
+from nvdocker_setup.adapters.locate import ConfigLocation, dockerd_processes, locate_config
 from nvdocker_setup.context import Context
 from nvdocker_setup.core import plan as json_plan
 from nvdocker_setup.core.jsondoc import JsonDocument, empty_document, member_object
@@ -18,6 +18,9 @@ class DockerEngine:
     name = "docker"
     config_name = "daemon.json"
     daemon_name = "dockerd"
+
+    def running(self, ctx: Context) -> List[str]:
+        return ["dockerd pid {}".format(proc.pid) for proc in dockerd_processes(ctx)]
 
     def locate(self, ctx: Context, explicit: Optional[str]) -> ConfigLocation:
         return locate_config(ctx, explicit)

@@ -1,0 +1,152 @@
+"""containerd behind the :class:`~nvdocker_setup.engines.base.Engine` interface."""
+
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+
+from nvdocker_setup.adapters.files import FileSnapshot
+from nvdocker_setup.adapters.locate import ConfigLocation
+from nvdocker_setup.context import Context
+from nvdocker_setup.core.plan import InstallRecord, InstallRequest, Plan, entry_binary, validate_request
+from nvdocker_setup.engines.containerd import binary, locate
+from nvdocker_setup.errors import UsageError, ValidationFailed
+
+if TYPE_CHECKING:
+    from nvdocker_setup.apply import ApplyOptions, Decision
+    from nvdocker_setup.engines.containerd.config import ContainerdDocument
+
+
+class ContainerdEngine:
+    name = "containerd"
+    config_name = "config.toml"
+    daemon_name = "containerd"
+
+    def __init__(self) -> None:
+        self._installed: Optional[Tuple[Context, binary.Installed]] = None
+
+    def installed(self, ctx: Context) -> binary.Installed:
+        """The containerd that reads the file (asked once per context)."""
+        if self._installed is None or self._installed[0] is not ctx:
+            self._installed = (ctx, binary.installed(ctx))
+        return self._installed[1]
+
+    def running(self, ctx: Context) -> List[str]:
+        return ["containerd pid {}".format(proc.pid) for proc in locate.system_containerds(ctx)]
+
+    def locate(self, ctx: Context, explicit: Optional[str]) -> ConfigLocation:
+        return locate.locate_config(ctx, explicit)
+
+    def load(self, ctx: Context, snapshot: FileSnapshot, notices: List[str]) -> "ContainerdDocument":
+        from nvdocker_setup.engines.containerd.config import ContainerdDocument
+
+        version = self.installed(ctx).schema_version
+        if not snapshot.exists:
+            notices.append("{} does not exist yet; containerd runs with its defaults (config version {} for {})".format(
+                snapshot.path, version, self.installed(ctx).shown))
+            return ContainerdDocument.empty(snapshot.path, version)
+        document = ContainerdDocument.parse(snapshot.data, snapshot.path, empty_version=version)
+        if not snapshot.data.strip():
+            notices.append("{} is empty; containerd runs with its defaults".format(snapshot.path))
+        return document
+
+    def parse(self, data: bytes, source: str) -> "ContainerdDocument":
+        from nvdocker_setup.engines.containerd.config import ContainerdDocument
+
+        return ContainerdDocument.parse(data, source)
+
+    def empty(self, ctx: Context, source: str) -> "ContainerdDocument":
+        from nvdocker_setup.engines.containerd.config import ContainerdDocument
+
+        return ContainerdDocument.empty(source, self.installed(ctx).schema_version)
+
+    def check_request(self, ctx: Context, request: InstallRequest) -> None:
+        validate_request(request)
+        if request.runtime_args:
+            raise UsageError(
+                "containerd's runc handlers take no runtime arguments (got --runtime-arg {})".format(
+                    " --runtime-arg ".join(request.runtime_args)),
+                hint="drop --runtime-arg; configure the runtime in /etc/nvdocker/runtime.conf instead",
+                reference="containerd-runtime-args",
+            )
+
+    def plan_install(
+        self, ctx: Context, document: Any, request: InstallRequest, record: Optional[InstallRecord]
+    ) -> Plan:
+        from nvdocker_setup.engines.containerd import plan
+
+        has_cdi = self.installed(ctx).has_cdi
+        result = plan.plan_install(document, request, record, cdi_supported=has_cdi is not False)
+        if request.enable_cdi and has_cdi is None:
+            result.warnings.append("could not tell containerd's version: CDI needs containerd 1.7 or newer")
+        return result
+
+    def plan_uninstall(self, document: Any, name: str, record: Optional[InstallRecord], force: bool) -> Plan:
+        from nvdocker_setup.engines.containerd import plan
+
+        return plan.plan_uninstall(document, name, record, force)
+
+    def check_candidate(self, before: Any, after: Any) -> List[str]:
+        """The plan re-parses its result and checks every table on our path; containerd's own parser
+        runs on the written file (:meth:`validator`)."""
+        return []
+
+    def validator(self, ctx: Context, original: FileSnapshot, warnings: List[str]) -> Optional[Callable[[str], None]]:
+        found = self.installed(ctx)
+        if found.path is None:
+            warnings.append("no containerd binary here to check the new file with (`containerd config dump`)")
+            return None
+
+        def validate(temp_path: str) -> None:
+            verdict = binary.config_dump(ctx, found.path, temp_path)
+            if not verdict.ran or verdict.ok:
+                return
+            if original.exists:
+                before = binary.config_dump(ctx, found.path, original.real_path)
+                if before.ran and not before.ok:
+                    warnings.append("{} rejects the current {} too: {}".format(
+                        found.shown, original.path, "; ".join(before.messages[-3:])))
+                    return
+            raise ValidationFailed(
+                "{} rejected the new config.toml (`containerd config dump`); nothing was written".format(found.shown),
+                details=verdict.messages,
+                reference="containerd-config-rejected",
+            )
+
+        return validate
+
+    def entry(self, value: Dict[str, Any], name: str) -> Any:
+        from nvdocker_setup.engines.containerd import plan
+
+        return plan.runtime_entry(value, name)
+
+    def decide(
+        self,
+        ctx: Context,
+        options: "ApplyOptions",
+        location: ConfigLocation,
+        runtime_name: str,
+        before: Any,
+        after: Any,
+        check_hook: bool,
+    ) -> "Decision":
+        from nvdocker_setup.engines.containerd import apply, plan
+
+        expected_binary = entry_binary(self.name, plan.runtime_entry(after.value, runtime_name))
+        default = plan.default_runtime_name(after.value)
+        return apply.decide(
+            ctx, options, runtime_name, before.value, after.value,
+            expected_binary if isinstance(expected_binary, str) else None,
+            default if isinstance(default, str) else None,
+        )
+
+    def show(self, value: Dict[str, Any], name: str) -> Dict[str, Any]:
+        from nvdocker_setup.engines.containerd import plan
+
+        default = plan.default_runtime_name(value)
+        return {
+            "default_runtime": default if isinstance(default, str) else "runc",
+            "default_runtime_source": "config.toml" if default is not None else "containerd's built-in default",
+            "cdi": plan.cdi_enabled(value),
+        }
+
+    def reload_hint(self) -> str:
+        return "containerd was not told: restart it to use the restored file (systemctl restart containerd; running " \
+            "containers keep running), or check with `nvdocker-setup show --engine containerd`"
