@@ -50,7 +50,7 @@ def test_no_install_completion_option(cli):
 def test_config_help_says_what_the_verb_does_with_it(cli):
     for verb, word in (("install", "to edit"), ("show", "to read"), ("doctor", "to check")):
         flat = " ".join(cli(verb, "--help").stdout.split())
-        assert "daemon.json {}".format(word) in flat, verb
+        assert "config file {}".format(word) in flat, verb
 
 
 @pytest.mark.parametrize(
