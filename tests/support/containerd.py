@@ -16,8 +16,8 @@ missing here (devmapper, btrfs, zfs, aufs, tracing) are disabled, and so is NRI 
 
 A command line drives a daemon from another process, like the stand-in ``systemctl`` does:
 ``python -m tests.support.containerd start|stop|restart|pid DIR``. The argv and PATH of the daemon
-are kept in ``DIR/daemon.json`` and its pid in ``DIR/containerd.pid``, so a restart from any process
-runs the same command line and every process sees the new pid.
+are kept in ``DIR/containerd.state.json`` and its pid in ``DIR/containerd.pid``, so a restart from
+any process runs the same command line and every process sees the new pid.
 """
 
 import hashlib
@@ -144,9 +144,11 @@ def bin_dirs(folder: str) -> List[str]:
     """The version's own binaries first, then Debian 12's runc (and containerd 1.6's shims as a
     fallback only: every folder has its own containerd-shim-runc-v2)."""
     dirs = [os.path.join(folder, "usr", "bin"), os.path.join(folder, "usr", "sbin")]
+    from tests.support.newer_docker import Docker26Unavailable
+
     try:
         docker20 = _docker20()
-    except Exception:  # noqa: BLE001 - the runc folder is optional for the 1.6 folder itself
+    except (Docker26Unavailable, OSError):  # then whatever runc the folder or the host PATH has
         docker20 = folder
     for extra in (os.path.join(docker20, "usr", "sbin"), os.path.join(docker20, "usr", "bin")):
         if extra not in dirs:
@@ -228,7 +230,7 @@ class PrivateContainerd:
         self.config_path = os.path.join(self.workdir, "config.toml")
         self.log_path = os.path.join(self.workdir, "containerd.log")
         self.pidfile = os.path.join(self.workdir, "containerd.pid")
-        self.state_file = os.path.join(self.workdir, "daemon.json")
+        self.state_file = os.path.join(self.workdir, "containerd.state.json")
         self.bin_dir = os.path.join(self.workdir, "bin")
         self.env = dict(os.environ, PATH=os.pathsep.join(
             bin_dirs(folder) + [os.environ.get("PATH", "/usr/bin:/bin"), "/usr/sbin", "/sbin"]))
@@ -617,7 +619,7 @@ def tiny_oci_archive() -> bytes:
 
 
 def _detached(workdir: str) -> PrivateContainerd:
-    with open(os.path.join(workdir, "daemon.json")) as handle:
+    with open(os.path.join(workdir, "containerd.state.json")) as handle:
         state = json.load(handle)
     daemon = PrivateContainerd(BY_NAME[state["release"]], state["folder"], workdir)
     daemon.env["PATH"] = state["env_path"]
