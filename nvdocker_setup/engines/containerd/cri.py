@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from nvdocker_setup.errors import NvdockerError
+from nvdocker_setup.errors import DaemonUnreachable, NvdockerError
 
 #: ``StatusRequest{verbose: true}``: field 1, wire type 0 (varint), value 1.
 STATUS_REQUEST = b"\x08\x01"
@@ -32,7 +32,7 @@ class CriError(NvdockerError):
     reference = "cri-status-failed"
 
 
-class CriUnreachable(CriError):
+class CriUnreachable(CriError, DaemonUnreachable):
     """Nothing answers on containerd's socket (missing, refused, or no answer before the deadline)."""
 
     reference = "containerd-unreachable"
