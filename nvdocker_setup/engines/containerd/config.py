@@ -330,9 +330,13 @@ def _parse_toml(text: str, source: str) -> Dict[str, Any]:
         parsed = tomlkit.parse(text)
     except ParseError as error:
         message = str(error).rsplit(" at line ", 1)[0]
-        line, column = getattr(error, "line", None), getattr(error, "col", None)
-        reference = "containerd-config-duplicate" if "already exists" in message else "containerd-config-invalid"
-        raise _fail(source, "invalid TOML: {}".format(message), line, column + 1 if column is not None else None,
+        where: Optional[int] = getattr(error, "line", None)
+        col: Optional[int] = getattr(error, "col", None)
+        reference = "containerd-config-invalid"
+        if "already exists" in message:
+            reference = "containerd-config-duplicate"
+            where, col = _redefined_line(text) or where, None
+        raise _fail(source, "invalid TOML: {}".format(message), where, col + 1 if col is not None else None,
                     reference=reference) from None
     except TOMLKitError as error:  # e.g. "Redefinition of an existing table" (no position)
         raise _fail(source, "invalid TOML: {}".format(error), _redefined_line(text),

@@ -38,6 +38,17 @@ RUNTIME_TYPE = "io.containerd.runc.v2"
 CONTAINERD_DEFAULT_RUNTIMES = DOCKER_DEFAULT_RUNTIMES
 #: In ``created_tables``: install wrote ``version = N`` into an empty file.
 VERSION_MARKER = "version"
+#: containerd 1.6 and 1.7's built-in ``runc`` handler (``containerd config default``). Their config
+#: decoder *replaces* the built-in runtimes map with the file's, so a file that defines a handler but not
+#: ``runc`` loses runc (and pods using it fail): install writes it out with our handler, uninstall removes it.
+RUNC_DEFAULT_ENTRY: Dict[str, Any] = {
+    "runtime_type": RUNTIME_TYPE,
+    "sandbox_mode": "podsandbox",  # 1.7's default; 1.6 has no such field and ignores it
+    "options": {
+        "BinaryName": "", "CriuImagePath": "", "CriuPath": "", "CriuWorkPath": "", "IoGid": 0, "IoUid": 0,
+        "NoNewKeyring": False, "NoPivotRoot": False, "Root": "", "ShimCgroup": "", "SystemdCgroup": False,
+    },
+}
 
 
 # -- readers on the plain value (show, doctor) -------------------------------------------------------
@@ -431,9 +442,17 @@ def _check_cri(document: ContainerdDocument) -> None:
         )
 
 
+def _needs_runc(document: ContainerdDocument) -> bool:
+    """Whether adding a handler would make containerd 1.x forget its built-in runc (see RUNC_DEFAULT_ENTRY)."""
+    runtimes = document.get(document.runtimes_path) or {}
+    return document.version in (1, 2) and "runc" not in runtimes
+
+
 def _options_source(document: ContainerdDocument, name: str) -> Dict[str, Any]:
     """The options our entry copies: the default handler's (if it is a runc handler), else runc's."""
-    runtimes = document.get(document.runtimes_path) or {}
+    runtimes = dict(document.get(document.runtimes_path) or {})
+    if _needs_runc(document):
+        runtimes["runc"] = RUNC_DEFAULT_ENTRY
     default = document.get(document.default_runtime_name_path)
     for candidate in (default, "runc"):
         entry = runtimes.get(candidate) if isinstance(candidate, str) else None
@@ -508,12 +527,18 @@ def plan_install(document: ContainerdDocument, request: InstallRequest, record: 
         if not created:
             _ensure_version(edit, created)
             if VERSION_MARKER in created:
-                expected["version"] = edit.document.implicit_version
+                expected["version"] = document.implicit_version
 
     if existing != entry:
         begin()
         if existing is not None:
             _remove_entry(edit, target)
+        if _needs_runc(document):
+            _insert_entry(edit, runtimes_path, "runc", RUNC_DEFAULT_ENTRY)
+            _set_in(expected, runtimes_path + ("runc",), RUNC_DEFAULT_ENTRY)
+            created.append(format_path(runtimes_path + ("runc",)))
+            plan.changes.append("add {} as containerd's built-in default (containerd 1.x forgets it once the file "
+                                "names any handler)".format(format_path(runtimes_path + ("runc",))))
         _insert_entry(edit, runtimes_path, name, entry)
         _set_in(expected, target, entry)
         plan.changes.append("{} {} -> {}".format("replace" if existing is not None else "add", format_path(target),
@@ -626,6 +651,12 @@ def plan_uninstall(document: ContainerdDocument, name: str, record: Optional[Ins
         try:
             table_path = _parse_table_path(table)
         except ValueError:
+            continue
+        if table_path == runtimes_path + ("runc",):
+            if edit.document.get(table_path) == RUNC_DEFAULT_ENTRY and edit.document.get(target) is None:
+                _remove_entry(edit, table_path)
+                _set_in(expected, table_path, None)
+                pruned.append(table_path)
             continue
         if _remove_empty_table(edit, table_path):
             pruned.append(table_path)
