@@ -29,3 +29,7 @@ def containerd(private_containerd):
     if argv_config != daemon.config_path or not daemon.is_running():
         daemon.stop()
         daemon.start()
+
+
+# The C launcher and the simulated 2-GPU driver root of the runtime tests, for the end-to-end tests.
+from tests.runtime.conftest import driver_root, launcher  # noqa: E402,F401

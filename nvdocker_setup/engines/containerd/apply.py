@@ -126,10 +126,14 @@ def decide(
     expected_binary: Optional[str], expected_default: Optional[str],
 ) -> Decision:
     expectation = Expectation(runtime_name, expected_binary, expected_default)
-    common = dict(expectation=expectation, options=options, healthy=healthy_problems,
-                  daemon="containerd", config_name="config.toml")
+
+    def decision(report: ApplyReport, probe: Optional[CriProbe] = None,
+                 service: Optional[ServiceManager] = None) -> Decision:
+        return Decision(report, expectation, api=probe, service=service, options=options, healthy=healthy_problems,
+                        daemon="containerd", config_name="config.toml")
+
     if options.mode == "none":
-        return Decision(ApplyReport("none", "--apply none: containerd reads the file at its next start"), **common)
+        return decision(ApplyReport("none", "--apply none: containerd reads the file at its next start"))
     if options.mode == "reload":
         raise UsageError("containerd has no reload: it reads config.toml only at start",
                          hint="use --apply restart (running containers keep running) or --apply auto",
@@ -141,7 +145,7 @@ def decide(
     except cri.CriUnreachable:
         report = ApplyReport("none", "containerd is not reachable at {}; it will read the new file when it starts".format(
             socket_path), docker_socket=socket_path)
-        return Decision(report, **common)
+        return decision(report)
     service = ctx.service or detect_service(ctx, options.service_manager, probe, options.restart_command)
     if options.mode == "restart":
         method, reason = "restart", "--apply restart"
@@ -154,7 +158,7 @@ def decide(
         else:
             method, reason = "none", "containerd's configuration is unchanged"
     report = ApplyReport(method, reason, service=service.describe(), docker_socket=socket_path)
-    decision = Decision(report, api=probe, service=service, **common)  # type: ignore[arg-type]
+    chosen = decision(report, probe, service)
     if method == "restart":
         if not service.can_restart:
             report.method = "none"
@@ -162,7 +166,7 @@ def decide(
                 "containerd must be restarted for this change, and no service manager can do it here: restart "
                 "containerd yourself (running containers keep running), then run `nvdocker-setup show --engine containerd`"
             )
-            return decision
-        decision.restart_allowed = True
+            return chosen
+        chosen.restart_allowed = True
         report.notes.append("running containers keep running: their shims outlive a containerd restart")
-    return decision
+    return chosen
