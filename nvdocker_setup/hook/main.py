@@ -546,7 +546,11 @@ def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, drive
     from nvdocker_setup.driver import requirements
     from nvdocker_setup.driver.capabilities import parse_capabilities
     from nvdocker_setup.runtime.request import (
-        DRIVER_CAPABILITIES, VISIBLE_DEVICES, environment, extra_requests, parse_visible_devices,
+        DRIVER_CAPABILITIES,
+        VISIBLE_DEVICES,
+        environment,
+        extra_requests,
+        parse_visible_devices,
     )
 
     env = environment(spec)
