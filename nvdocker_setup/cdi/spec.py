@@ -1,7 +1,9 @@
 """A CDI spec (kind ``nvidia.com/gpu``) for the GPUs of a driver root, and reading one back.
 
-Devices are named by index (``"0"``), by UUID (``"GPU-..."``) and ``all``; each device carries
-its ``/dev/nvidiaN`` node, and the spec-wide ``containerEdits`` carry the control nodes, the
+Devices are named by index (``"0"``), by UUID (``"GPU-..."``), MIG devices by ``"<gpu>:<mig>"``
+(and ``MIG-<uuid>`` where the driver root maps it, see :mod:`nvdocker_setup.driver.mig`), and
+``all``; each device carries its ``/dev/nvidiaN`` node (a MIG device also its two
+``/dev/nvidia-caps/nvidia-cap<M>`` nodes), and the spec-wide ``containerEdits`` carry the control nodes, the
 driver files for every capability and our ld cache hook: the same :mod:`nvdocker_setup.driver`
 edits the runtime applies.
 
@@ -30,6 +32,8 @@ from nvdocker_setup.driver.model import ContainerEdits
 VENDOR = "nvidia.com"
 CLASS = "gpu"
 KIND = VENDOR + "/" + CLASS
+#: NVIDIA's kind for IMEX channels (``nvidia-ctk cdi generate --mode=imex``).
+IMEX_KIND = VENDOR + "/imex-channel"
 ALL_DEVICE = "all"
 #: Our metadata keys: lines ``# <key>: <value>`` of the YAML header (annotations in older specs).
 DRIVER_VERSION_ANNOTATION = "nvdocker-setup/driver-version"
@@ -154,6 +158,12 @@ def generate(driver: Driver, hook: Optional[HookCommand], cdi_version: Optional[
         per_gpu.append(edits)
         devices.append({"name": str(gpu.index), "containerEdits": edits.to_cdi()})
         devices.append({"name": gpu.uuid, "containerEdits": edits.to_cdi()})
+    for mig in [] if driver.wsl else driver.mig.devices():  # "0:1", and MIG-<uuid> where known
+        edits = driver.mig.edits(mig)
+        per_gpu.append(edits)
+        devices.append({"name": mig.name, "containerEdits": edits.to_cdi()})
+        if mig.uuid:
+            devices.append({"name": mig.uuid, "containerEdits": edits.to_cdi()})
     if not driver.wsl:
         devices.append({"name": ALL_DEVICE, "containerEdits": ContainerEdits().merged(*per_gpu).to_cdi()})
     common = common_edits(driver, ALL_CAPABILITIES, hook)
@@ -166,6 +176,31 @@ def generate(driver: Driver, hook: Optional[HookCommand], cdi_version: Optional[
     }
     spec["cdiVersion"] = choose_version(spec, cdi_version)
     return spec
+
+
+def generate_imex(driver: Driver, cdi_version: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The CDI spec of kind ``nvidia.com/imex-channel`` (NVIDIA's name) for the IMEX channels of
+    ``driver``, one device per channel (``nvidia.com/imex-channel=0``); None when it has none.
+    A CDI spec has one kind, so this is a second file next to the GPUs' (see :func:`imex_path`)."""
+    if driver.wsl:
+        return None
+    channels = driver.mig.imex_channels()
+    if not channels:
+        return None
+    devices = [{"name": str(number), "containerEdits": driver.mig.imex_edits([str(number)]).to_cdi()}
+               for number in channels]
+    spec: Dict[str, Any] = {"cdiVersion": "", "kind": IMEX_KIND, "devices": devices, "containerEdits": {}}
+    spec["cdiVersion"] = choose_version(spec, cdi_version)
+    return spec
+
+
+def imex_path(output: str) -> str:
+    """Where the IMEX spec goes for a GPU spec written to ``output``: ``nvdocker.yaml`` ->
+    ``nvdocker-imex-channel.yaml`` in the same directory."""
+    stem, dot, extension = output.rpartition(".")
+    if not dot or "/" in extension:
+        return output + "-imex-channel"
+    return "{}-imex-channel.{}".format(stem, extension)
 
 
 def metadata(driver: Driver) -> Dict[str, str]:

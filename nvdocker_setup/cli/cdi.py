@@ -97,9 +97,9 @@ def generate(
     ),
     as_json: bool = options.json_option(),
 ) -> None:
-    """Write a CDI spec (kind nvidia.com/gpu; devices by index, UUID and all), atomically, mode 0644."""
+    """Write a CDI spec (kind nvidia.com/gpu; devices by index, UUID, MIG <gpu>:<mig> and all), atomically,
+    mode 0644; IMEX channels, when the host has some, go to <output>-imex-channel (kind nvidia.com/imex-channel)."""
     with common.reporting(as_json):
-        from nvdocker_setup.adapters.files import read_snapshot, write_atomically
         from nvdocker_setup.cdi import spec as cdi_spec
         from nvdocker_setup.driver.discovery import discover
         from nvdocker_setup.errors import UsageError
@@ -112,30 +112,53 @@ def generate(
             except cdi_spec.VersionRefused as refused:
                 raise UsageError(str(refused), reference="cdi-version",
                                  hint="leave --cdi-version out to write the lowest version that expresses the spec") from None
+            imex = cdi_spec.generate_imex(driver, cdi_version=cdi_version)
         _check(spec)
+        if imex is not None:
+            _check(imex)
         as_json_file = cdi_spec.is_json_path(output_path)
         data = cdi_spec.render(spec, as_json=as_json_file, meta=cdi_spec.metadata(driver))
         if output_path == "-":
             typer.echo(data.decode("utf-8"), nl=False)
             return
-        snapshot = read_snapshot(output_path)
-        changed = not (snapshot.exists and snapshot.data == data)
-        if changed:
-            write_atomically(snapshot, data)
-        if os.stat(snapshot.real_path).st_mode & 0o7777 != 0o644:
-            os.chmod(snapshot.real_path, 0o644)  # rootless engines must be able to read it
+        changed = _write_spec(output_path, data)
         names = cdi_spec.qualified_names(spec)
+        # IMEX channels are another kind, so another file; one we wrote before goes when they do
+        imex_output = cdi_spec.imex_path(output_path)
+        if imex is not None:
+            changed = _write_spec(imex_output, cdi_spec.render(imex, as_json=as_json_file, meta=cdi_spec.metadata(driver))) \
+                or changed
+            names += cdi_spec.qualified_names(imex)
+        elif os.path.isfile(imex_output) and cdi_spec.is_ours(*cdi_spec.load_document(imex_output)):
+            os.unlink(imex_output)
+            changed = True
         if as_json:
             output.print_json({
                 "ok": True, "changed": changed, "output": output_path, "format": "json" if as_json_file else "yaml",
                 "cdiVersion": spec["cdiVersion"], "driver_version": driver.version, "devices": names,
+                "imex_output": imex_output if imex is not None else None,
             })
             return
         out = output.console()
         verb = "wrote" if changed else "no change:"
         out.print("{} {} (cdiVersion {}, driver {})".format(verb, output_path, spec["cdiVersion"], driver.version))
+        if imex is not None:
+            out.print("  IMEX channels in {}".format(imex_output))
         for name in names:
             out.print("  " + name)
+
+
+def _write_spec(path: str, data: bytes) -> bool:
+    """Write ``data`` atomically unless the file has those bytes already; mode 0644. Whether it changed."""
+    from nvdocker_setup.adapters.files import read_snapshot, write_atomically
+
+    snapshot = read_snapshot(path)
+    changed = not (snapshot.exists and snapshot.data == data)
+    if changed:
+        write_atomically(snapshot, data)
+    if os.stat(snapshot.real_path).st_mode & 0o7777 != 0o644:
+        os.chmod(snapshot.real_path, 0o644)  # rootless engines must be able to read it
+    return changed
 
 
 @app.command("list")

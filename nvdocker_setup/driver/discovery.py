@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
     from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
     from nvdocker_setup.driver.ldcache import CacheEntry
+    from nvdocker_setup.driver.mig import Mig
 
 VERSION_FILE = "/proc/driver/nvidia/version"
 LD_CACHE = "/etc/ld.so.cache"
@@ -157,6 +158,7 @@ class Driver:
         #: ``/proc/driver/nvidia``, no ``/dev/nvidia*`` and (usually) no known version.
         self.wsl = wsl
         self._cache: Optional[List[CacheEntry]] = None
+        self._mig: Optional[Mig] = None
 
     @property
     def version_known(self) -> bool:
@@ -189,6 +191,15 @@ class Driver:
             "unknown GPU {}: this host has {}".format(quoted(wanted), self.describe_gpus()),
             hint="request an index or UUID from that list (nvidia-smi -L shows them), or all",
         )
+
+    @property
+    def mig(self) -> Mig:
+        """The MIG devices and IMEX channels (read on first use: see :mod:`nvdocker_setup.driver.mig`)."""
+        if self._mig is None:
+            from nvdocker_setup.driver.mig import Mig
+
+            self._mig = Mig(self)
+        return self._mig
 
     # -- device nodes ----------------------------------------------------------------------------
 

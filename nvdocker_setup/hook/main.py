@@ -545,18 +545,29 @@ def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, drive
     """The ``nvidia-container-cli configure`` command NVIDIA's hook would run; None: no request."""
     from nvdocker_setup.driver import requirements
     from nvdocker_setup.driver.capabilities import parse_capabilities
-    from nvdocker_setup.runtime.request import DRIVER_CAPABILITIES, VISIBLE_DEVICES, environment, parse_visible_devices
+    from nvdocker_setup.runtime.request import (
+        DRIVER_CAPABILITIES,
+        VISIBLE_DEVICES,
+        environment,
+        extra_requests,
+        parse_visible_devices,
+    )
 
     env = environment(spec)
     devices = parse_visible_devices(env[VISIBLE_DEVICES]) if VISIBLE_DEVICES in env else None
     if devices is None:
         return None
+    imex, mig_config, mig_monitor = extra_requests(env, spec)
     argv = [cli]
     if driver_root not in ("", "/"):
         argv.append("--root={}".format(driver_root))
     argv += ["--load-kmods", "configure", "--ldconfig=@{}".format(ldconfig)]
     if devices:
         argv.append("--device={}".format(",".join(devices)))
+    # as NVIDIA's hook: the MIG and IMEX requests go on to nvidia-container-cli
+    for flag, value in (("--mig-config", mig_config), ("--mig-monitor", mig_monitor), ("--imex-channel", imex)):
+        if value is not None:
+            argv.append("{}={}".format(flag, ",".join(value)))
     argv += ["--{}".format(capability) for capability in parse_capabilities(env.get(DRIVER_CAPABILITIES))]
     if not requirements.disabled(env):
         argv += ["--require={}".format(value) for _, value in requirements.requirement_values(env)]
@@ -566,12 +577,11 @@ def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, drive
 
 def prestart(stdin, environ: Dict[str, str]) -> int:
     from nvdocker_setup.runtime.config import load
-    from nvdocker_setup.runtime.request import check_request_sizes, check_unsupported, environment
+    from nvdocker_setup.runtime.request import check_request_sizes, environment
 
     state = read_state(stdin)
     bundle, spec = load_bundle(state)
     check_request_sizes(environment(spec), spec)
-    check_unsupported(environment(spec))  # nvidia_cli_argv does not pass them on
     cli = find_nvidia_cli(environ)
     config = load(environ)
     pid = state.get("pid") or 0

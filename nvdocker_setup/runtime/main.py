@@ -30,6 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
     from typing import List, Optional, Sequence
 
+    from nvdocker_setup.driver.discovery import Driver
     from nvdocker_setup.driver.model import ContainerEdits
     from nvdocker_setup.runtime.args import RuntimeArgs
     from nvdocker_setup.runtime.config import RuntimeConfig
@@ -130,7 +131,8 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
         return
     request.remove_nvidia_hooks(value, wanted.hook_indexes)
     request.remove_device_list_mounts(value, wanted.mount_indexes)
-    if wanted.wants_driver:
+    if wanted.wants_driver or wanted.imex_channels is not None or wanted.mig_config is not None \
+            or wanted.mig_monitor is not None:
         edits = edits_for(wanted, config, spec.rootfs_of(os.path.dirname(path), value))
         spec.apply_edits(value, edits)
         log.debug(
@@ -146,14 +148,31 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
 
 def edits_for(wanted: GpuRequest, config: RuntimeConfig, rootfs: Optional[str] = None) -> ContainerEdits:
     """Discover the driver and turn the request into :class:`ContainerEdits`."""
+    from nvdocker_setup.driver.discovery import discover
+    from nvdocker_setup.driver.model import ContainerEdits
+
+    driver = discover(config.driver_root)
+    edits = ContainerEdits()
+    if wanted.wants_driver:
+        edits = _device_edits(wanted, config, driver, rootfs)
+    extra = []
+    if wanted.mig_config is not None:
+        extra.append(driver.mig.access_edits("config", wanted.mig_config))
+    if wanted.mig_monitor is not None:
+        extra.append(driver.mig.access_edits("monitor", wanted.mig_monitor))
+    if wanted.imex_channels is not None:
+        extra.append(driver.mig.imex_edits(wanted.imex_channels))
+    return edits.merged(*extra)
+
+
+def _device_edits(wanted: GpuRequest, config: RuntimeConfig, driver: Driver, rootfs: Optional[str]) -> ContainerEdits:
     from nvdocker_setup.driver import requirements
     from nvdocker_setup.driver.capabilities import parse_capabilities
-    from nvdocker_setup.driver.discovery import discover
-    from nvdocker_setup.driver.edits import request_edits
+    from nvdocker_setup.driver.edits import common_edits, gpu_edits
+    from nvdocker_setup.driver.mig import is_mig_selector
     from nvdocker_setup.runtime.request import DRIVER_CAPABILITIES, VISIBLE_DEVICES
 
     capabilities = parse_capabilities(wanted.env.get(DRIVER_CAPABILITIES))
-    driver = discover(config.driver_root)
     if not requirements.disabled(wanted.env):
         requirements.check(wanted.env, requirements.Facts(driver.version, driver.cuda_version))
     if wanted.all_devices:
@@ -162,10 +181,16 @@ def edits_for(wanted: GpuRequest, config: RuntimeConfig, rootfs: Optional[str] =
                 "{}=all but no NVIDIA GPU was found under {}".format(VISIBLE_DEVICES, driver.proc_root),
                 hint="check nvidia-smi -L on the host",
             )
-        gpus = driver.gpus
+        # as NVIDIA's all: every GPU and every MIG device
+        devices = [gpu_edits(driver, gpu) for gpu in driver.gpus]
+        devices += [driver.mig.edits(device) for device in driver.mig.devices()]
     else:
-        gpus = [driver.find_gpu(selector) for selector in wanted.devices]
-    return request_edits(driver, gpus, capabilities, config.hook_command(), rootfs)
+        devices = [
+            driver.mig.edits(driver.mig.find(selector)) if is_mig_selector(selector)
+            else gpu_edits(driver, driver.find_gpu(selector))
+            for selector in wanted.devices
+        ]
+    return common_edits(driver, capabilities, config.hook_command(), rootfs).merged(*devices)
 
 
 def exec_runtime(real_runtime: str, argv: Sequence[str]) -> None:

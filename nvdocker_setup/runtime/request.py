@@ -23,9 +23,13 @@ value is the one read, so the value then is the ``docker run --gpus`` caller's, 
 ``NVIDIA_DRIVER_CAPABILITIES`` then picks the driver files, and ``NVIDIA_REQUIRE_*`` constraints
 are checked unless ``NVIDIA_DISABLE_REQUIRE`` is true.
 
-Requests NVIDIA's runtime honours and we do not yet (:data:`UNSUPPORTED_REQUESTS`: IMEX channels,
-MIG configuration and monitoring) fail the create with a message, with or without a GPU request,
-instead of starting a container without what it asked for.
+MIG devices are ``<gpu>:<mig>`` items (GPU index, MIG device index on it) or ``MIG-<uuid>``s in
+any of those lists. Three more variables (:data:`EXTRA_REQUESTS`) ask for more than GPUs:
+``NVIDIA_IMEX_CHANNELS`` (``0,1``, ``all``; ``none``/``void``/empty: nothing) for IMEX channel
+nodes, under the same ``accept-envvar-when-unprivileged`` policy as ``NVIDIA_VISIBLE_DEVICES``;
+``NVIDIA_MIG_CONFIG_DEVICES`` and ``NVIDIA_MIG_MONITOR_DEVICES`` (``all`` or GPUs) for the MIG
+configuration / monitoring capabilities, which, as in NVIDIA's toolkit, only a privileged container
+(``CAP_SYS_ADMIN``) may ask for: an unprivileged one that does is refused with a message.
 
 The C launcher starts Python only for a ``config.json`` that contains one of
 :data:`REQUEST_MARKERS`; its ``request_markers`` array must list exactly those (a test compares
@@ -69,12 +73,19 @@ MAX_VALUE_CHARS = 8192
 MAX_REQUIRE_VARIABLES = 64
 MAX_CDI_ANNOTATIONS = 64
 _SIZE_HINT = "request GPUs by index, UUID or all; see NVIDIA_VISIBLE_DEVICES in the documentation"
-#: Requests NVIDIA's runtime knows that nvdocker-runtime cannot honour yet: variable, what it asks for.
-UNSUPPORTED_REQUESTS = (
-    ("NVIDIA_IMEX_CHANNELS", "IMEX channels"),
-    ("NVIDIA_MIG_CONFIG_DEVICES", "MIG configuration access"),
-    ("NVIDIA_MIG_MONITOR_DEVICES", "MIG monitoring access"),
+IMEX_CHANNELS = "NVIDIA_IMEX_CHANNELS"
+MIG_CONFIG_DEVICES = "NVIDIA_MIG_CONFIG_DEVICES"
+MIG_MONITOR_DEVICES = "NVIDIA_MIG_MONITOR_DEVICES"
+#: Requests besides GPUs: variable, what it asks for.
+EXTRA_REQUESTS = (
+    (IMEX_CHANNELS, "IMEX channels"),
+    (MIG_CONFIG_DEVICES, "MIG configuration access"),
+    (MIG_MONITOR_DEVICES, "MIG monitoring access"),
 )
+#: The longest item of a device list we read (a MIG UUID is 40 characters, a GPU UUID 40).
+MAX_ITEM_CHARS = 128
+#: The most digits of an index or channel number.
+_MAX_DIGITS = 7
 #: Values of those that ask for nothing (as NVIDIA_VISIBLE_DEVICES's void and none).
 _NOTHING = ("", "void", "none")
 #: Strings one of which every request puts in config.json: the env names, the --gpus hook names,
@@ -83,26 +94,32 @@ _NOTHING = ("", "void", "none")
 #: passed as mounts has no other marker; its "/"s may be written "\/"). launcher/nvdocker-runtime.c request_markers = these.
 REQUEST_MARKERS = (
     (VISIBLE_DEVICES,) + NVIDIA_HOOK_NAMES + (CDI_ANNOTATION_PREFIX.rstrip("/"),)
-    + tuple(name for name, _ in UNSUPPORTED_REQUESTS) + ("\\u", DEVICE_LIST_ROOT.rsplit("/", 1)[1])
+    + tuple(name for name, _ in EXTRA_REQUESTS) + ("\\u", DEVICE_LIST_ROOT.rsplit("/", 1)[1])
 )
 
 
 class GpuRequest:
     """A container's GPU request: ``devices`` is ``["all"]``, a list of selectors, or ``[]`` for
     ``none``; ``env`` is the process environment (last value of a name wins); ``mount_indexes``
-    are the positions in ``mounts`` of an accepted device list, to remove."""
+    are the positions in ``mounts`` of an accepted device list, to remove. ``imex_channels``,
+    ``mig_config`` and ``mig_monitor`` are None (not asked for), ``["all"]`` or a list."""
 
-    __slots__ = ("devices", "env", "hook_indexes", "sources", "mount_indexes")
+    __slots__ = ("devices", "env", "hook_indexes", "sources", "mount_indexes", "imex_channels", "mig_config",
+                 "mig_monitor")
 
     def __init__(
         self, devices: List[str], env: Dict[str, str], hook_indexes: List[int], sources: List[str],
-        mount_indexes: Optional[List[int]] = None,
+        mount_indexes: Optional[List[int]] = None, imex_channels: Optional[List[str]] = None,
+        mig_config: Optional[List[str]] = None, mig_monitor: Optional[List[str]] = None,
     ) -> None:
         self.devices = devices
         self.env = env
         self.hook_indexes = hook_indexes
         self.sources = sources
         self.mount_indexes = mount_indexes or []
+        self.imex_channels = imex_channels
+        self.mig_config = mig_config
+        self.mig_monitor = mig_monitor
 
     @property
     def wants_driver(self) -> bool:
@@ -114,7 +131,12 @@ class GpuRequest:
         return ALL in self.devices
 
     def describe(self) -> str:
-        return "devices={} via {}".format(",".join(self.devices) or "none", "+".join(self.sources))
+        text = "devices={} via {}".format(",".join(self.devices) or "none", "+".join(self.sources))
+        for what, value in (("imex-channels", self.imex_channels), ("mig-config", self.mig_config),
+                            ("mig-monitor", self.mig_monitor)):
+            if value is not None:
+                text += " {}={}".format(what, ",".join(value))
+        return text
 
 
 def environment(spec: Dict[str, Any]) -> Dict[str, str]:
@@ -139,7 +161,7 @@ def _too_long(name: str, value: str, limit: int) -> GpuSetupError:
 def check_request_sizes(env: Dict[str, str], spec: Dict[str, Any]) -> None:
     """Refuse, early and in a few words, request values too large to be real: nothing after this
     spends time or memory in proportion to them, or echoes them at length."""
-    for name in (VISIBLE_DEVICES, DRIVER_CAPABILITIES, "NVIDIA_DISABLE_REQUIRE") + tuple(n for n, _ in UNSUPPORTED_REQUESTS):
+    for name in (VISIBLE_DEVICES, DRIVER_CAPABILITIES, "NVIDIA_DISABLE_REQUIRE") + tuple(n for n, _ in EXTRA_REQUESTS):
         value = env.get(name)
         if value is not None and len(value) > MAX_VALUE_CHARS:
             raise _too_long(name, value, MAX_VALUE_CHARS)
@@ -169,17 +191,60 @@ def check_request_sizes(env: Dict[str, str], spec: Dict[str, Any]) -> None:
             raise _too_long("a mount destination under " + DEVICE_LIST_ROOT, destination, MAX_VALUE_CHARS)
 
 
-def check_unsupported(env: Dict[str, str]) -> None:
-    """Refuse a request we cannot honour (:data:`UNSUPPORTED_REQUESTS`), whatever else the
-    container asked for: started without it, it would fail later and less clearly."""
-    for name, what in UNSUPPORTED_REQUESTS:
-        value = env.get(name)
-        if value is not None and value.strip().lower() not in _NOTHING:
+def _list_items(name: str, value: str) -> Optional[List[str]]:
+    """None for nothing (empty, ``void``, ``none``), ``["all"]``, or the unique items."""
+    if value.strip().lower() in _NOTHING:
+        return None
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        return None
+    if ALL in items:
+        return [ALL]
+    for item in items:
+        if item in _NOTHING or len(item) > MAX_ITEM_CHARS:
+            raise GpuSetupError("cannot read {} in {}={}".format(quoted(item, 60), name, quoted(value)),
+                                hint="use all, none, or a comma list")
+    return _unique(items)
+
+
+def parse_imex_channels(value: Optional[str]) -> Optional[List[str]]:
+    """``NVIDIA_IMEX_CHANNELS``: None (nothing), ``["all"]`` or channel numbers."""
+    if value is None:
+        return None
+    channels = _list_items(IMEX_CHANNELS, value)
+    for item in channels or ():
+        if item != ALL and not _is_number(item):
             raise GpuSetupError(
-                "{}={} asks for {}, which nvdocker-runtime does not support; the container was not started".format(
-                    name, quoted(value), what),
-                hint="unset {} (or set it to void) to run without them, or run this container with NVIDIA's runtime".format(name),
+                "cannot read IMEX channel {} in {}={}".format(quoted(item, 60), IMEX_CHANNELS, quoted(value)),
+                hint="use all, none, or a comma list of channel numbers (0,1)",
             )
+    return channels
+
+
+def parse_mig_access(name: str, value: Optional[str], spec: Dict[str, Any]) -> Optional[List[str]]:
+    """``NVIDIA_MIG_CONFIG_DEVICES`` / ``NVIDIA_MIG_MONITOR_DEVICES``: None, ``["all"]`` or GPUs;
+    asked for by an unprivileged container, a refusal (NVIDIA's toolkit refuses it too)."""
+    if value is None:
+        return None
+    gpus = _list_items(name, value)
+    if gpus is None:
+        return None
+    for item in gpus:
+        if item != ALL and not (_is_number(item) or item.upper().startswith("GPU-")):
+            raise GpuSetupError("cannot read GPU {} in {}={}".format(quoted(item, 60), name, quoted(value)),
+                                hint="use all, or a comma list of GPU indexes and GPU-<uuid>s")
+    if not is_privileged(spec):
+        what = dict(EXTRA_REQUESTS)[name]
+        raise GpuSetupError(
+            "{}={} asks for {}, which only a privileged container ({}) gets; the container was not started".format(
+                name, quoted(value), what, PRIVILEGED_CAPABILITY),
+            hint="run it with --privileged (or --cap-add SYS_ADMIN), or unset {}".format(name),
+        )
+    return gpus
+
+
+def _is_number(item: str) -> bool:
+    return item.isascii() and item.isdigit() and len(item) <= _MAX_DIGITS
 
 
 def nvidia_hook_indexes(spec: Dict[str, Any]) -> List[int]:
@@ -278,18 +343,22 @@ def parse_device_list(listed: List[Tuple[int, str, bool]]) -> Optional[List[str]
     return _parse_items(names, "the device list under " + DEVICE_LIST_ROOT)
 
 
+def _is_mig(item: str) -> bool:
+    """``<gpu>:<mig>`` (two numbers) or ``MIG-<uuid>`` (hex digits and dashes)."""
+    if item.upper().startswith("MIG-"):
+        rest = item[4:]
+        return 0 < len(rest) <= MAX_ITEM_CHARS and all(c in "0123456789abcdefABCDEF-" for c in rest)
+    gpu, sep, mig = item.partition(":")
+    return bool(sep) and _is_number(gpu) and _is_number(mig)
+
+
 def _check_selector(item: str, origin: str) -> None:
-    if item.upper().startswith("MIG-") or (":" in item and item.replace(":", "").isdigit()):
-        raise GpuSetupError(
-            "MIG device {} in {} is not supported by nvdocker-runtime".format(quoted(item), origin),
-            hint="request the whole GPU by index or UUID, or use NVIDIA's runtime for MIG",
-        )
     if item in ("none", "void"):
         raise GpuSetupError("{!r} cannot be combined with other devices in {}".format(item, origin))
-    if not (item.isdigit() or item.upper().startswith("GPU-")):
+    if not (_is_number(item) or (item.upper().startswith("GPU-") and len(item) <= MAX_ITEM_CHARS) or _is_mig(item)):
         raise GpuSetupError(
             "cannot read device {} in {}".format(quoted(item), origin),
-            hint="use all, none, void, or a comma list of GPU indexes and GPU-<uuid>s",
+            hint="use all, none, void, or a comma list of GPU indexes, GPU-<uuid>s, <gpu>:<mig> and MIG-<uuid>s",
         )
 
 
@@ -327,7 +396,7 @@ def resolve(
     The two flags are runtime.conf's policy; ``notes`` collects why a request was ignored."""
     env = environment(spec)
     check_request_sizes(env, spec)
-    check_unsupported(env)
+    imex, mig_config, mig_monitor = extra_requests(env, spec, accept_envvar_unprivileged, notes)
     hook_indexes = nvidia_hook_indexes(spec)
     sources: List[str] = []
     devices: List[str] = []
@@ -362,10 +431,30 @@ def resolve(
         devices.extend(from_cdi)
     if hook_indexes:
         sources.append("--gpus")
+    for source, value in (("imex", imex), ("mig-config", mig_config), ("mig-monitor", mig_monitor)):
+        if value is not None:
+            sources.append(source)
     if not sources and not mount_indexes:
         return None
     devices = [ALL] if ALL in devices else _unique(devices)
-    return GpuRequest(devices, env, hook_indexes, sources, mount_indexes)
+    return GpuRequest(devices, env, hook_indexes, sources, mount_indexes, imex, mig_config, mig_monitor)
+
+
+def extra_requests(
+    env: Dict[str, str], spec: Dict[str, Any], accept_envvar_unprivileged: bool = True, notes: Optional[List[str]] = None,
+) -> Tuple[Optional[List[str]], Optional[List[str]], Optional[List[str]]]:
+    """``(IMEX channels, MIG config GPUs, MIG monitor GPUs)`` the container asks for (None: not).
+    IMEX channels follow the variable policy of ``NVIDIA_VISIBLE_DEVICES``; MIG access needs a
+    privileged container, whatever the policy."""
+    imex = parse_imex_channels(env.get(IMEX_CHANNELS))
+    if imex is not None and not (accept_envvar_unprivileged or is_privileged(spec)):
+        if notes is not None:
+            notes.append("{} ignored: the container is not privileged (no {}) and "
+                         "accept-envvar-when-unprivileged = false".format(IMEX_CHANNELS, PRIVILEGED_CAPABILITY))
+        imex = None
+    mig_config = parse_mig_access(MIG_CONFIG_DEVICES, env.get(MIG_CONFIG_DEVICES), spec)
+    mig_monitor = parse_mig_access(MIG_MONITOR_DEVICES, env.get(MIG_MONITOR_DEVICES), spec)
+    return imex, mig_config, mig_monitor
 
 
 def remove_nvidia_hooks(spec: Dict[str, Any], indexes: List[int]) -> None:

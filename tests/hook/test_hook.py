@@ -146,16 +146,29 @@ def test_prestart_delegates_to_nvidia_container_cli(tmp_path):
     ]
 
 
-def test_prestart_refuses_imex_rather_than_handing_over_without_it(tmp_path):
-    """nvidia_cli_argv does not pass IMEX/MIG-config requests on: refuse instead of ignoring them."""
+def test_prestart_hands_mig_and_imex_requests_to_nvidia_container_cli(tmp_path):
+    """As NVIDIA's hook: MIG devices, IMEX channels and (privileged) MIG access go on as flags."""
     record = tmp_path / "cli-argv.json"
     cli = tmp_path / "bin" / "nvidia-container-cli"
     cli.parent.mkdir()
     cli.write_text("#!{}\nimport json, sys\njson.dump(sys.argv, open({!r}, 'w'))\n".format(sys.executable, str(record)))
     os.chmod(str(cli), 0o755)
-    state, _ = gpu_bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=0"])
+    state, _ = gpu_bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=0:1", "NVIDIA_IMEX_CHANNELS=0"])
     done = run_hook(["prestart"], stdin=state, env=isolated_env(tmp_path, str(cli.parent)))
-    assert done.returncode == 1 and "NVIDIA_IMEX_CHANNELS='0' asks for IMEX channels" in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(record.read_text())
+    assert "--device=0:1" in argv and "--imex-channel=0" in argv
+
+
+def test_prestart_refuses_mig_access_in_an_unprivileged_container(tmp_path):
+    record = tmp_path / "cli-argv.json"
+    cli = tmp_path / "bin" / "nvidia-container-cli"
+    cli.parent.mkdir()
+    cli.write_text("#!{}\nimport json, sys\njson.dump(sys.argv, open({!r}, 'w'))\n".format(sys.executable, str(record)))
+    os.chmod(str(cli), 0o755)
+    state, _ = gpu_bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_CONFIG_DEVICES=all"])
+    done = run_hook(["prestart"], stdin=state, env=isolated_env(tmp_path, str(cli.parent)))
+    assert done.returncode == 1 and "only a privileged container" in done.stderr, done.stderr
     assert not record.exists()
 
 

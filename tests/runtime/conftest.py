@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from tests.support.driver_root import simulated_driver_root_fixture
+from tests.support.driver_root import simulated_driver_root_fixture, simulated_mig_root_fixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -17,6 +17,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="session")
 def driver_root(tmp_path_factory):
     return simulated_driver_root_fixture(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mig_root(tmp_path_factory):
+    """2 GPUs, MIG on GPU 0 (GPU instances 1 and 2, one compute instance each), IMEX channels 0 and 1."""
+    return simulated_mig_root_fixture(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

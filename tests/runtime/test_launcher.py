@@ -186,25 +186,32 @@ def test_the_marker_parser_sees_a_drift():
 
 
 def test_every_request_kind_has_a_marker():
-    for name, _ in request.UNSUPPORTED_REQUESTS:
+    for name, _ in request.EXTRA_REQUESTS:
         assert name in request.REQUEST_MARKERS
     assert request.VISIBLE_DEVICES in request.REQUEST_MARKERS
     assert all(hook in request.REQUEST_MARKERS for hook in request.NVIDIA_HOOK_NAMES)
     assert request.CDI_ANNOTATION_PREFIX.startswith(tuple(request.REQUEST_MARKERS))
 
 
-@pytest.mark.parametrize(
-    "env",
-    [["NVIDIA_IMEX_CHANNELS=0"], ["NVIDIA_MIG_CONFIG_DEVICES=all"], ["NVIDIA_MIG_MONITOR_DEVICES=all"]],
-    ids=lambda env: env[0].split("=")[0],
-)
-def test_a_request_we_do_not_support_alone_reaches_python_and_fails(launcher, fake_runtime, driver_root, tmp_path, env):
+def test_an_imex_request_alone_reaches_python_and_gets_its_channel(launcher, fake_runtime, mig_root, tmp_path):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_IMEX_CHANNELS=1"]))
+    done = run(launcher, ["create", "--bundle", str(tmp_path / "b"), "c1"], fake_runtime, mig_root)
+    assert done.returncode == 0 and fake_runtime.argv() is not None, done.stderr
+    devices = read_config(tmp_path / "b")["linux"]["devices"]
+    assert [device["path"] for device in devices] == ["/dev/nvidia-caps-imex-channels/channel1"]
+    assert not read_config(tmp_path / "b").get("mounts", [])[1:]  # no driver files for IMEX alone
+
+
+@pytest.mark.parametrize("env", [["NVIDIA_MIG_CONFIG_DEVICES=all"], ["NVIDIA_MIG_MONITOR_DEVICES=all"]],
+                         ids=lambda env: env[0].split("=")[0])
+def test_a_mig_access_request_alone_reaches_python_and_is_refused_unprivileged(launcher, fake_runtime, mig_root,
+                                                                              tmp_path, env):
     data = write_bundle(tmp_path / "b", base_spec(env))
     log = tmp_path / "log.json"
-    done = run(launcher, ["--log", str(log), "create", "--bundle", str(tmp_path / "b"), "c1"], fake_runtime, driver_root)
+    done = run(launcher, ["--log", str(log), "create", "--bundle", str(tmp_path / "b"), "c1"], fake_runtime, mig_root)
     assert done.returncode == 1 and fake_runtime.argv() is None, done.stderr
     name = env[0].split("=")[0]
     message = json.loads(log.read_text().splitlines()[-1])["msg"]
-    assert "{} asks for".format(env[0].replace("=", "='", 1) + "'") in message and "not support" in message, message
+    assert "{} asks for".format(env[0].replace("=", "='", 1) + "'") in message and "only a privileged" in message, message
     assert "nvdocker-runtime:" in done.stderr and name in done.stderr
     assert (tmp_path / "b" / "config.json").read_bytes() == data

@@ -26,6 +26,8 @@ NETWORK_HOOK = {"path": "/proc/1/exe", "args": ["libnetwork-setkey", "-exec-root
         ("1", ["1"]),
         ("0, 1,0", ["0", "1"]),
         ("GPU-4a1c1b6e-3f1d,1", ["GPU-4a1c1b6e-3f1d", "1"]),
+        ("0:1,MIG-5b3f8d02-6a1c,1", ["0:1", "MIG-5b3f8d02-6a1c", "1"]),
+        ("nvidia.com/gpu=0:0", ["0:0"]),
     ],
 )
 def test_visible_devices(value, devices):
@@ -34,7 +36,8 @@ def test_visible_devices(value, devices):
 
 @pytest.mark.parametrize(
     "value, fragment",
-    [("0:1", "MIG"), ("MIG-1234", "MIG"), ("none,1", "cannot be combined"), ("gpu0", "cannot read"), ("0,void", "cannot be combined")],
+    [("0:1:0", "cannot read"), ("MIG-GPU-x/1/0", "cannot read"), ("0:12345678", "cannot read"), (":1", "cannot read"),
+     ("none,1", "cannot be combined"), ("gpu0", "cannot read"), ("0,void", "cannot be combined")],
 )
 def test_bad_visible_devices(value, fragment):
     with pytest.raises(GpuSetupError) as caught:
@@ -86,41 +89,75 @@ def test_cdi_annotations():
     assert request.devices == ["1", "GPU-x"] and request.sources == ["cdi"]
     both = resolve(base_spec(["NVIDIA_VISIBLE_DEVICES=0"], annotations={"cdi.k8s.io/a": "nvidia.com/gpu=all"}))
     assert both.devices == ["all"] and both.sources == ["env", "cdi"]
+    assert resolve(base_spec(annotations={"cdi.k8s.io/a": "nvidia.com/gpu=0:1"})).devices == ["0:1"]
     with pytest.raises(GpuSetupError):
-        resolve(base_spec(annotations={"cdi.k8s.io/a": "nvidia.com/gpu=0:1"}))
+        resolve(base_spec(annotations={"cdi.k8s.io/a": "nvidia.com/gpu=0:1:0"}))
 
 
-# -- requests we cannot honour yet (issue #14, item 3) ------------------------------------------------------
+# -- IMEX channels and MIG access (issue #11, item 4) -------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["NVIDIA_IMEX_CHANNELS", "NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"])
+PRIVILEGED = {"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}
+
+
 @pytest.mark.parametrize(
     "gpus", [[], ["NVIDIA_VISIBLE_DEVICES=all"], ["NVIDIA_VISIBLE_DEVICES=void"], ["NVIDIA_VISIBLE_DEVICES=none"]],
     ids=["alone", "with-all", "with-void", "with-none"],
 )
-def test_unsupported_requests_fail_whatever_else_was_asked(name, gpus):
+def test_imex_channels_are_a_request_alone_or_with_gpus(gpus):
+    wanted = resolve(base_spec(gpus + ["NVIDIA_IMEX_CHANNELS=0, 1,0"]))
+    assert wanted.imex_channels == ["0", "1"] and "imex" in wanted.sources
+    assert wanted.wants_driver == (gpus not in ([], ["NVIDIA_VISIBLE_DEVICES=void"]))
+    assert resolve(base_spec(["NVIDIA_IMEX_CHANNELS=1,all"])).imex_channels == ["all"]
+
+
+@pytest.mark.parametrize("value", ["x", "0,gpu1", "-1", "12345678", "0:1"])
+def test_bad_imex_channels_are_one_bounded_message(value):
+    with pytest.raises(GpuSetupError) as caught:
+        resolve(base_spec(["NVIDIA_IMEX_CHANNELS=" + value]))
+    assert "NVIDIA_IMEX_CHANNELS" in caught.value.message and len(str(caught.value)) < 600
+
+
+def test_imex_follows_the_variable_policy_for_unprivileged_containers():
+    notes = []
+    assert resolve(base_spec(["NVIDIA_IMEX_CHANNELS=0"]), accept_envvar_unprivileged=False, notes=notes) is None
+    assert any("NVIDIA_IMEX_CHANNELS ignored" in note for note in notes)
+    spec = base_spec(["NVIDIA_IMEX_CHANNELS=0"])
+    spec["process"]["capabilities"] = PRIVILEGED
+    assert resolve(spec, accept_envvar_unprivileged=False).imex_channels == ["0"]
+
+
+@pytest.mark.parametrize("name", ["NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"])
+@pytest.mark.parametrize("gpus", [[], ["NVIDIA_VISIBLE_DEVICES=all"]], ids=["alone", "with-all"])
+def test_mig_access_needs_a_privileged_container(name, gpus):
     with pytest.raises(GpuSetupError) as caught:
         resolve(base_spec(gpus + [name + "=0,1"]))
     message = str(caught.value)
-    assert message.startswith("{}='0,1' asks for ".format(name)) and "nvdocker-runtime does not support" in message
-    assert "hint: unset {}".format(name) in message
+    assert message.startswith("{}='0,1' asks for MIG ".format(name)) and "only a privileged container" in message
+    assert "hint: run it with --privileged" in message
+    spec = base_spec(gpus + [name + "=0,GPU-x,0"])
+    spec["process"]["capabilities"] = PRIVILEGED
+    wanted = resolve(spec)
+    field = "mig_config" if "CONFIG" in name else "mig_monitor"
+    assert getattr(wanted, field) == ["0", "GPU-x"] and field.replace("_", "-") in wanted.sources
 
 
-def test_cdi_annotations_with_imex_fail_too():
-    spec = base_spec(["NVIDIA_IMEX_CHANNELS=all"], annotations={"cdi.k8s.io/x": "nvidia.com/gpu=0"})
-    with pytest.raises(GpuSetupError, match="IMEX channels"):
+def test_mig_access_values_are_checked():
+    spec = base_spec(["NVIDIA_MIG_CONFIG_DEVICES=0:1"])
+    spec["process"]["capabilities"] = PRIVILEGED
+    with pytest.raises(GpuSetupError, match="cannot read GPU"):
         resolve(spec)
 
 
 @pytest.mark.parametrize("value", ["", " ", "void", "none", "VOID"])
-def test_unsupported_variables_that_ask_for_nothing_are_no_request(value):
+def test_extra_variables_that_ask_for_nothing_are_no_request(value):
     assert resolve(base_spec(["NVIDIA_IMEX_CHANNELS=" + value, "NVIDIA_MIG_CONFIG_DEVICES=" + value])) is None
     wanted = resolve(base_spec(["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_MIG_MONITOR_DEVICES=" + value]))
     assert wanted is not None and wanted.devices == ["1"]
 
 
 @pytest.mark.parametrize("name", ["NVIDIA_IMEX_CHANNELS", "NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"])
-def test_unsupported_values_are_bounded_like_the_others(name):
+def test_extra_values_are_bounded_like_the_others(name):
     with pytest.raises(GpuSetupError) as caught:
         resolve(base_spec([name + "=" + "7," * 20000]))
     assert str(caught.value).startswith("{} is 40000 characters long; at most 8192 are accepted".format(name))

@@ -63,6 +63,84 @@ CONTROL_NODES = {
 }
 
 
+# -- MIG and IMEX (issue #11, item 4) -------------------------------------------------------------
+
+#: Majors the MIG root's proc/devices lists for the capability and IMEX channel drivers (dynamic on
+#: a real host; runc makes the container's nodes from the numbers, so no driver is needed).
+CAPS_MAJOR = 235
+IMEX_MAJOR = 234
+#: The MIG root: GPU 0 (minor 0) in MIG mode with GPU instances 1 and 2, one compute instance (0)
+#: each; MIG device index -> (GI, CI) as nvidia-smi -L numbers them.
+MIG_INSTANCES = ((1, 0), (2, 0))
+MIG_UUIDS = ("MIG-5b3f8d02-6a1c-5e4f-9b8a-0c1d2e3f4a5b", "MIG-7c4e9f13-8b2d-5f60-ac9b-1d2e3f4a5b6c")
+IMEX_CHANNELS = (0, 1)
+
+
+def mig_minor(gpu_minor: int, gi: int, ci: Optional[int] = None) -> int:
+    """The driver's numbering of the capability minors (mig-minors): config 1, monitor 2, then per
+    GPU 15 GPU instances of (access, 8 compute instances)."""
+    base = 3 + gpu_minor * 15 * 9 + gi * 9
+    return base if ci is None else base + 1 + ci
+
+
+def mig_minors_table(gpu_minors: Sequence[int]) -> str:
+    lines = ["config 1", "monitor 2"]
+    for gpu in gpu_minors:
+        for gi in range(15):
+            lines.append("gpu{}/gi{}/access {}".format(gpu, gi, mig_minor(gpu, gi)))
+            lines.extend("gpu{}/gi{}/ci{}/access {}".format(gpu, gi, ci, mig_minor(gpu, gi, ci)) for ci in range(8))
+    return "\n".join(lines) + "\n"
+
+
+def access_file(minor: int, mode: int = 0o444) -> str:
+    return "DeviceFileMinor: {}\nDeviceFileMode: {}\nDeviceFileModify: 1\n".format(minor, mode)
+
+
+def _mknod(path: str, major: int, minor: int, mode: int = 0o666) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.mknod(path, stat.S_IFCHR | mode, os.makedev(major, minor))
+    os.chmod(path, mode)
+
+
+def add_mig_and_imex(path: str, gpus: Sequence["SimulatedGpu"]) -> Dict[str, Sequence[str]]:
+    """MIG on the first GPU (:data:`MIG_INSTANCES`), the capability files, mig-minors, the cap
+    nodes, the MIG UUID map, IMEX channels 0 and 1 and a proc/devices listing every driver.
+    Returns, per MIG device name (``0:0``), the container paths of its nodes."""
+    proc = os.path.join(path, "proc/driver/nvidia")
+    caps = os.path.join(proc, "capabilities")
+    gpu = gpus[0]
+    _write(os.path.join(caps, "mig/config"), access_file(1, 0o400))
+    _write(os.path.join(caps, "mig/monitor"), access_file(2, 0o444))
+    _mknod(os.path.join(path, "dev/nvidia-caps/nvidia-cap1"), CAPS_MAJOR, 1, 0o400)
+    _mknod(os.path.join(path, "dev/nvidia-caps/nvidia-cap2"), CAPS_MAJOR, 2, 0o444)
+    devices: Dict[str, Sequence[str]] = {}
+    for index, (gi, ci) in enumerate(MIG_INSTANCES):
+        gi_dir = os.path.join(caps, "gpu{}/mig/gi{}".format(gpu.minor, gi))
+        _write(os.path.join(gi_dir, "access"), access_file(mig_minor(gpu.minor, gi)))
+        _write(os.path.join(gi_dir, "ci{}".format(ci), "access"), access_file(mig_minor(gpu.minor, gi, ci)))
+        nodes = []
+        for minor in (mig_minor(gpu.minor, gi), mig_minor(gpu.minor, gi, ci)):
+            node = "/dev/nvidia-caps/nvidia-cap{}".format(minor)
+            if not os.path.exists(os.path.join(path, node.lstrip("/"))):
+                _mknod(os.path.join(path, node.lstrip("/")), CAPS_MAJOR, minor, 0o444)
+            nodes.append(node)
+        devices["{}:{}".format(0, index)] = ["/dev/nvidia{}".format(gpu.minor)] + nodes
+    _write(os.path.join(path, "proc/driver/nvidia-caps/mig-minors"), mig_minors_table([g.minor for g in gpus]))
+    for channel in IMEX_CHANNELS:
+        _mknod(os.path.join(path, "dev/nvidia-caps-imex-channels/channel{}".format(channel)), IMEX_MAJOR, channel)
+    _write(os.path.join(path, "proc/devices"),
+           "Character devices:\n  1 mem\n{} nvidia\n{} nvidia-uvm\n{} nvidia-caps-imex-channels\n{} nvidia-caps\n\n"
+           "Block devices:\n  8 sd\n".format(NVIDIA_MAJOR, UVM_MAJOR, IMEX_MAJOR, CAPS_MAJOR))
+    listing = ""
+    for number, item in enumerate(gpus):
+        listing += "GPU {}: {} (UUID: {})\n".format(number, item.model, item.uuid)
+        if item is gpu:
+            for index, uuid in enumerate(MIG_UUIDS):
+                listing += "  MIG 3g.20gb     Device  {}: (UUID: {})\n".format(index, uuid)
+    _write(os.path.join(path, "etc/nvdocker/mig-uuids"), listing)
+    return devices
+
+
 class DriverRoot(NamedTuple):
     path: str
     version: str
@@ -71,6 +149,8 @@ class DriverRoot(NamedTuple):
     libraries: Dict[str, str]
     smi_listing: str
     persistenced_socket: Optional[str]
+    #: With ``mig=True``: MIG device name (``0:1``) -> container paths of its device nodes.
+    mig_devices: Optional[Dict[str, Sequence[str]]] = None
 
     def host(self, container_path: str) -> str:
         return os.path.join(self.path, container_path.lstrip("/"))
@@ -114,9 +194,11 @@ def _bind_socket(path: str) -> Optional[str]:
 
 
 def build_driver_root(
-    path: str, gpus: Sequence[SimulatedGpu] = DEFAULT_GPUS, version: str = DRIVER_VERSION, with_ldcache: bool = True
+    path: str, gpus: Sequence[SimulatedGpu] = DEFAULT_GPUS, version: str = DRIVER_VERSION, with_ldcache: bool = True,
+    mig: bool = False,
 ) -> DriverRoot:
-    """Lay out a driver root at ``path`` (root, gcc and ldconfig needed)."""
+    """Lay out a driver root at ``path`` (root, gcc and ldconfig needed); with ``mig``, also MIG on
+    the first GPU and two IMEX channels (:func:`add_mig_and_imex`)."""
     os.makedirs(path, exist_ok=True)
     os.chmod(path, 0o755)
     proc = os.path.join(path, "proc/driver/nvidia")
@@ -157,7 +239,8 @@ def build_driver_root(
     )
     _write(os.path.join(path, "lib/firmware/nvidia", version, "gsp_ga10x.bin"), "simulated GSP firmware\n")
     persistenced = _bind_socket(os.path.join(path, "run/nvidia-persistenced/socket"))
-    return DriverRoot(path, version, tuple(gpus), libraries, listing, persistenced)
+    mig_devices = add_mig_and_imex(path, gpus) if mig else None
+    return DriverRoot(path, version, tuple(gpus), libraries, listing, persistenced, mig_devices)
 
 
 def missing_tools() -> List[str]:
@@ -193,6 +276,17 @@ def simulated_driver_root_fixture(tmp_path_factory) -> DriverRoot:
     if key not in _session_roots:
         _session_roots[key] = driver_root_or_skip(str(tmp_path_factory.mktemp("driver") / "root"))
     return _session_roots[key]
+
+
+_session_mig_roots: Dict[int, DriverRoot] = {}
+
+
+def simulated_mig_root_fixture(tmp_path_factory) -> DriverRoot:
+    """The same for a root with MIG on GPU 0 and two IMEX channels (``build_driver_root(mig=True)``)."""
+    key = id(tmp_path_factory)
+    if key not in _session_mig_roots:
+        _session_mig_roots[key] = driver_root_or_skip(str(tmp_path_factory.mktemp("mig-driver") / "root"), mig=True)
+    return _session_mig_roots[key]
 
 
 # -- WSL2 ----------------------------------------------------------------------------------------
