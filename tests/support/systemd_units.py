@@ -45,3 +45,15 @@ def verify(root: Path, units: Sequence[str], unit_dir: str = "lib/systemd/system
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=60,
         env={"PATH": SYSTEM_PATH, "LC_ALL": "C.UTF-8"},
     )
+
+
+def security(root: Path, unit: str, threshold: int) -> subprocess.CompletedProcess:
+    """``systemd-analyze security --offline=yes`` of ``unit`` (relative to ``root``): exits non-zero
+    when the exposure level (0-10, shown as 0-100 to --threshold) is above ``threshold``."""
+    analyze = systemd_analyze()
+    return subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", "--threshold={}".format(threshold),
+         "--root", str(root), unit],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=60,
+        env={"PATH": SYSTEM_PATH, "LC_ALL": "C.UTF-8"},
+    )
