@@ -2,7 +2,8 @@
 # The Debian packages the tests and the demo need: compilers, packaging tools, Debian's Python
 # libraries, a static busybox, systemd's tools (systemd-analyze and systemctl --root for the unit
 # tests). Never docker.io, containerd or runc: the private dockerd of the tests and the demo is
-# Debian 12's docker.io unpacked under /var/cache/nvdocker-tests (tests/support/newer_docker.py), so the host's own Docker is never installed, replaced or removed.
+# Debian 12's docker.io unpacked under /var/cache/nvdocker-tests (tests/support/newer_docker.py),
+# so the host's own Docker is never installed, replaced or removed.
 #
 #   install-deps.sh           install what is missing (root), as `make deps` does
 #   install-deps.sh --auto    the same from `make test` / `make demo`, except on a host that runs
