@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Debian packages the tests and the demo need: compilers, packaging tools, Debian's Python
-# libraries, a static busybox. Never docker.io, containerd or runc: the private dockerd of the
-# tests and the demo is Debian 12's docker.io unpacked under /var/cache/nvdocker-tests
-# (tests/support/newer_docker.py), so the host's own Docker is never installed, replaced or removed.
+# libraries, a static busybox, systemd's tools (systemd-analyze and systemctl --root for the unit
+# tests). Never docker.io, containerd or runc: the private dockerd of the tests and the demo is
+# Debian 12's docker.io unpacked under /var/cache/nvdocker-tests (tests/support/newer_docker.py),
+# so the host's own Docker is never installed, replaced or removed.
 #
 #   install-deps.sh           install what is missing (root), as `make deps` does
 #   install-deps.sh --auto    the same from `make test` / `make demo`, except on a host that runs
@@ -17,7 +18,7 @@ auto=0
 packages=(python3-venv python3-pip python3-typer python3-rich python3-jsonschema python3-tomlkit python3-grpcio python3-pytest
           python3-hypothesis busybox-static
           debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-installer
-          dpkg-dev fakeroot gcc libc6-dev lintian debootstrap rpm man-db bash-completion zsh)
+          dpkg-dev fakeroot gcc libc6-dev lintian debootstrap rpm man-db bash-completion zsh systemd)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 

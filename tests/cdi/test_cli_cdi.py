@@ -68,6 +68,25 @@ def test_generate_json_by_extension_with_a_json_report(cli, tmp_path):
     assert [name for name in os.listdir(str(tmp_path)) if name.startswith(".")] == []  # no temp file left
 
 
+def test_generate_again_unchanged_keeps_the_file_and_says_so_in_json(cli, tmp_path):
+    """What lets the refresh units run it as often as they like: same bytes, nothing written."""
+    out = tmp_path / "nvdocker.yaml"
+    assert cli("cdi", "generate", "-o", str(out)).exit_code == 0
+    past = os.stat(str(out)).st_mtime_ns - 5 * 10**9
+    os.utime(str(out), ns=(past, past))  # any rewrite would move the mtime from here
+    before = os.stat(str(out))
+    done = cli("cdi", "generate", "-o", str(out), "--json")
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True and report["changed"] is False and report["output"] == str(out)
+    after = os.stat(str(out))
+    assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (before.st_ino, before.st_mtime_ns, before.st_ctime_ns)
+    # a different file at the path is replaced, and the report says so
+    out.write_text(out.read_text().replace("550.54.14", "1.2.3", 1))
+    report = json.loads(cli("cdi", "generate", "-o", str(out), "--json").stdout)
+    assert report["changed"] is True and "1.2.3" not in out.read_text()
+
+
 def test_generate_to_stdout(cli):
     done = cli("cdi", "generate", "-o", "-")
     assert done.exit_code == 0

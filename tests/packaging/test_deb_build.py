@@ -88,7 +88,7 @@ def test_relations(debs):
     assert not [dep for dep in toolkit_depends if re.match(r"python3-(typer|rich|jsonschema)", dep)]
 
     setup_depends = [dep.strip() for dep in setup["Depends"].split(",")]
-    for dep in ("python3-typer (>= 0.7)", "python3-rich", "python3-jsonschema",
+    for dep in ("python3-typer (>= 0.7)", "python3-rich", "python3-jsonschema", "python3-tomlkit", "python3-grpcio",
                 "nvdocker-toolkit (>= {})".format(version), "nvdocker-toolkit (<< {}.1~)".format(version)):
         assert dep in setup_depends, setup["Depends"]
 

@@ -12,6 +12,8 @@ from tests.packaging import support
 STATE = "/var/lib/nvdocker-setup"
 MARKER = STATE + "/nvdocker2-configured.json"
 DAEMON_JSON = "/etc/docker/daemon.json"
+REFRESH_UNITS = ("nvdocker-cdi-refresh.path", "nvdocker-cdi-refresh.service")
+WANTS = "/etc/systemd/system/multi-user.target.wants/"
 
 # An admin's daemon.json: 4-space indent, key order, a nested object, a unicode value, an
 # existing runtime and an explicit default runtime, and no trailing newline.
@@ -91,6 +93,7 @@ def test_install_upgrade_remove_purge_keep_the_admins_daemon_json(chroot, debs, 
         query = root.sh("update-alternatives --query nvidia-container-runtime-hook").stdout
         assert "Value: /usr/bin/nvdocker-runtime-hook" in query and "Priority: 10" in query
 
+    _refresh_units_enabled(root)
     _runtime_runs(root)
     _doctor_agrees(root)
 
@@ -118,6 +121,16 @@ def test_install_upgrade_remove_purge_keep_the_admins_daemon_json(chroot, debs, 
     assert root.read(DAEMON_JSON) == ADMIN_DAEMON_JSON
     assert not root.exists(STATE)
     assert installed_version(root, "nvdocker2") is None
+
+
+def _refresh_units_enabled(root):
+    """dpkg ran deb-systemd-helper: the CDI refresh units are enabled the way `systemctl enable`
+    does it (no systemd runs in the chroot), with the state that lets purge undo it."""
+    for unit in REFRESH_UNITS:
+        assert root.exists("/lib/systemd/system/" + unit)
+        assert root.exists(WANTS + unit), unit + " is not enabled"
+        assert root.sh("readlink " + WANTS + unit).stdout.strip() == "/lib/systemd/system/" + unit
+        assert root.exists("/var/lib/systemd/deb-systemd-helper-enabled/{}.dsh-also".format(unit))
 
 
 def _runtime_runs(root):
@@ -233,3 +246,14 @@ def test_no_daemon_json_opt_outs_failures_and_reload(chroot, debs):
     assert root.read(DAEMON_JSON) == b'{"log-level": "warn"}\n'
     assert not (installed_version(root, "nvdocker-toolkit") or "").startswith("install ok installed")
     assert not root.exists("/usr/bin/nvidia-container-runtime-hook")
+
+    # the CDI refresh units: removed with the package; enabled state kept until purge (as
+    # conffiles are), then gone with deb-systemd-helper's records of it
+    for unit in REFRESH_UNITS:
+        assert not root.exists("/lib/systemd/system/" + unit)
+        assert root.exists(WANTS + unit)
+    root.apt("purge nvdocker-setup")
+    for unit in REFRESH_UNITS:
+        assert not root.exists(WANTS + unit)
+        assert not root.exists("/var/lib/systemd/deb-systemd-helper-enabled/{}.dsh-also".format(unit))
+    assert not root.sh("ls /etc/systemd/system/multi-user.target.wants 2>/dev/null | grep nvdocker", check=False).stdout

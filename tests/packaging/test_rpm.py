@@ -70,7 +70,8 @@ def test_requires(rpms):
     nvdocker2 = query(rpms["nvdocker2"], "--requires").splitlines()
     assert "python3 >= 3.9" in toolkit and "(runc or crun)" in toolkit
     assert not [req for req in toolkit if req.startswith(("python3-typer", "python3-rich", "python3-jsonschema"))]
-    for req in ("python3-typer >= 0.7", "python3-rich", "python3-jsonschema", "nvdocker-toolkit = " + version):
+    for req in ("python3-typer >= 0.7", "python3-rich", "python3-jsonschema", "python3-tomlkit", "python3-grpcio",
+                "nvdocker-toolkit = " + version):
         assert req in setup, setup
     assert "(docker-ce or moby-engine or docker)" in nvdocker2
     assert "nvdocker-setup = " + version in nvdocker2
@@ -95,6 +96,28 @@ def scratch_root(chroot):
     return chroot
 
 
+REFRESH_UNITS = ("nvdocker-cdi-refresh.path", "nvdocker-cdi-refresh.service")
+
+
+def _systemctl(root, *args):
+    """The host's systemctl on the scratch root (offline: it only edits files under --root)."""
+    support.need_tools("systemctl")
+    return run(["systemctl", "--root", root.path] + list(args), env=support.system_env())
+
+
+def _refresh_units_follow_their_presets(root):
+    """The scratch root has no systemctl, so %systemd_post's `preset` did nothing there; run it
+    with the host's against that root: the shipped preset enables both units."""
+    for unit in REFRESH_UNITS:
+        assert root.exists("/usr/lib/systemd/system/" + unit)
+    _systemctl(root, "preset", *REFRESH_UNITS)
+    for unit in REFRESH_UNITS:
+        link = root.host("/etc/systemd/system/multi-user.target.wants/" + unit)
+        # (the root has a merged /usr: /lib/systemd/system is the same directory)
+        assert link.is_symlink() and str(link.readlink()) in ("/usr/lib/systemd/system/" + unit,
+                                                              "/lib/systemd/system/" + unit)
+
+
 def rpm_root(root, *args, env=None):
     environment = support.system_env(**(env or {}))
     return run(["rpm", "--root", root.path, "--nodeps"] + list(args), env=environment)
@@ -115,6 +138,8 @@ def test_scriptlets_merge_then_remove_the_entry_in_a_scratch_root(scratch_root, 
     if root.exists("/usr/bin/nvdocker-runtime-hook"):
         assert root.sh("readlink -f /usr/bin/nvidia-container-runtime-hook").stdout.strip() == "/usr/bin/nvdocker-runtime-hook"
 
+    _refresh_units_follow_their_presets(root)
+
     # an upgrade ($1 = 2 in %post, 1 in the old %preun) leaves daemon.json alone
     merged_bytes = root.read(DAEMON_JSON)
     rpm_root(root, "-U", *[rpms_v2[name] for name in support.PACKAGES])
@@ -123,7 +148,11 @@ def test_scriptlets_merge_then_remove_the_entry_in_a_scratch_root(scratch_root, 
     assert root.read(DAEMON_JSON) == merged_bytes
 
     # erase ($1 = 0): the exact original bytes; the alternative goes with the toolkit
+    _systemctl(root, "disable", *REFRESH_UNITS)  # what %preun runs where systemd is there
     rpm_root(root, "-e", "nvdocker2", "nvdocker-setup", "nvdocker-toolkit")
+    for unit in REFRESH_UNITS:
+        assert not root.exists("/usr/lib/systemd/system/" + unit)
+        assert not root.exists("/etc/systemd/system/multi-user.target.wants/" + unit)
     assert root.read(DAEMON_JSON) == ADMIN
     assert not root.exists(MARKER) and not root.exists("/usr/bin/nvidia-container-runtime-hook")
 

@@ -243,6 +243,36 @@ def build_driver_root(
     return DriverRoot(path, version, tuple(gpus), libraries, listing, persistenced, mig_devices)
 
 
+def upgrade_driver_root(root: DriverRoot, version: str) -> DriverRoot:
+    """Upgrade the driver of ``root`` in place to ``version``, as a driver package does: the
+    kernel module's version file, new versioned libraries with the SONAME links moved onto them
+    (each link replaced by a rename) and the old files deleted, the ld cache rewritten,
+    nvidia-smi and the firmware folder of the new version."""
+    proc = os.path.join(root.path, "proc/driver/nvidia/version")
+    with open(proc) as handle:
+        text = handle.read()
+    _write(proc, text.replace(root.version, version))
+    lib_dir = os.path.join(root.path, LIB_DIR.lstrip("/"))
+    libraries = {}
+    for base, soname in LIBRARIES.items():
+        real_name = "{}.{}".format(base, version)
+        _stub_library(os.path.join(lib_dir, real_name), soname)
+        link = os.path.join(lib_dir, soname)
+        os.symlink(real_name, link + ".new")
+        os.replace(link + ".new", link)
+        os.unlink(os.path.join(lib_dir, "{}.{}".format(base, root.version)))
+        libraries[soname] = LIB_DIR + "/" + real_name
+    if os.path.exists(os.path.join(root.path, "etc/ld.so.conf")):
+        subprocess.run(["ldconfig", "-r", root.path], check=True, stderr=subprocess.DEVNULL)
+    smi = os.path.join(root.path, "usr/bin/nvidia-smi")
+    with open(smi) as handle:
+        script = handle.read()
+    _write(smi, script.replace(root.version, version), mode=0o755)
+    firmware = os.path.join(root.path, "lib/firmware/nvidia")
+    os.rename(os.path.join(firmware, root.version), os.path.join(firmware, version))
+    return root._replace(version=version, libraries=libraries)
+
+
 def missing_tools() -> List[str]:
     """Why a driver root cannot be built here (empty when it can)."""
     why = []
