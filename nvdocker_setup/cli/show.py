@@ -31,7 +31,10 @@ def show(
         out.print("[bold]config:[/]          {}{}".format(escape(shown.config), "" if shown.exists else " (does not exist)"))
         out.print("[bold]chosen by:[/]       {} [dim]({})[/]".format(escape(shown.config_reason), shown.config_rule))
         entry = json.dumps(shown.entry, ensure_ascii=False) if shown.entry is not None else "[dim]absent[/]"
-        out.print("[bold]runtimes.{}:[/] {}".format(escape(shown.runtime_name), entry if shown.entry is None else escape(entry)))
+        containerd = shown.engine == "containerd"
+        label = "handler {}".format(shown.runtime_name) if containerd else "runtimes.{}".format(shown.runtime_name)
+        out.print("[bold]{}:[/] {}".format(escape(label), entry if shown.entry is None else escape(entry)))
         out.print("[bold]default runtime:[/] {} [dim]({})[/]".format(escape(shown.default_runtime), shown.default_runtime_source))
-        out.print("[bold]features.cdi:[/]    {}".format(json.dumps(shown.cdi) if shown.cdi is not None else "[dim]unset[/]"))
+        out.print("[bold]{}:[/]    {}".format("enable_cdi" if containerd else "features.cdi",
+                                              json.dumps(shown.cdi) if shown.cdi is not None else "[dim]unset[/]"))
         out.print("[bold]installed by nvdocker-setup:[/] {}".format("yes" if shown.installed_by_us else "no"))

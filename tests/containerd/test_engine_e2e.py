@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 
 from nvdocker_setup.engines.containerd import cri
@@ -21,6 +22,12 @@ from tests.support.containerd import BY_NAME, RELEASES, TINY_IMAGE, PrivateConta
 pytestmark = pytest.mark.containerd
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def conforms(data, verb: str) -> None:
+    """containerd results keep the documented --json shape (docs/schemas)."""
+    with open(os.path.join(REPO, "docs", "schemas", verb + ".json")) as handle:
+        jsonschema.validate(data, json.load(handle))
 
 
 class Node:
@@ -97,6 +104,7 @@ def test_install_restarts_verifies_and_uninstall_gives_the_bytes_back(node):
     code, data = node.cli("install", "--engine", "containerd", "--config", daemon.config_path,
                           "--runtime-path", node.wrapper, "--service-manager", "systemd", "--timeout", "30")
     assert code == 0, data
+    conforms(data, "install")
     assert data["engine"] == "containerd" and data["changed"] is True
     assert data["apply"]["method"] == "restart" and data["apply"]["verified"] is True, data["apply"]
     live = node.handlers()
@@ -116,11 +124,13 @@ def test_install_restarts_verifies_and_uninstall_gives_the_bytes_back(node):
 
     code, shown = node.cli("show", "--engine", "containerd", "--config", daemon.config_path)
     assert code == 0 and shown["installed_by_us"] is True
+    conforms(shown, "show")
     assert shown["entry"]["options"]["BinaryName"] == node.wrapper
 
     code, undone = node.cli("uninstall", "--engine", "containerd", "--config", daemon.config_path,
                             "--service-manager", "systemd", "--timeout", "30")
     assert code == 0, undone
+    conforms(undone, "uninstall")
     assert undone["apply"]["verified"] is True, undone["apply"]
     assert open(daemon.config_path, "rb").read() == original
     assert "nvidia" not in node.handlers()
@@ -145,6 +155,7 @@ def test_a_containerd_that_does_not_come_back_is_rolled_back(node):
                           "--runtime-path", node.wrapper, "--service-manager", "command",
                           "--restart-command", script, "--timeout", "5")
     assert code == 10, data
+    conforms(data, "error")
     assert data["error"]["id"] == "apply-failed-rolled-back", data
     assert open(daemon.config_path, "rb").read() == original
     assert daemon.is_running()

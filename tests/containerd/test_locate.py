@@ -1,0 +1,127 @@
+"""Which config.toml containerd reads (issue #10 item 3), and --engine auto, on a fake host."""
+
+import shutil
+
+import pytest
+
+from nvdocker_setup import engines
+from nvdocker_setup.engines.containerd.binary import parse_version
+from nvdocker_setup.engines.containerd.locate import (
+    DEFAULT_CONFIG,
+    config_from_argv,
+    locate_config,
+    system_containerds,
+)
+from nvdocker_setup.errors import Conflict, UsageError
+from tests.adapters.test_locate import FakeHost
+
+EXECSTART = (
+    "{{ path=/usr/bin/containerd ; argv[]=/usr/bin/containerd {args} ; ignore_errors=no ; start_time=[n/a] ; "
+    "stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }}"
+)
+
+
+@pytest.fixture
+def host(tmp_path):
+    return FakeHost(tmp_path)
+
+
+def systemd(host, args: str) -> None:
+    (host.root / "run" / "systemd" / "system").mkdir(parents=True)
+    (host.root / "systemctl.out").write_text(EXECSTART.format(args=args))
+    host.script(
+        "systemctl",
+        '[ "$*" = "show containerd.service -p ExecStart --value" ] || exit 99\n'
+        '{} "{}"'.format(shutil.which("cat"), host.root / "systemctl.out"),
+    )
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["containerd"], None),
+    (["containerd", "--config", "/a.toml"], "/a.toml"),
+    (["containerd", "--config=/a.toml"], "/a.toml"),
+    (["containerd", "-c", "/a.toml"], "/a.toml"),
+    (["containerd", "-c=/a.toml"], "/a.toml"),
+    (["containerd", "-c", "/a.toml", "--config", "/b.toml"], "/b.toml"),  # the last one wins
+    (["containerd", "--log-level", "debug", "--", "-c", "/x"], None),
+    (["containerd", "--config"], None),
+])
+def test_config_flag_spellings(argv, expected):
+    assert config_from_argv(argv) == expected
+
+
+def test_option_beats_env_beats_the_running_daemon(host, tmp_path):
+    host.process(300, ["/usr/bin/containerd", "--config", "/srv/ctd.toml"], comm="containerd")
+    host.env["NVDOCKER_CONTAINERD_CONFIG"] = "/env/config.toml"
+    assert locate_config(host.ctx(), str(tmp_path / "given.toml")).rule == "option"
+    assert locate_config(host.ctx(), None).path == "/env/config.toml"
+    del host.env["NVDOCKER_CONTAINERD_CONFIG"]
+    found = locate_config(host.ctx(), None)
+    assert (found.path, found.rule) == ("/srv/ctd.toml", "running-containerd")
+    assert "pid 300" in found.reason
+
+
+def test_unit_execstart_comes_before_the_running_process(host):
+    systemd(host, "--config /etc/containerd/custom.toml")
+    host.process(300, ["/usr/bin/containerd", "--config", "/srv/ctd.toml"], comm="containerd")
+    found = locate_config(host.ctx(), None)
+    assert (found.path, found.rule) == ("/etc/containerd/custom.toml", "systemd-execstart")
+
+
+def test_default_when_nothing_says_otherwise(host):
+    systemd(host, "")
+    found = locate_config(host.ctx(), None)
+    assert (found.path, found.rule) == (DEFAULT_CONFIG, "default")
+
+
+def test_dockers_own_containerd_and_non_root_ones_are_not_the_engine(host):
+    host.process(100, ["/usr/bin/dockerd"], comm="dockerd")
+    host.process(101, ["containerd", "--config", "/var/run/docker/containerd/containerd.toml"], comm="containerd",
+                 ppid=100)
+    host.process(102, ["containerd", "-c", "/home/u/ctd.toml"], comm="containerd", uid=1000)
+    assert system_containerds(host.ctx()) == []
+    assert locate_config(host.ctx(), None).rule == "default"
+
+
+@pytest.mark.parametrize("path", [
+    "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+    "/var/lib/rancher/rke2/agent/etc/containerd/config.toml",
+    "/var/run/docker/containerd/containerd.toml",
+])
+def test_regenerated_configs_are_refused(host, path):
+    with pytest.raises(Conflict) as caught:
+        locate_config(host.ctx(), path)
+    assert caught.value.reference == "containerd-config-regenerated"
+    assert caught.value.hint
+
+
+def test_empty_option_is_a_usage_error(host):
+    with pytest.raises(UsageError):
+        locate_config(host.ctx(), " ")
+
+
+@pytest.mark.parametrize("text, version", [
+    ("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3", (1, 6, 20)),
+    ("containerd github.com/containerd/containerd/v2 2.1.9+unknown ", (2, 1, 9)),
+    ("containerd containerd.io v1.7.27 05044ec0a9a75232cad458027ca83437aae3f4da", (1, 7, 27)),
+    ("garbage", None),
+    ("", None),
+])
+def test_containerd_version_lines(text, version):
+    assert parse_version(text) == version
+
+
+def test_engine_auto_picks_the_one_that_runs_and_refuses_several_or_none(host):
+    with pytest.raises(UsageError) as none:
+        engines.resolve(host.ctx(), "auto")
+    assert none.value.reference == "engine-not-found"
+    host.process(100, ["/usr/bin/dockerd"], comm="dockerd")
+    host.process(101, ["containerd", "--config", "/var/run/docker/containerd/containerd.toml"], comm="containerd",
+                 ppid=100)
+    assert engines.resolve(host.ctx(), "auto").name == "docker"  # dockerd's own containerd does not count
+    host.process(200, ["/usr/bin/containerd"], comm="containerd")
+    with pytest.raises(UsageError) as several:
+        engines.resolve(host.ctx(), "auto")
+    assert several.value.reference == "engine-ambiguous"
+    assert "dockerd pid 100" in several.value.message and "containerd pid 200" in several.value.message
+    assert engines.resolve(host.ctx(), "containerd").name == "containerd"
