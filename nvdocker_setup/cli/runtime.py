@@ -3,7 +3,7 @@
     nvidia-ctk runtime configure --runtime=docker --set-as-default --cdi.enabled
     nvdocker-setup runtime configure --runtime=docker --set-as-default --cdi.enabled
 
-Only Docker is configured; containerd and CRI-O are usage errors that say so.
+Docker and containerd are configured (through install's engines); CRI-O is a usage error that says so.
 """
 
 from typing import Optional
@@ -12,9 +12,6 @@ import typer
 
 from nvdocker_setup.cli import common, install, options
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
-
-#: Where containerd support is tracked (planned, not implemented).
-CONTAINERD_ISSUE = "issue #10"
 
 app = typer.Typer(
     help="nvidia-ctk compatibility: `runtime configure` is `install` spelled the nvidia-ctk way.",
@@ -34,7 +31,7 @@ class Engine(options.Choice):
 def configure(
     engine: Engine = options.option(  # noqa: B008 (a typer.Option)
         Engine.docker, "--runtime", metavar="ENGINE",
-        help="the container engine to configure: docker (containerd and crio are not supported yet)",
+        help="the container engine to configure: docker or containerd (crio is not supported)",
     ),
     set_as_default: bool = options.option(
         False, "--set-as-default", "--nvidia-set-as-default", help="make the runtime dockerd's default runtime"
@@ -59,24 +56,21 @@ def configure(
     state_dir: Optional[str] = options.state_dir_option(),
     as_json: bool = options.json_option(),
 ) -> None:
-    """Add the runtime to Docker's daemon.json like `nvidia-ctk runtime configure`, through install.
+    """Add the runtime to Docker's daemon.json or containerd's config.toml like `nvidia-ctk runtime
+    configure`, through install (install --engine docker|containerd).
 
-    The entry is written with runtimeArgs (dockerd ignores the args key that nvidia-ctk writes), after
-    a backup, validated, atomically, applied to dockerd and verified; `nvdocker-setup uninstall`
-    undoes exactly this. Another tool's runtimes.<name> entry is not taken over without --force.
+    The entry is written (Docker: with runtimeArgs, since dockerd ignores the args key that nvidia-ctk
+    writes) after a backup, validated, atomically, applied to the daemon and verified;
+    `nvdocker-setup uninstall --engine ...` undoes exactly this. Another tool's runtimes.<name> entry is
+    not taken over without --force.
     """
-    if engine is not Engine.docker:
+    if engine is Engine.crio:
         from nvdocker_setup.errors import UsageError
 
         with common.reporting(as_json):
-            if engine is Engine.containerd:
-                raise UsageError(
-                    "--runtime=containerd is not supported yet: nvdocker-setup configures Docker's daemon.json "
-                    "only; containerd support is planned ({})".format(CONTAINERD_ISSUE),
-                    hint="for containerd, use nvidia-ctk runtime configure --runtime=containerd for now",
-                )
             raise UsageError(
-                "--runtime=crio is not supported: nvdocker-setup configures Docker's daemon.json only",
+                "--runtime=crio is not supported: nvdocker-setup configures Docker's daemon.json and containerd's "
+                "config.toml",
                 hint="for CRI-O, use nvidia-ctk runtime configure --runtime=crio",
             )
     install.run_install(
@@ -84,5 +78,5 @@ def configure(
         enable_cdi=cdi_enabled, config=config, dry_run=dry_run, force=force,
         allow_unsafe_runtime=allow_unsafe_runtime, in_place=False, apply=apply, no_restart=no_restart,
         service_manager=service_manager, restart_command=restart_command, timeout=timeout, yes=yes,
-        state_dir=state_dir, lock_timeout=10.0, as_json=as_json,
+        state_dir=state_dir, lock_timeout=10.0, as_json=as_json, engine=engine.value,
     )

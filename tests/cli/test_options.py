@@ -131,8 +131,7 @@ def test_runtime_configure_dry_run_writes_nothing(cli):
     assert done.exit_code == 0 and "+" in done.stdout and not cli.config.exists()
 
 
-@pytest.mark.parametrize("engine, words", [("containerd", ["not supported yet", "planned", "issue #"]),
-                                           ("crio", ["not supported"])])
+@pytest.mark.parametrize("engine, words", [("crio", ["not supported"])])
 def test_runtime_configure_other_engines_are_usage_errors(cli, engine, words):
     outcome = cli("runtime", "configure", "--runtime", engine)
     assert outcome.exit_code == ExitStatus.USAGE and outcome.stderr.startswith("error: ")

@@ -125,3 +125,26 @@ def test_engine_auto_picks_the_one_that_runs_and_refuses_several_or_none(host):
     assert several.value.reference == "engine-ambiguous"
     assert "dockerd pid 100" in several.value.message and "containerd pid 200" in several.value.message
     assert engines.resolve(host.ctx(), "containerd").name == "containerd"
+
+
+def test_nvidia_ctk_runtime_configure_containerd_is_install_engine_containerd(tmp_path):
+    """`runtime configure --runtime=containerd` (nvidia-ctk's spelling) goes through install's engine."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    config = tmp_path / "config.toml"
+    config.write_bytes(b'version = 2\n\n[plugins."io.containerd.grpc.v1.cri".containerd]\n'
+                       b'  default_runtime_name = "runc"\n')
+    env = dict(os.environ, PYTHONPATH=repo, NVDOCKER_STATE_DIR=str(tmp_path / "state"), PATH="/usr/bin:/bin")
+    done = subprocess.run(
+        [sys.executable, "-m", "nvdocker_setup", "runtime", "configure", "--runtime=containerd", "--config", str(config),
+         "--nvidia-runtime-path", "/usr/bin/nvdocker-runtime", "--dry-run", "--json"],
+        env=env, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    assert data["engine"] == "containerd" and data["would_change"] is True and data["changed"] is False
+    assert 'BinaryName = "/usr/bin/nvdocker-runtime"' in data["diff"]
