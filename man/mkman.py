@@ -65,12 +65,20 @@ for a user other than root with a rootless daemon,
 the docker snap's \fI/var/snap/docker/current/config/daemon.json\fR;
 .IP 6. 4
 \fI/etc/docker/daemon.json\fR.
+.PP
+With \fB\-\-engine containerd\fR: the \fB\-\-config\fR option; the
+\fBNVDOCKER_CONTAINERD_CONFIG\fR environment variable; the \fB\-\-config\fR/\fB\-c\fR of
+containerd.service's ExecStart, then of the running system containerd; \fI/etc/containerd/config.toml\fR.
+Files that k3s, RKE2 or dockerd render anew at every start are refused.
 """
 
 MAIN_FILES = r"""
 .TP
 .I /etc/docker/daemon.json
 dockerd's configuration, unless another file is chosen (see above). No package owns it.
+.TP
+.I /etc/containerd/config.toml
+containerd's configuration (\fB\-\-engine containerd\fR), unless another file is chosen.
 .TP
 .I /var/lib/nvdocker\-setup/state.json
 what each install changed, so that uninstall undoes exactly that. The directory must be
@@ -93,6 +101,13 @@ MAIN_ENVIRONMENT = r"""
 .B NVDOCKER_DOCKER_CONFIG
 the daemon.json to edit when \fB\-\-config\fR is not given.
 .TP
+.B NVDOCKER_CONTAINERD_CONFIG
+the config.toml to edit with \fB\-\-engine containerd\fR when \fB\-\-config\fR is not given.
+.TP
+.B NVDOCKER_CONTAINERD_BINARY
+the containerd binary whose version and \fBconfig dump\fR count (default: the running system
+containerd's, else containerd on PATH).
+.TP
 .B NVDOCKER_STATE_DIR
 the state directory when \fB\-\-state\-dir\fR is not given.
 .TP
@@ -108,6 +123,8 @@ nvdocker\-setup install \-\-default\-runtime
 nvdocker\-setup install \-\-dry\-run
 # write the file only; dockerd picks it up at its next start
 nvdocker\-setup install \-\-apply none
+# add the handler "nvidia" to containerd's config.toml, restart containerd, verify through CRI
+nvdocker\-setup install \-\-engine containerd
 # undo exactly what install changed
 nvdocker\-setup uninstall
 # list backups, put the newest one back
