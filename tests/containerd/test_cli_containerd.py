@@ -1,0 +1,119 @@
+"""`--engine containerd` through the CLI, file side (--apply none): refusals leave the file untouched,
+a missing file is created and removed again, the installed containerd's version decides what is
+possible (CDI from 1.7, v1 files), records are per engine."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nvdocker_setup.exit_status import ExitStatus
+from tests.support.containerd import BY_NAME, containerd_or_skip
+
+pytestmark = pytest.mark.containerd
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+V2 = (b'version = 2\n\n# the admin\'s comment\n[plugins."io.containerd.grpc.v1.cri"]\n'
+      b'  sandbox_image = "registry.k8s.io/pause:3.9"\n')
+
+
+def binary(name: str) -> str:
+    return os.path.join(containerd_or_skip(BY_NAME[name]), "usr", "bin", "containerd")
+
+
+@pytest.fixture
+def run(tmp_path):
+    runtime = tmp_path / "bin" / "nvdocker-runtime"
+    runtime.parent.mkdir()
+    runtime.write_text("#!/bin/sh\nexec runc \"$@\"\n")
+    runtime.chmod(0o755)
+
+    def run(*args, containerd="1.7"):
+        env = dict(os.environ, PYTHONPATH=REPO, NVDOCKER_STATE_DIR=str(tmp_path / "state"),
+                   NVDOCKER_CONTAINERD_BINARY=binary(containerd))
+        argv = [sys.executable, "-m", "nvdocker_setup", *args, "--json"]
+        if args[0] == "install" and "--runtime-path" not in args:
+            argv[-1:-1] = ["--runtime-path", str(runtime)]
+        done = subprocess.run(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=120)
+        return done.returncode, json.loads(done.stdout)
+
+    run.runtime = str(runtime)
+    return run
+
+
+@pytest.mark.parametrize("data, error_id, status", [
+    (b'version = 2\n[plugins\n', "containerd-config-invalid", ExitStatus.INVALID_CONFIG),
+    (b'version = 2\n[a]\n[a]\n', "containerd-config-duplicate", ExitStatus.INVALID_CONFIG),
+    (b'version = 9\n', "containerd-config-unknown-version", ExitStatus.INVALID_CONFIG),
+    (b'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\nruntimes = "x"\n', "containerd-config-bad-table",
+     ExitStatus.INVALID_CONFIG),
+    (b'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n', "containerd-cri-disabled", ExitStatus.CONFLICT),
+])
+def test_refusals_leave_the_file_untouched(run, tmp_path, data, error_id, status):
+    config = tmp_path / "config.toml"
+    config.write_bytes(data)
+    code, out = run("install", "--engine", "containerd", "--config", str(config), "--apply", "none")
+    assert (code, out["error"]["id"]) == (status, error_id), out
+    assert out["error"]["hint"]
+    assert config.read_bytes() == data
+    assert not (tmp_path / "state" / "backups").exists() or not os.listdir(tmp_path / "state" / "backups")
+
+
+@pytest.mark.parametrize("args, error_id", [
+    (("--runtime-arg", "--debug"), "containerd-runtime-args"),
+    (("--apply", "reload"), "containerd-no-reload"),
+])
+def test_options_containerd_cannot_take(run, tmp_path, args, error_id):
+    config = tmp_path / "config.toml"
+    config.write_bytes(V2)
+    code, out = run("install", "--engine", "containerd", "--config", str(config), *args)
+    assert code == ExitStatus.USAGE and out["error"]["id"] == error_id, out
+    assert config.read_bytes() == V2
+
+
+def test_cdi_needs_containerd_1_7(run, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_bytes(V2)
+    code, out = run("install", "--engine", "containerd", "--config", str(config), "--cdi", "--apply", "none",
+                    containerd="1.6")
+    assert code == ExitStatus.USAGE and out["error"]["id"] == "containerd-cdi-unsupported", out
+    assert config.read_bytes() == V2
+    code, out = run("install", "--engine", "containerd", "--config", str(config), "--cdi", "--apply", "none")
+    assert code == 0 and out["changed"], out
+    assert b"enable_cdi = true" in config.read_bytes()
+
+
+@pytest.mark.parametrize("containerd, version", [("1.6", 2), ("2.1", 3)])
+def test_a_missing_file_is_created_in_the_installed_versions_schema_and_removed_again(run, tmp_path, containerd,
+                                                                                       version):
+    config = tmp_path / "etc" / "containerd" / "config.toml"
+    config.parent.mkdir(parents=True)
+    code, out = run("install", "--engine", "containerd", "--config", str(config), "--apply", "none",
+                    containerd=containerd)
+    assert code == 0 and out["changed"], out
+    text = config.read_text()
+    assert text.startswith("version = {}".format(version)) and run.runtime in text
+    code, out = run("uninstall", "--engine", "containerd", "--config", str(config), "--apply", "none",
+                    containerd=containerd)
+    assert code == 0 and out["changed"], out
+    assert not config.exists()
+
+
+def test_dry_run_writes_nothing_and_records_are_per_engine(run, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_bytes(V2)
+    code, out = run("install", "--engine", "containerd", "--config", str(config), "--dry-run")
+    assert code == 0 and out["would_change"] and not out["changed"] and config.read_bytes() == V2
+    code, out = run("install", "--engine", "containerd", "--config", str(config), "--apply", "none")
+    assert code == 0 and out["changed"]
+    assert b"# the admin's comment" in config.read_bytes()
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert state["configs"][str(config)]["nvidia"]["engine"] == "containerd"
+    # the same file is not Docker's: another engine's verbs refuse it rather than misread it
+    code, out = run("uninstall", "--engine", "docker", "--config", str(config), "--apply", "none")
+    assert code == ExitStatus.INVALID_CONFIG and config.read_bytes() != V2, out
+    code, out = run("uninstall", "--engine", "containerd", "--config", str(config), "--apply", "none")
+    assert code == 0 and config.read_bytes() == V2
