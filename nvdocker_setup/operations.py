@@ -536,10 +536,16 @@ def _transaction(ctx: Context, dry_run: bool, run) -> Result:
         return run(_state(ctx).load())
 
 
-def list_backups(ctx: Context) -> List[Backup]:
+def config_path(ctx: Context, engine: "Engine", explicit: Optional[str]) -> str:
+    """The real path of the config file ``engine`` uses here (as backups and records name it)."""
+    return os.path.realpath(_target(ctx, engine, explicit).path)
+
+
+def list_backups(ctx: Context, source: Optional[str] = None) -> List[Backup]:
+    """Every backup, oldest first; with ``source``, those of that file only."""
     if not statedir.check_state_dir(ctx.state_dir, _uids(ctx), create=False):
         return []
-    return _backups(ctx).list()
+    return _backups(ctx).list(source)
 
 
 #: Permission bits a restore may give back: never set-id, sticky, execute or group/other write,

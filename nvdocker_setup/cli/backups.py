@@ -11,6 +11,13 @@ app = typer.Typer(help="Inspect the backups taken before every change.", no_args
 
 @app.command("list")
 def list_backups(
+    engine: Optional[options.EngineName] = options.option(  # noqa: B008 (typer.Option)
+        None, "--engine", metavar="ENGINE",
+        help="only the backups of this engine's config file (docker, containerd, auto); default: every file",
+    ),
+    config: Optional[str] = options.option(
+        None, "--config", metavar="PATH", help="only the backups of this file (with --engine: that engine's file)",
+    ),
     state_dir: Optional[str] = options.state_dir_option(),
     as_json: bool = options.json_option(),
 ) -> None:
@@ -21,7 +28,10 @@ def list_backups(
 
     with common.reporting(as_json):
         ctx = common.make_context(state_dir)
-        backups = operations.list_backups(ctx)
+        source = None
+        if engine is not None or config is not None:
+            source = operations.config_path(ctx, common.engine(ctx, engine or "docker"), config)
+        backups = operations.list_backups(ctx, source)
         if as_json:
             output.print_json({"ok": True, "backups": [asdict(b) for b in backups]})
             return

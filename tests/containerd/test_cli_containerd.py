@@ -117,3 +117,18 @@ def test_dry_run_writes_nothing_and_records_are_per_engine(run, tmp_path):
     assert code == ExitStatus.INVALID_CONFIG and config.read_bytes() != V2, out
     code, out = run("uninstall", "--engine", "containerd", "--config", str(config), "--apply", "none")
     assert code == 0 and config.read_bytes() == V2
+
+
+def test_backups_list_per_engine_file(run, tmp_path):
+    toml = tmp_path / "config.toml"
+    toml.write_bytes(V2)
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_bytes(b'{"log-level": "warn"}\n')
+    assert run("install", "--engine", "containerd", "--config", str(toml), "--apply", "none")[0] == 0
+    assert run("install", "--engine", "docker", "--config", str(daemon_json), "--apply", "none")[0] == 0
+    code, everything = run("backups", "list")
+    assert code == 0 and {b["source"] for b in everything["backups"]} == {str(toml), str(daemon_json)}
+    code, only = run("backups", "list", "--engine", "containerd", "--config", str(toml))
+    assert code == 0 and {b["source"] for b in only["backups"]} == {str(toml)}, only
+    code, only = run("backups", "list", "--config", str(daemon_json))
+    assert code == 0 and {b["source"] for b in only["backups"]} == {str(daemon_json)}, only
