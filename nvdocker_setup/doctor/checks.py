@@ -51,7 +51,7 @@ GROUP_ENGINES = {
 SEE_CHECK = re.compile(r"\(see ([a-z][a-z0-9]*(?:-[a-z0-9]+)+)\)")
 
 #: The modules that register checks, imported on first use (each is one group).
-CHECK_MODULES = ("driver", "runtime", "config", "daemon", "containerd", "host", "cdi", "containers")
+CHECK_MODULES = ("driver", "runtime", "config", "daemon", "host", "cdi", "containerd", "containers")
 
 
 class SkipCheck(Exception):

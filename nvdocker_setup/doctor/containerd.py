@@ -33,9 +33,15 @@ def _shown(facts: Facts) -> str:
 
 
 def _handler(facts: Facts, name: Optional[str] = None) -> str:
-    document = facts.require_ctd_document()
+    """``runtimes.<name>``, as messages call a handler."""
+    return "runtimes.{}".format(name or facts.runtime_name)
+
+
+def _table(facts: Facts, name: Optional[str] = None) -> str:
+    """The handler's full TOML table in this file's schema, for fixes."""
     from nvdocker_setup.engines.containerd.config import format_path
 
+    document = facts.require_ctd_document()
     return format_path(document.runtimes_path + (name or facts.runtime_name,))
 
 
@@ -143,8 +149,8 @@ def containerd_runtime_entry(facts: Facts):
     if runtime_type not in (None, RUNTIME_TYPE):
         return fail("{} has runtime_type {!r}: BinaryName is an option of {} only".format(
             handler, runtime_type, RUNTIME_TYPE),
-            "set runtime_type = \"{}\" in {}, or reinstall: `nvdocker-setup uninstall --engine containerd` then `{}`".format(
-                RUNTIME_TYPE, handler, facts.ctd_install_command()), owner=owner)
+            "set runtime_type = \"{}\" under [{}], or reinstall: `nvdocker-setup uninstall --engine containerd` then `{}`".format(
+                RUNTIME_TYPE, _table(facts), facts.ctd_install_command()), owner=owner)
     if binary is None:
         return fail("{} has no options.BinaryName: it runs plain runc and gives no GPU".format(handler),
                     "reinstall: `nvdocker-setup uninstall --engine containerd` then `{}`".format(
@@ -206,14 +212,16 @@ def containerd_systemd_cgroup(facts: Facts):
     ours = _systemd_cgroup(entry)
     data: Dict[str, Any] = {"default_handler": default, "default": theirs, "ours": ours}
     if ours != theirs:
+        fix = "set SystemdCgroup = {} under [{}.options] and {}".format(
+            str(theirs).lower(), _table(facts), facts.ctd_restart_command())
+        if facts.ctd_entry_owner() == "ours":
+            fix += "; or reinstall, which copies the default handler's options: `nvdocker-setup uninstall --engine " \
+                "containerd` then `{}`".format(facts.ctd_install_command())
         return fail(
             "SystemdCgroup is {} on {}{} (the default handler) but {} on {}: pods on {} get the other cgroup driver "
             "than the kubelet's and fail to start".format(
                 str(theirs).lower(), default, source, str(ours).lower(), _handler(facts), facts.runtime_name),
-            "set SystemdCgroup = {} in {}.options and {}; or reinstall, which copies the default handler's options: "
-            "`nvdocker-setup uninstall --engine containerd` then `{}`".format(
-                str(theirs).lower(), _handler(facts), facts.ctd_restart_command(), facts.ctd_install_command()),
-            **data,
+            fix, **data,
         )
     return ok("SystemdCgroup = {} on {}{} and on {}".format(str(ours).lower(), default, source, facts.runtime_name),
               **data)
@@ -277,8 +285,8 @@ def containerd_reachable(facts: Facts):
                         "install containerd (`apt-get install containerd`, or containerd.io from Docker's "
                         "repository), or pass --config the config.toml of the containerd that runs")
         return fail("containerd is not reachable at {}: {}".format(socket, error.message),
-                    "start containerd ({}), or pass --config the config.toml of the containerd that runs (its "
-                    "grpc.address is the socket)".format(facts.ctd_restart_command().replace("restart", "start")))
+                    "{}, or pass --config the config.toml of the containerd that runs (its grpc.address is the "
+                    "socket)".format(facts.ctd_restart_command("start")))
     except cri.CriUnavailable as error:
         cause = None
         try:
@@ -313,6 +321,11 @@ def containerd_runtime_loaded(facts: Facts):
                         "`{}`, or {} to drop it".format(facts.ctd_install_command(), restart))
         raise SkipCheck("no handler {} (see containerd-runtime-entry)".format(handler))
     binary = ctd_binary_name(entry)
+    version = _version(facts)
+    if live is None and facts.require_ctd_document().version == 1 and version is not None and version >= (2, 0, 0):
+        return fail("config.toml has {} but {} ignores a version 1 file's CRI runtimes".format(handler, _shown(facts)),
+                    "migrate the file (see containerd-config-version)", cause="containerd-config-version",
+                    live=sorted(status.runtimes()))
     if live is None:
         return fail("config.toml has {} but containerd has not loaded it: restart containerd".format(handler), restart,
                     live=sorted(status.runtimes()))

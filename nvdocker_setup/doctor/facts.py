@@ -367,8 +367,13 @@ class Facts:
         ConfigReadError (line and column) for a file containerd would refuse."""
 
         def compute():
-            notices: List[str] = []
-            return self.containerd_engine().load(self.ctx, self.ctd_snapshot(), notices)
+            from nvdocker_setup.engines.containerd.config import ContainerdDocument
+
+            snapshot = self.ctd_snapshot()
+            version = self.ctd_installed().schema_version  # what a missing or empty file means to it
+            if not snapshot.exists:
+                return ContainerdDocument.empty(snapshot.path, version)
+            return ContainerdDocument.parse(snapshot.data, snapshot.path, empty_version=version)
 
         return self.memo("ctd-document", compute)
 
@@ -462,11 +467,11 @@ class Facts:
                 return environ.get("PATH", SERVICE_PATH), "the environment of containerd (pid {})".format(procs[0].pid)
         return SERVICE_PATH, "systemd's default service PATH (no running containerd to ask)"
 
-    def ctd_restart_command(self) -> str:
-        """How to restart this host's containerd, as hint text."""
+    def ctd_restart_command(self, action: str = "restart") -> str:
+        """How to restart (or start) this host's containerd, as hint text."""
         if os.path.isdir(self.ctx.host_path("/run/systemd/system")):
-            return "`systemctl restart containerd`"
-        return "restart containerd the way it is run on this host (e.g. `service containerd restart`)"
+            return "`systemctl {} containerd`".format(action)
+        return "{} containerd the way it is run on this host (e.g. `service containerd {}`)".format(action, action)
 
     # -- the running dockerd -------------------------------------------------------------------
 
