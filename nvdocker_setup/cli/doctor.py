@@ -27,22 +27,26 @@ def doctor(
     ),
     state_dir: Optional[str] = options.state_dir_option(),
     as_json: bool = options.json_option(),
+    engine: options.EngineName = options.engine_option(),  # noqa: B008 (typer.Option)
     root: Optional[str] = options.option(
         None, "--root", metavar="DIR", hidden=True,
         help="read host files (/proc, /etc, /dev, /sys, /run) under DIR: a simulated host, or a host mounted there",
     ),
 ) -> None:
-    """Check the driver, the runtime, daemon.json and dockerd; name each fault and its fix."""
+    """Check the driver, the runtime, the engine's config (daemon.json, config.toml) and its daemon (dockerd,
+    containerd); name each fault and its fix."""
     from nvdocker_setup.doctor import checks as registry
     from nvdocker_setup.doctor.facts import DEFAULT_SMOKE_IMAGE, DoctorOptions, Facts
     from nvdocker_setup.errors import UsageError
     from nvdocker_setup.exit_status import ExitStatus
 
     with common.reporting(as_json):
-        if list_checks:
-            _list(registry.all_checks(), as_json)
-            return
         ctx = common.make_context(state_dir)
+        if list_checks:
+            name = common.engine(ctx, engine).name
+            _list(registry.all_checks(name), as_json, name)
+            return
+        engine_name = common.engine(ctx, engine).name
         if root:
             import dataclasses
             import os
@@ -50,10 +54,15 @@ def doctor(
             ctx = dataclasses.replace(ctx, root=os.path.abspath(root))
         doctor_options = DoctorOptions(
             config=config, runtime_name=runtime_name, driver_root=driver_root, smoke=smoke,
-            smoke_image=smoke_image or DEFAULT_SMOKE_IMAGE,
+            smoke_image=smoke_image or DEFAULT_SMOKE_IMAGE, engine=engine_name,
         )
         try:
-            registry.select(check)
+            registry.select(check, engine_name)
+        except registry.NotForEngine as other:
+            raise UsageError(
+                "not a check of {}'s doctor: {}".format(engine_name, other.args[0]),
+                hint="`nvdocker-setup doctor --list --engine {}` shows its ids".format(engine_name),
+            ) from None
         except KeyError as unknown:
             raise UsageError(
                 "unknown check id: {}".format(unknown.args[0]),
@@ -61,7 +70,7 @@ def doctor(
             ) from None
         report = registry.run_checks(Facts(ctx, doctor_options), check)
         if as_json:
-            output.print_json(report.to_dict())
+            output.print_json(dict(report.to_dict(), engine=engine_name))
         else:
             from nvdocker_setup.cli.render import print_doctor
 
@@ -70,10 +79,10 @@ def doctor(
             raise typer.Exit(int(ExitStatus.DOCTOR_FAILED))
 
 
-def _list(items, as_json: bool) -> None:
+def _list(items, as_json: bool, engine: str) -> None:
     if as_json:
-        output.print_json({"checks": [{"id": item.id, "group": item.group, "title": item.title,
-                                       "opt_in": item.opt_in} for item in items]})
+        output.print_json({"engine": engine, "checks": [{"id": item.id, "group": item.group, "title": item.title,
+                                                         "opt_in": item.opt_in} for item in items]})
         return
     from rich.markup import escape
 

@@ -184,7 +184,7 @@ def complete_check_ids(incomplete: str) -> List[str]:
     try:
         from nvdocker_setup.doctor import checks as registry
 
-        ids = [item.id for item in registry.all_checks()]
+        ids = [item.id for item in registry.all_checks(None)]
     except Exception:
         return []
     return [check_id for check_id in ids if check_id.startswith(incomplete)]

@@ -22,6 +22,8 @@ LAYER_PHRASES = {
     "runtime-binaries": "the runtime binaries",
     "docker-config": "the engine config",
     "docker-daemon": "the docker daemon",
+    "containerd-config": "the containerd config",
+    "containerd-daemon": "the containerd daemon",
     "host": "the host",
     "cdi": "CDI",
     "containers": "the container test",

@@ -31,13 +31,27 @@ _PODMAN_VERSION = re.compile(r"podman(?:\.real)? version v?(\d+(?:\.\d+)*)")
 
 
 def spec_dirs(facts: Facts) -> Tuple[List[str], str]:
-    """(directories dockerd reads specs from, where that list comes from)."""
+    """(directories the engine reads specs from, where that list comes from)."""
+    if facts.engine_name == "containerd":
+        return containerd_spec_dirs(facts)
     try:
         configured = facts.config().get("cdi-spec-dirs")
     except Exception:
         configured = None
     if isinstance(configured, list) and all(isinstance(item, str) for item in configured):
         return list(configured), "cdi-spec-dirs in daemon.json"
+    return list(DEFAULT_SPEC_DIRS), "CDI's default directories"
+
+
+def containerd_spec_dirs(facts: Facts) -> Tuple[List[str], str]:
+    """(directories containerd's CRI reads specs from, where that list comes from)."""
+    try:
+        document = facts.ctd_document()
+        configured = document.get(document.cdi_spec_dirs_path)
+    except Exception:
+        configured = None
+    if isinstance(configured, list) and configured and all(isinstance(item, str) for item in configured):
+        return list(configured), "cdi_spec_dirs in config.toml"
     return list(DEFAULT_SPEC_DIRS), "CDI's default directories"
 
 
@@ -100,6 +114,8 @@ def specs_in(facts: Facts, dirs: List[str]) -> List[Spec]:
 
 
 def _cdi_feature(facts: Facts) -> Optional[bool]:
+    if facts.engine_name != "docker":
+        return None
     try:
         features = facts.config().get("features")
     except Exception:
@@ -271,7 +287,7 @@ def _declares(spec: Spec, needed: str) -> str:
     return "declares cdiVersion {} but uses fields of {}".format(declared, needed)
 
 
-@check("cdi-docker-support", GROUP, "dockerd reads the CDI spec")
+@check("cdi-docker-support", GROUP, "dockerd reads the CDI spec", engines=("docker",))
 def cdi_docker_support(facts: Facts):
     specs = [spec for spec in nvidia_specs(facts) if spec.value is not None]
     feature = _cdi_feature(facts)
@@ -335,7 +351,7 @@ def podman_version(facts: Facts) -> Tuple[Optional[str], Tuple[int, ...], str]:
     return facts.memo("podman-version", compute)
 
 
-@check("cdi-podman-support", GROUP, "podman reads the CDI spec")
+@check("cdi-podman-support", GROUP, "podman reads the CDI spec", engines=("docker",))
 def cdi_podman_support(facts: Facts):
     from nvdocker_setup.cdi.spec import version_key
 

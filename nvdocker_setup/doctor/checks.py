@@ -17,7 +17,7 @@ The runner never lets one check take the others down: an exception escaping a ch
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 OK = "ok"
 WARN = "warn"
@@ -31,15 +31,27 @@ GROUPS = {
     "runtime-binaries": "runtime binaries",
     "docker-config": "engine config",
     "docker-daemon": "docker daemon",
+    "containerd-config": "containerd config",
+    "containerd-daemon": "containerd daemon",
     "host": "host",
     "cdi": "CDI",
     "containers": "containers",
+}
+#: The engines (``doctor --engine``) doctor knows, and those a group's checks apply to by default:
+#: Docker's groups to docker, containerd's to containerd, every other group to both.
+ENGINES = ("docker", "containerd")
+DEFAULT_ENGINE = "docker"
+GROUP_ENGINES = {
+    "docker-config": ("docker",),
+    "docker-daemon": ("docker",),
+    "containerd-config": ("containerd",),
+    "containerd-daemon": ("containerd",),
 }
 #: A skip reason's pointer to the check that reports the underlying problem.
 SEE_CHECK = re.compile(r"\(see ([a-z][a-z0-9]*(?:-[a-z0-9]+)+)\)")
 
 #: The modules that register checks, imported on first use (each is one group).
-CHECK_MODULES = ("driver", "runtime", "config", "daemon", "host", "cdi", "containers")
+CHECK_MODULES = ("driver", "runtime", "config", "daemon", "host", "cdi", "containerd", "containers")
 
 
 class SkipCheck(Exception):
@@ -90,6 +102,8 @@ class Check:
     opt_in: bool = False
     #: How to ask for an opt-in check, shown in its skip reason.
     opt_in_flag: str = ""
+    #: The engines whose doctor runs this check (the others do not list or run it).
+    engines: Tuple[str, ...] = ENGINES
 
 
 @dataclass(frozen=True)
@@ -211,8 +225,13 @@ _REGISTRY: Dict[str, Check] = {}
 _loaded = False
 
 
-def check(check_id: str, group: str, title: str, *, opt_in: bool = False, opt_in_flag: str = "") -> Callable:
-    """Register the decorated function as check ``check_id`` (kebab-case, unique) in ``group``."""
+def check(check_id: str, group: str, title: str, *, opt_in: bool = False, opt_in_flag: str = "",
+          engines: Optional[Sequence[str]] = None) -> Callable:
+    """Register the decorated function as check ``check_id`` (kebab-case, unique) in ``group``, run
+    for ``engines`` (default: the group's, :data:`GROUP_ENGINES`, else every engine)."""
+    applies = tuple(engines) if engines is not None else GROUP_ENGINES.get(group, ENGINES)
+    if not applies or set(applies) - set(ENGINES):
+        raise ValueError("unknown engines {!r} for check {!r}".format(applies, check_id))
     if group not in GROUPS:
         raise ValueError("unknown check group {!r}".format(group))
     if not check_id or check_id != check_id.lower() or " " in check_id or "_" in check_id:
@@ -221,7 +240,7 @@ def check(check_id: str, group: str, title: str, *, opt_in: bool = False, opt_in
     def register(func: Callable[[Any], Outcome]) -> Callable[[Any], Outcome]:
         if check_id in _REGISTRY:
             raise ValueError("check id {!r} registered twice".format(check_id))
-        _REGISTRY[check_id] = Check(check_id, group, title, func, opt_in, opt_in_flag)
+        _REGISTRY[check_id] = Check(check_id, group, title, func, opt_in, opt_in_flag, applies)
         return func
 
     return register
@@ -239,23 +258,33 @@ def load_all() -> None:
     _loaded = True
 
 
-def all_checks() -> List[Check]:
-    """Every registered check, grouped in :data:`GROUPS` order, in registration order within a group."""
+def all_checks(engine: Optional[str] = DEFAULT_ENGINE) -> List[Check]:
+    """Every registered check of ``engine``'s doctor (None: of every engine), grouped in
+    :data:`GROUPS` order, in registration order within a group."""
     load_all()
     order = list(GROUPS)
     registered = list(_REGISTRY.values())
-    return sorted(registered, key=lambda item: (order.index(item.group), registered.index(item)))
+    chosen = [item for item in registered if engine is None or engine in item.engines]
+    return sorted(chosen, key=lambda item: (order.index(item.group), registered.index(item)))
 
 
-def select(only: Optional[Sequence[str]] = None) -> List[Check]:
-    """The checks to run: all of them, or those named in ``only`` (unknown ids: ``KeyError``)."""
-    checks = all_checks()
+class NotForEngine(KeyError):
+    """``--check`` named checks that exist, but not for this engine."""
+
+
+def select(only: Optional[Sequence[str]] = None, engine: Optional[str] = DEFAULT_ENGINE) -> List[Check]:
+    """The checks to run: all of ``engine``'s, or those named in ``only`` (unknown ids: ``KeyError``;
+    ids of another engine's checks: :class:`NotForEngine`)."""
+    checks = all_checks(engine)
     if not only:
         return checks
     known = {item.id: item for item in checks}
     unknown = [name for name in only if name not in known]
     if unknown:
-        raise KeyError(", ".join(unknown))
+        other = {item.id: item for item in all_checks(None)}
+        if all(name in other for name in unknown):
+            raise NotForEngine(", ".join(unknown))
+        raise KeyError(", ".join(name for name in unknown if name not in other))
     wanted = set(only)
     return [item for item in checks if item.id in wanted]
 
@@ -302,4 +331,5 @@ def run_one(item: Check, facts: Any, explicit: bool = False) -> CheckResult:
 def run_checks(facts: Any, only: Optional[Iterable[str]] = None) -> DoctorReport:
     """Run the selected checks in order against one set of facts."""
     names = list(only or ())
-    return DoctorReport([run_one(item, facts, explicit=bool(names)) for item in select(names)])
+    engine = getattr(facts, "engine_name", DEFAULT_ENGINE)
+    return DoctorReport([run_one(item, facts, explicit=bool(names)) for item in select(names, engine)])

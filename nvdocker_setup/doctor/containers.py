@@ -39,7 +39,8 @@ def _error_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-@check("container-gpu-smoke", GROUP, "a container run with our runtime sees the GPUs", opt_in=True, opt_in_flag="--smoke")
+@check("container-gpu-smoke", GROUP, "a container run with our runtime sees the GPUs", opt_in=True, opt_in_flag="--smoke",
+       engines=("docker",))
 def container_gpu_smoke(facts: Facts):
     not_run = "--smoke did not run: "
     docker = facts.ctx.which("docker")

@@ -250,6 +250,12 @@ def _root_option(driver) -> str:
     return " --driver-root " + driver.root
 
 
+def _cgroupfs_option(facts: Facts) -> str:
+    if facts.engine_name == "containerd":
+        return "the cgroupfs driver (SystemdCgroup = false on every handler, and the kubelet's cgroupDriver: cgroupfs)"
+    return "set \"exec-opts\": [\"native.cgroupdriver=cgroupfs\"]"
+
+
 @check("driver-dev-char-links", GROUP, "/dev/char links for the NVIDIA nodes (systemd cgroup driver)")
 def driver_dev_char_links(facts: Facts):
     driver = facts.require_driver()
@@ -278,8 +284,8 @@ def driver_dev_char_links(facts: Facts):
             "cgroup driver systemd ({}) and missing {}: after `systemctl daemon-reload` running GPU containers lose "
             "their devices (\"Failed to initialize NVML: Unknown Error\")".format(source, ", ".join(missing)),
             "`nvdocker-setup system create-dev-char-symlinks{}` (the package's udev rule 71-nvdocker-dev-char.rules "
-            "makes them again whenever the driver loads); or set \"exec-opts\": [\"native.cgroupdriver=cgroupfs\"]; or use "
-            "CDI devices".format(_root_option(driver)),
+            "makes them again whenever the driver loads); or {}; or use CDI devices".format(
+                _root_option(driver), _cgroupfs_option(facts)),
             missing=missing,
         )
     if linked == 0:

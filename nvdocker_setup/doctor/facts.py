@@ -71,7 +71,8 @@ class DoctorOptions:
     api_timeout: float = 5.0
     command_timeout: float = 10.0
     smoke_timeout: float = 60.0
-
+    #: Whose config and daemon to check: "docker" or "containerd" (``doctor --engine``).
+    engine: str = "docker"
 
 
 class Facts:
@@ -92,6 +93,11 @@ class Facts:
         if good:
             return value
         raise value
+
+    @property
+    def engine_name(self) -> str:
+        """The engine whose config and daemon are checked (which checks run: ``Check.engines``)."""
+        return self.options.engine
 
     def opted_in(self, check_id: str) -> bool:
         return self.options.smoke
@@ -219,7 +225,8 @@ class Facts:
                 return {}
             uids = statedir.trusted_uids(self.ctx.euid)
             statedir.check_state_dir(self.ctx.state_dir, uids, create=False)
-            return StateStore(self.ctx.state_path, trusted_uids=uids).load().records(self.snapshot().real_path)
+            snapshot = self.ctd_snapshot() if self.engine_name == "containerd" else self.snapshot()
+            return StateStore(self.ctx.state_path, trusted_uids=uids).load().records(snapshot.real_path)
 
         try:
             records = self.memo("install-records", compute)
@@ -312,6 +319,159 @@ class Facts:
             return bool(evidence), evidence
 
         return self.memo("docker-installation", compute)
+
+    # -- containerd (doctor --engine containerd) --------------------------------------------------
+    #
+    # Everything goes through the containerd engine's own objects (locate, binary, the document,
+    # the CRI Status client), as install sees it; each is asked once.
+
+    def containerd_engine(self):
+        from nvdocker_setup import engines
+
+        return engines.get("containerd")
+
+    def ctd_location(self):
+        """Where config.toml is and why (``--config`` > env > unit > running containerd > default),
+        found without install's refusal of regenerated files: ``ctd_regenerated`` says so."""
+        from nvdocker_setup.engines.containerd.locate import find_config
+
+        return self.memo("ctd-location", lambda: find_config(self.ctx, self.options.config))
+
+    def ctd_regenerated(self):
+        """The Conflict install raises for this file (k3s/RKE2's rendered file, dockerd's own
+        containerd.toml), None when the file is ours to edit."""
+        from nvdocker_setup.engines.containerd.locate import refuse_regenerated
+        from nvdocker_setup.errors import Conflict
+
+        try:
+            refuse_regenerated(self.ctd_location().path)
+        except Conflict as conflict:
+            return conflict
+        return None
+
+    @property
+    def ctd_config_path(self) -> str:
+        return self.open_path(self.ctd_location())
+
+    def ctd_installed(self):
+        """The containerd that reads the file (:class:`engines.containerd.binary.Installed`)."""
+        return self.memo("ctd-installed", lambda: self.containerd_engine().installed(self.ctx))
+
+    def ctd_snapshot(self):
+        from nvdocker_setup.adapters.files import read_snapshot
+
+        return self.memo("ctd-snapshot", lambda: read_snapshot(self.ctd_config_path))
+
+    def ctd_document(self):
+        """The parsed config.toml (containerd's defaults for a missing or empty file); raises
+        ConfigReadError (line and column) for a file containerd would refuse."""
+
+        def compute():
+            from nvdocker_setup.engines.containerd.config import ContainerdDocument
+
+            snapshot = self.ctd_snapshot()
+            version = self.ctd_installed().schema_version  # what a missing or empty file means to it
+            if not snapshot.exists:
+                return ContainerdDocument.empty(snapshot.path, version)
+            return ContainerdDocument.parse(snapshot.data, snapshot.path, empty_version=version)
+
+        return self.memo("ctd-document", compute)
+
+    def require_ctd_document(self):
+        from nvdocker_setup.errors import NvdockerError
+
+        try:
+            return self.ctd_document()
+        except NvdockerError:
+            raise SkipCheck("config.toml cannot be read or parsed (see containerd-config-parse)") from None
+
+    def ctd_entry(self, name: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        """``runtimes.<name>`` of the CRI plugin in config.toml (None: there is none)."""
+        return self.containerd_engine().entry(self.require_ctd_document().value, name or self.runtime_name)
+
+    def ctd_entry_owner(self, name: Optional[str] = None) -> Optional[str]:
+        """``ours`` (our install record, or our runtime binary), ``nvidia`` (NVIDIA's runtime),
+        ``other``; None when there is no such handler."""
+        entry = self.ctd_entry(name)
+        if entry is None:
+            return None
+        if self.install_record(name) is not None:
+            return "ours"
+        binary = ctd_binary_name(entry)
+        if binary and os.path.basename(binary) == RUNTIME_BINARY:
+            return "ours"
+        if binary and os.path.basename(binary) in NVIDIA_RUNTIMES:
+            return "nvidia"
+        return "other"
+
+    @property
+    def ctd_socket(self) -> str:
+        """The gRPC socket config.toml makes containerd listen on (containerd's default when unset)."""
+        from nvdocker_setup.engines.containerd.apply import socket_of
+        from nvdocker_setup.errors import NvdockerError
+
+        try:
+            value = self.ctd_document().value
+        except NvdockerError:
+            value = {}
+        return self.ctx.host_path(socket_of(value))
+
+    def cri_status(self):
+        """``RuntimeService/Status`` (verbose) on that socket: the live CRI config (asked once)."""
+        from nvdocker_setup.engines.containerd import cri
+
+        return self.memo("cri-status", lambda: cri.status(self.ctd_socket, self.options.api_timeout))
+
+    def require_cri_status(self):
+        from nvdocker_setup.errors import NvdockerError
+
+        try:
+            return self.cri_status()
+        except NvdockerError:
+            raise SkipCheck("containerd's CRI Status cannot be read (see containerd-reachable)") from None
+
+    def ctd_install_command(self, extra: str = "") -> str:
+        """``nvdocker-setup install --engine containerd`` as this host needs it (beside a handler we
+        did not make, under another name)."""
+        command = "nvdocker-setup install --engine containerd"
+        name = self.runtime_name
+        try:
+            owner = self.ctd_entry_owner()
+        except Exception:
+            owner = None
+        if owner in ("nvidia", "other"):
+            name = BESIDE_NAME if name != BESIDE_NAME else name + "2"
+        if name != DEFAULT_RUNTIME_NAME:
+            command += " --runtime-name " + name
+        if self.options.config:
+            command += " --config " + self.options.config
+        return command + extra
+
+    def containerd_processes(self):
+        from nvdocker_setup.engines.containerd.locate import system_containerds
+
+        return self.memo("containerd-processes", lambda: system_containerds(self.ctx))
+
+    def engine_path_env(self) -> Tuple[str, str]:
+        """(PATH the engine's daemon searches, where that PATH comes from): dockerd's, or containerd's
+        (whose shims run the runtime handlers with containerd's environment)."""
+        if self.engine_name != "containerd":
+            return self.dockerd_path_env()
+        try:
+            procs = self.containerd_processes()
+        except Exception:
+            procs = []
+        if len(procs) == 1:
+            environ = self.process_environ(procs[0].pid)
+            if environ is not None:
+                return environ.get("PATH", SERVICE_PATH), "the environment of containerd (pid {})".format(procs[0].pid)
+        return SERVICE_PATH, "systemd's default service PATH (no running containerd to ask)"
+
+    def ctd_restart_command(self, action: str = "restart") -> str:
+        """How to restart (or start) this host's containerd, as hint text."""
+        if os.path.isdir(self.ctx.host_path("/run/systemd/system")):
+            return "`systemctl {} containerd`".format(action)
+        return "{} containerd the way it is run on this host (e.g. `service containerd {}`)".format(action, action)
 
     # -- the running dockerd -------------------------------------------------------------------
 
@@ -523,20 +683,35 @@ class Facts:
 
     # -- cgroups ---------------------------------------------------------------------------------
 
+    def _ctd_cgroup_driver(self) -> Tuple[Optional[str], str]:
+        """containerd's runc handlers choose it each: ``SystemdCgroup`` of our handler in config.toml."""
+        try:
+            entry = self.ctd_entry()
+        except Exception:
+            entry = None
+        options = entry.get("options") if isinstance(entry, dict) else None
+        if isinstance(options, dict) and "SystemdCgroup" in options:
+            driver = "systemd" if options.get("SystemdCgroup") is True else "cgroupfs"
+            return driver, "SystemdCgroup of runtimes.{} in config.toml".format(self.runtime_name)
+        return "cgroupfs", "containerd's runc default (SystemdCgroup = false)"
+
     def cgroup_version(self) -> Tuple[str, str]:
         """("1" or "2", where it was learnt)."""
-        try:
-            version = self.info().get("CgroupVersion")
-            if version:
-                return str(version), "docker info"
-        except Exception:
-            pass
+        if self.engine_name != "containerd":
+            try:
+                version = self.info().get("CgroupVersion")
+                if version:
+                    return str(version), "docker info"
+            except Exception:
+                pass
         if os.path.exists(self.ctx.host_path("/sys/fs/cgroup/cgroup.controllers")):
             return "2", "/sys/fs/cgroup/cgroup.controllers exists"
         return "1", "/sys/fs/cgroup is not a unified (v2) hierarchy"
 
     def cgroup_driver(self) -> Tuple[Optional[str], str]:
         """(``systemd``/``cgroupfs``/None, where it was learnt)."""
+        if self.engine_name == "containerd":
+            return self._ctd_cgroup_driver()
         try:
             driver = self.info().get("CgroupDriver")
             if driver:
@@ -631,3 +806,10 @@ class Facts:
                 return "`kill -HUP {}`".format(proc.pid if proc is not None else "<dockerd pid>")
             return "{} dockerd the way it is run on this host (e.g. `service docker {}`)".format(action, action)
         return "{} dockerd ({})".format(action, manager.describe() if manager is not None else "its service manager")
+
+
+def ctd_binary_name(entry: Any) -> Optional[str]:
+    """``options.BinaryName`` of a containerd runtime handler (None: unset or empty: plain runc)."""
+    options = entry.get("options") if isinstance(entry, dict) else None
+    binary = options.get("BinaryName") if isinstance(options, dict) else None
+    return binary if isinstance(binary, str) and binary else None

@@ -43,7 +43,7 @@ def _trusted(facts: Facts, shown: str, host_path: str, what: str, missing_hint: 
     return ok("{} {}: executable, owned by root, not writable by others".format(what, shown), path=shown)
 
 
-@check("runtime-binary", GROUP, "the runtime in runtimes.<name> is installed and safe")
+@check("runtime-binary", GROUP, "the runtime in runtimes.<name> is installed and safe", engines=("docker",))
 def runtime_binary(facts: Facts):
     missing = "install it (package {}), or point runtimes.{}.path at where it is".format(PACKAGE, facts.runtime_name)
     try:
@@ -139,7 +139,7 @@ def runtime_hook_binary(facts: Facts):
 @check("runtime-low-level", GROUP, "runc or crun is there for our runtime to run")
 def runtime_low_level(facts: Facts):
     names = _runtime_settings(facts).get("runtimes", "").replace(",", " ").split() or list(LOW_LEVEL_RUNTIMES)
-    search, source = facts.dockerd_path_env()
+    search, source = facts.engine_path_env()
     for name in names:
         path = name if name.startswith("/") else facts.which_in(name, search)
         if path is not None and os.path.isfile(facts.host_file(path)):
@@ -152,7 +152,7 @@ def runtime_low_level(facts: Facts):
     )
 
 
-@check("gpu-hook-on-path", GROUP, "nvidia-container-runtime-hook is on dockerd's PATH")
+@check("gpu-hook-on-path", GROUP, "nvidia-container-runtime-hook is on dockerd's PATH", engines=("docker",))
 def gpu_hook_on_path(facts: Facts):
     from nvdocker_setup.adapters.gpu_hook import GPU_HOOK
 
@@ -173,7 +173,7 @@ def gpu_hook_on_path(facts: Facts):
     return ok("{} (searched {} from {})".format(found, search, source), path=found)
 
 
-@check("gpu-hook-registered", GROUP, "dockerd started after the --gpus hook was installed")
+@check("gpu-hook-registered", GROUP, "dockerd started after the --gpus hook was installed", engines=("docker",))
 def gpu_hook_registered(facts: Facts):
     from nvdocker_setup.adapters.gpu_hook import GPU_HOOK, hook_appeared_after_start
 
@@ -194,7 +194,7 @@ def gpu_hook_registered(facts: Facts):
     return ok("dockerd (pid {}) started after {} was installed".format(proc.pid, GPU_HOOK))
 
 
-@check("toolkit-config", GROUP, "NVIDIA toolkit config.toml suits docker --gpus")
+@check("toolkit-config", GROUP, "NVIDIA toolkit config.toml suits docker --gpus", engines=("docker",))
 def toolkit_config(facts: Facts):
     loaded = facts.toolkit_config()
     if loaded is None:

@@ -89,6 +89,21 @@ def test_every_verb_validates(cli, tmp_path):
     assert report.exit_code in (ExitStatus.SUCCESS, ExitStatus.DOCTOR_FAILED)
 
 
+def test_doctor_for_containerd_validates(cli, tmp_path):
+    listed = conforms(cli("doctor", "--list", "--engine", "containerd", "--json"), "doctor-list")
+    assert listed["engine"] == "containerd" and "containerd-runtime-loaded" in [c["id"] for c in listed["checks"]]
+    assert "config-parse" not in [c["id"] for c in listed["checks"]]
+    config = tmp_path / "config.toml"
+    config.write_text('version = 2\n[grpc]\n  address = "{}"\n'.format(tmp_path / "none.sock"))
+    ids = ["containerd-config-parse", "containerd-runtime-entry", "containerd-reachable", "containerd-runtime-loaded"]
+    report = cli("doctor", "--engine", "containerd", "--config", str(config), *[a for i in ids for a in ("--check", i)],
+                 "--json")
+    data = conforms(report, "doctor", report.exit_code)
+    assert data["engine"] == "containerd" and data["summary"]["total"] == 4 and report.exit_code == ExitStatus.DOCTOR_FAILED
+    other = cli("doctor", "--engine", "containerd", "--check", "config-parse", "--json")
+    assert other.exit_code == ExitStatus.USAGE
+
+
 def test_cdi_verbs_validate(cli, tmp_path, cdi_env):
     out = tmp_path / "cdi" / "nvdocker.yaml"
     generated = conforms(cli("cdi", "generate", "-o", str(out), "--json", env=cdi_env), "cdi-generate")

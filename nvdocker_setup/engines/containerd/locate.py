@@ -124,6 +124,15 @@ def refuse_regenerated(path: str) -> None:
 
 
 def locate_config(ctx: Context, explicit: Optional[str]) -> ConfigLocation:
+    """The config.toml to edit (raises Conflict for a file another program regenerates)."""
+    location = find_config(ctx, explicit)
+    refuse_regenerated(location.path)
+    return location
+
+
+def find_config(ctx: Context, explicit: Optional[str]) -> ConfigLocation:
+    """The config.toml the running (or next) containerd reads, whoever renders it (doctor reports
+    a regenerated file; install refuses it)."""
     if explicit is not None:
         if not explicit.strip():
             raise UsageError("--config was given an empty path", hint="pass the config.toml to edit")
@@ -136,5 +145,4 @@ def locate_config(ctx: Context, explicit: Optional[str]) -> ConfigLocation:
             or _from_running(ctx)
             or ConfigLocation(DEFAULT_CONFIG, "default", "containerd's default config path")
         )
-    refuse_regenerated(location.path)
     return location
