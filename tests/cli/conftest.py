@@ -35,10 +35,13 @@ class Cli:
         self.state_dir = tmp_path / "state"
         self.config = tmp_path / "etc" / "docker" / "daemon.json"
         self.config.parent.mkdir(parents=True)
+        #: --engine containerd's file: never this machine's /etc/containerd or a running containerd's.
+        self.containerd_config = tmp_path / "etc" / "containerd" / "config.toml"
         self.runtime = runtime
         self.env = {
             "NVDOCKER_STATE_DIR": str(self.state_dir),
             "NVDOCKER_DOCKER_CONFIG": str(self.config),
+            "NVDOCKER_CONTAINERD_CONFIG": str(self.containerd_config),
             "PATH": os.environ.get("PATH", ""),
             "COLUMNS": "200",
             "NO_COLOR": "1",

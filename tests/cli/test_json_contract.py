@@ -118,7 +118,7 @@ def test_cdi_verbs_validate(cli, tmp_path, cdi_env):
         (("install", "--json", "--service-manager", "openrc", "--apply", "none"), "usage", ExitStatus.USAGE),
         (("install", "--json", "--no-such-option"), "usage", ExitStatus.USAGE),
         (("backups", "list", "--json", "--bogus"), "usage", ExitStatus.USAGE),
-        (("runtime", "configure", "--runtime=containerd", "--json"), "usage", ExitStatus.USAGE),
+        (("runtime", "configure", "--runtime=crio", "--json"), "usage", ExitStatus.USAGE),
         (("restore", "--json"), "usage", ExitStatus.USAGE),
         (("restore", "no-such-backup", "--json"), "backup-not-found", ExitStatus.NOT_FOUND),
         (("doctor", "--check", "no-such-check", "--json"), "usage", ExitStatus.USAGE),
