@@ -112,10 +112,8 @@ class InstallRecord:
             entry = data.get(key)
             if entry is None:
                 continue
-            if key == "previous_entry" and engine == "containerd" and isinstance(entry, dict):
-                # someone else's handler: a kata one or a plain runc one runs no BinaryName of its own
-                if entry_binary(engine, entry) is None or isinstance(entry_binary(engine, entry), str):
-                    continue
+            if key == "previous_entry" and isinstance(entry, dict) and entry_binary(engine, entry) is None:
+                continue  # someone else's entry naming no binary: dockerd's runtimeType, a kata or plain runc handler
             if not isinstance(entry_binary(engine, entry), str):
                 raise ValueError("{!r} names no runtime binary".format(key))
         if data.get("previous_default") is not None and runtime_name_problem(data["previous_default"]) and (
