@@ -168,6 +168,8 @@ def _recorded_entry_problems(ctx: Context, engine: "Engine", record: Any) -> Lis
     if engine.entry(before, record.runtime_name) != entry:
         return ["backup {} does not hold that entry".format(backup.name)]
     path = entry_binary(engine.name, entry)
+    if path is None or (engine.name == "containerd" and path == ""):
+        return []  # the backup's own entry, naming no binary (dockerd's runtimeType; a shim's own, runc)
     if not isinstance(path, str) or not os.path.isabs(path):
         return ["its path {!r} is not an absolute path".format(path)]
     report = check_runtime_binary(path, expected_owner=ctx.euid)

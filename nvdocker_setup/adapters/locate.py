@@ -149,10 +149,13 @@ class _ProcReader:
         return _status_fields(text) if text is not None else {}
 
     def uid(self, pid: int, status: Dict[str, str]) -> Optional[int]:
-        """Effective uid from ``status``; falls back to the owner of ``/proc/<pid>``."""
+        """The uid from ``status``: real, effective and saved agree for a daemon; where they differ (a
+        set-uid program a user started under the name ``containerd`` or ``dockerd``, effective uid 0),
+        the real uid, the user's, so it never passes for root's daemon. Falls back to the owner of
+        ``/proc/<pid>``."""
         values = status.get("Uid", "").split()
-        if len(values) >= 2 and values[1].isdigit():
-            return int(values[1])
+        if len(values) >= 2 and all(value.isdigit() for value in values):
+            return int(values[1]) if len(set(values[:3])) == 1 else int(values[0])
         try:
             return os.stat(os.path.join(self.proc, str(pid))).st_uid
         except OSError:

@@ -42,9 +42,16 @@ def envelope(payload: Dict[str, Any]) -> Dict[str, Any]:
     return data
 
 
+def json_value(value: Any) -> Any:
+    """``json.dumps``'s ``default``: a TOML date or time (config.toml may hold one) as its ISO text."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError("Object of type {} is not JSON serializable".format(type(value).__name__))
+
+
 def print_json(payload: Dict[str, Any]) -> None:
     """The one writer of ``--json`` output: every verb's result, and every error."""
-    sys.stdout.write(json.dumps(envelope(payload), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(envelope(payload), indent=2, ensure_ascii=False, default=json_value) + "\n")
     sys.stdout.flush()
 
 

@@ -30,7 +30,7 @@ def show(
         out = output.console()
         out.print("[bold]config:[/]          {}{}".format(escape(shown.config), "" if shown.exists else " (does not exist)"))
         out.print("[bold]chosen by:[/]       {} [dim]({})[/]".format(escape(shown.config_reason), shown.config_rule))
-        entry = json.dumps(shown.entry, ensure_ascii=False) if shown.entry is not None else "[dim]absent[/]"
+        entry = json.dumps(shown.entry, ensure_ascii=False, default=output.json_value) if shown.entry is not None else "[dim]absent[/]"
         containerd = shown.engine == "containerd"
         label = "handler {}".format(shown.runtime_name) if containerd else "runtimes.{}".format(shown.runtime_name)
         out.print("[bold]{}:[/] {}".format(escape(label), entry if shown.entry is None else escape(entry)))

@@ -110,7 +110,11 @@ class InstallRecord:
             raise ValueError("'engine' is not one of {}".format(", ".join(RECORD_ENGINES)))
         for key in ("entry", "previous_entry"):
             entry = data.get(key)
-            if entry is not None and not isinstance(entry_binary(engine, entry), str):
+            if entry is None:
+                continue
+            if key == "previous_entry" and isinstance(entry, dict) and entry_binary(engine, entry) is None:
+                continue  # someone else's entry naming no binary: dockerd's runtimeType, a kata or plain runc handler
+            if not isinstance(entry_binary(engine, entry), str):
                 raise ValueError("{!r} names no runtime binary".format(key))
         if data.get("previous_default") is not None and runtime_name_problem(data["previous_default"]) and (
             data["previous_default"] not in DOCKER_DEFAULT_RUNTIMES

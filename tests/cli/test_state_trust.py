@@ -221,6 +221,25 @@ def test_a_real_previous_entry_is_put_back(cli, runtime_binary):
     assert json.loads(cli.config.read_text())["runtimes"]["nvidia"] == {"path": runtime_binary + "-old"}
 
 
+def test_a_previous_runtime_type_entry_without_path_is_recorded_and_put_back(cli):
+    """dockerd's runtimeType entries name no path: the record keeps it (the state stays readable) and
+    uninstall puts it back, as the original backup holds it; a planted one still is not."""
+    entry = {"runtimeType": "io.containerd.runsc.v1"}
+    cli.config.write_text(json.dumps({"log-level": "warn", "runtimes": {"nvidia": entry}}))
+    assert cli.install("--force", "--json").exit_code == 0
+    cli.config.write_bytes(cli.config.read_bytes().replace(b"warn", b"info"))  # no exact restore
+    outcome = cli("uninstall", "--json")
+    assert outcome.exit_code == 0, outcome.stdout
+    assert json.loads(cli.config.read_text())["runtimes"]["nvidia"] == entry
+    assert cli.install("--force", "--json").exit_code == 0
+    cli.config.write_bytes(cli.config.read_bytes().replace(b"info", b"error"))
+    state, record = _record(cli)
+    record["previous_entry"] = {"runtimeType": "io.containerd.evil.v1"}
+    _write_state(cli, state)
+    outcome = cli("uninstall", "--json")
+    assert outcome.exit_code == 0 and "evil" not in cli.config.read_text(), outcome.stdout
+
+
 def test_a_previous_entry_whose_directory_became_unsafe_is_not_put_back(cli, tmp_path):
     drop = tmp_path / "drop"
     drop.mkdir(mode=0o755)

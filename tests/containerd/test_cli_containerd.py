@@ -132,3 +132,41 @@ def test_backups_list_per_engine_file(run, tmp_path):
     assert code == 0 and {b["source"] for b in only["backups"]} == {str(toml)}, only
     code, only = run("backups", "list", "--config", str(daemon_json))
     assert code == 0 and {b["source"] for b in only["backups"]} == {str(daemon_json)}, only
+
+
+KATA = (V2 + b'\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n'
+        b'  runtime_type = "io.containerd.runc.v2"\n'
+        b'\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]\n'
+        b'  runtime_type = "io.containerd.kata.v2"\n  privileged_without_host_devices = true\n')
+
+
+def test_a_forced_install_over_a_handler_without_binary_name_is_undone(run, tmp_path):
+    """The handler --force replaces runs no BinaryName of its own (kata's shim): the state keeps it,
+    later runs read the state back, and uninstall puts it back byte for byte."""
+    config = tmp_path / "config.toml"
+    config.write_bytes(KATA)
+    code, out = run("install", "--engine", "containerd", "--config", str(config), "--apply", "none", "--force")
+    assert code == 0 and out["changed"], out
+    code, out = run("show", "--engine", "containerd", "--config", str(config))
+    assert code == 0, out
+    code, out = run("uninstall", "--engine", "containerd", "--config", str(config), "--apply", "none")
+    assert code == 0, out
+    assert config.read_bytes() == KATA
+
+
+@pytest.mark.parametrize("value", [b"nan", b"inf", b"1979-05-27", b"1979-05-27T07:32:00Z", b"07:32:00"])
+@pytest.mark.parametrize("where", ["nvidia", "runc"])
+def test_a_handler_the_state_cannot_record_is_refused_before_anything_is_written(run, tmp_path, value, where):
+    """A date or a non-finite number in the handler install copies (runc's options) or replaces
+    (--force) cannot go into state.json: refused, not a traceback nor a state every later run refuses."""
+    data = (V2 + b'\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n'
+            b'  runtime_type = "io.containerd.runc.v2"\n'
+            b'\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.' + where.encode() + b'.options]\n'
+            b'  BinaryName = "/usr/bin/runc"\n  Odd = ' + value + b'\n')
+    config = tmp_path / "config.toml"
+    config.write_bytes(data)
+    code, out = run("install", "--engine", "containerd", "--config", str(config), "--apply", "none", "--force")
+    assert out["error"]["id"] in ("runtime-entry-unrecordable", "containerd-config-edit-unsafe"), out
+    assert code != 0 and config.read_bytes() == data
+    code, out = run("show", "--engine", "containerd", "--config", str(config))
+    assert code == 0, out

@@ -187,6 +187,8 @@ def test_varint_reader():
 @pytest.mark.parametrize("raw, problem", [
     ("not json", 'info["config"] is not JSON'),
     ("[1, 2]", 'info["config"] is a JSON list, not an object'),
+    ("[" * 200000, 'info["config"] is not JSON'),  # deeper than Python's recursion limit
+    ('{"a":' * 200000, 'info["config"] is not JSON'),
 ])
 def test_an_invalid_config_is_kept_as_a_problem(raw, problem):
     status = decode_status(response([condition("RuntimeReady", True)], {"config": raw}))

@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from nvdocker_setup import engines
+from nvdocker_setup.adapters.locate import daemon_processes
 from nvdocker_setup.engines.containerd.binary import parse_version
 from nvdocker_setup.engines.containerd.locate import (
     DEFAULT_CONFIG,
@@ -81,6 +82,22 @@ def test_dockers_own_containerd_and_non_root_ones_are_not_the_engine(host):
     host.process(102, ["containerd", "-c", "/home/u/ctd.toml"], comm="containerd", uid=1000)
     assert system_containerds(host.ctx()) == []
     assert locate_config(host.ctx(), None).rule == "default"
+
+
+def test_a_set_uid_program_a_user_started_as_containerd_is_not_roots(host):
+    """A user execs a set-uid root program (su, passwd) through a symlink named containerd, with
+    --config of their own and a full stderr pipe: comm containerd, effective uid 0, real uid theirs.
+    It must neither choose the file nor the binary root runs."""
+    host.process(300, ["containerd", "--config", "/tmp/u/config.toml"], comm="containerd")
+    status = host.root / "proc" / "300" / "status"
+    status.write_text(status.read_text().replace("Uid:\t0\t0\t0\t0", "Uid:\t65534\t0\t0\t0"))
+    host.process(301, ["/usr/bin/dockerd", "--config-file", "/tmp/u/daemon.json"], comm="dockerd")
+    status = host.root / "proc" / "301" / "status"
+    status.write_text(status.read_text().replace("Uid:\t0\t0\t0\t0", "Uid:\t65534\t0\t0\t0"))
+    assert system_containerds(host.ctx()) == []
+    assert engines.get("containerd").running(host.ctx()) == []
+    assert locate_config(host.ctx(), None).rule == "default"
+    assert [proc.uid for proc in daemon_processes(host.ctx(), "dockerd")] == [65534]
 
 
 @pytest.mark.parametrize("path", [

@@ -226,7 +226,7 @@ class CriStatus:
         else:
             try:
                 parsed = json.loads(raw)
-            except ValueError as error:
+            except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than Python goes
                 problem = "info[\"config\"] is not JSON: {}".format(error)
             else:
                 if isinstance(parsed, dict):

@@ -8,6 +8,7 @@ the expected value exactly, else the plan is refused (``containerd-config-edit-u
 """
 
 import copy
+import json
 import re
 from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -585,8 +586,25 @@ def plan_install(document: ContainerdDocument, request: InstallRequest, record: 
     plan.after = edit.document  # type: ignore[assignment]
     if plan.changed:
         _verify(document, edit.document, expected, pruned)
+    _check_recordable(document, record)
     plan.record = record
     return plan
+
+
+def _check_recordable(document: ContainerdDocument, record: InstallRecord) -> None:
+    """Refuse, before anything is written, a record the state file cannot keep and read back (a TOML
+    date, nan or inf, or more than a record may hold, in the handler we copy or replace): written, it
+    would make every later run refuse the state as damaged."""
+    try:
+        InstallRecord.from_dict(json.loads(json.dumps(record.to_dict(), allow_nan=False)))
+    except (TypeError, ValueError) as error:
+        raise Conflict(
+            "{}: the handler this install copies or replaces holds values nvdocker-setup cannot record for "
+            "uninstall ({})".format(document.source, str(error)[:200]),
+            reference="runtime-entry-unrecordable",
+            hint="remove dates, nan and inf from {} by hand, or install under another name (--runtime-name)".format(
+                format_path(document.runtimes_path)),
+        ) from None
 
 
 def plan_uninstall(document: ContainerdDocument, name: str, record: Optional[InstallRecord],
