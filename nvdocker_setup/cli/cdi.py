@@ -239,7 +239,11 @@ def _imex_listing(path: str, driver: Any) -> Optional[Dict[str, Any]]:
         return None
     try:
         spec, header = cdi_spec.load_document(imex_path)
-    except GpuSetupError:  # not a spec we could have written: someone else's file
+    except (GpuSetupError, ValueError, UnicodeError):  # not a spec we wrote: someone else's file
+        return None
+    except Exception as exc:  # PyYAML's errors, where it is installed
+        if type(exc).__module__.split(".")[0] != "yaml":
+            raise
         return None
     if spec.get("kind") != cdi_spec.IMEX_KIND:
         return None
