@@ -203,6 +203,24 @@ def imex_path(output: str) -> str:
     return "{}-imex-channel.{}".format(stem, extension)
 
 
+def imex_staleness(spec: Dict[str, Any], header: Optional[Dict[str, str]], driver: Driver) -> Optional[str]:
+    """Why an IMEX spec (:func:`generate_imex`) no longer fits ``driver``, None when it does: it
+    records another driver version, or lists other channels than the driver root has nodes for
+    (a channel gone makes every container asking for it fail; a new one is not in the spec)."""
+    recorded = driver_version_of(spec, header)
+    if recorded and recorded != driver.version:
+        return "it was made for driver {}, the driver is now {}".format(recorded, driver.version)
+    listed = sorted((str(device.get("name")) for device in spec.get("devices") or () if isinstance(device, dict)),
+                    key=lambda name: (len(name), name))
+    present = [str(number) for number in ([] if driver.wsl else driver.mig.imex_channels())]
+    if set(listed) != set(present):
+        def shown(names: List[str]) -> str:
+            return ", ".join(names[:16]) + (" and {} more".format(len(names) - 16) if len(names) > 16 else "") or "none"
+
+        return "it lists channel(s) {}, the host has {}".format(shown(listed), shown(present))
+    return None
+
+
 def metadata(driver: Driver) -> Dict[str, str]:
     """What we record about a spec we write (in the YAML header, see :func:`render`)."""
     return {

@@ -181,30 +181,77 @@ def list_devices(
             spec, header = cdi_spec.load_document(path)
             config = _runtime_config(driver_root)
         recorded = cdi_spec.recorded_driver_version(spec, header)
+        driver = None
         try:
-            current: Optional[str] = discover(config.driver_root).version
+            driver = discover(config.driver_root)
+            current: Optional[str] = driver.version
         except GpuSetupError:
             current = None
         stale = bool(recorded and current and recorded != current)
-        devices = []
-        for device in spec.get("devices") or ():
-            nodes = [node.get("path") for node in (device.get("containerEdits") or {}).get("deviceNodes") or ()]
-            devices.append({"name": "{}={}".format(spec.get("kind"), device.get("name")), "device_nodes": nodes})
+        devices = _devices(spec)
         common_edits = _common_edits(spec)
+        imex = _imex_listing(path, driver)
         if as_json:
             output.print_json({
                 "ok": True, "spec": path, "cdiVersion": spec.get("cdiVersion"), "driver_version": recorded,
                 "current_driver_version": current, "stale": stale, "devices": devices, "common": common_edits,
+                "imex": imex,
             })
             return
         out = output.console()
+        unicode = out.is_terminal and out.encoding.lower().startswith("utf")
         title = "{} (cdiVersion {}, generated for driver {})".format(path, spec.get("cdiVersion"), recorded or "unknown")
-        for line in device_tree(title, devices, common_edits, unicode=out.is_terminal and out.encoding.lower().startswith("utf")):
+        for line in device_tree(title, devices, common_edits, unicode=unicode):
             out.print(line, highlight=False, markup=False, soft_wrap=not out.is_terminal)
+        if imex is not None:
+            title = "{} (IMEX channels, cdiVersion {})".format(imex["spec"], imex["cdiVersion"])
+            for line in device_tree(title, imex["devices"], None, unicode=unicode):
+                out.print(line, highlight=False, markup=False, soft_wrap=not out.is_terminal)
         if stale:
             output.console(stderr=True).print(
                 "[bold yellow]warning:[/] the spec is stale: the driver is now {}; run nvdocker-setup cdi generate".format(current)
             )
+        if imex is not None and imex["stale"]:
+            from rich.markup import escape
+
+            output.console(stderr=True).print(
+                "[bold yellow]warning:[/] the IMEX spec {} is stale: {}; run nvdocker-setup cdi generate".format(
+                    escape(imex["spec"]), escape(imex["stale_reason"])), highlight=False)
+
+
+def _devices(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
+    devices = []
+    for device in spec.get("devices") or ():
+        nodes = [node.get("path") for node in (device.get("containerEdits") or {}).get("deviceNodes") or ()]
+        devices.append({"name": "{}={}".format(spec.get("kind"), device.get("name")), "device_nodes": nodes})
+    return devices
+
+
+def _imex_listing(path: str, driver: Any) -> Optional[Dict[str, Any]]:
+    """The IMEX spec `cdi generate` writes beside the spec at ``path`` (``<stem>-imex-channel.<ext>``):
+    its channels, and whether it is stale for ``driver`` (None: the driver could not be read);
+    None when there is no such file of kind nvidia.com/imex-channel."""
+    from nvdocker_setup.cdi import spec as cdi_spec
+    from nvdocker_setup.driver.errors import GpuSetupError
+
+    imex_path = cdi_spec.imex_path(path)
+    if not os.path.isfile(imex_path):
+        return None
+    try:
+        spec, header = cdi_spec.load_document(imex_path)
+    except (GpuSetupError, ValueError, UnicodeError):  # not a spec we wrote: someone else's file
+        return None
+    except Exception as exc:  # PyYAML's errors, where it is installed
+        if type(exc).__module__.split(".")[0] != "yaml":
+            raise
+        return None
+    if spec.get("kind") != cdi_spec.IMEX_KIND:
+        return None
+    reason = cdi_spec.imex_staleness(spec, header, driver) if driver is not None else None
+    return {
+        "spec": imex_path, "cdiVersion": spec.get("cdiVersion"), "driver_version": cdi_spec.driver_version_of(spec, header),
+        "stale": reason is not None, "stale_reason": reason, "devices": _devices(spec),
+    }
 
 
 def _common_edits(spec: Dict[str, Any]) -> Dict[str, List[str]]:
@@ -227,10 +274,11 @@ def _is_library(path: str) -> bool:
     return name.startswith("lib") and ".so" in name
 
 
-def device_tree(title: str, devices: List[Dict[str, Any]], common_edits: Dict[str, List[str]],
+def device_tree(title: str, devices: List[Dict[str, Any]], common_edits: Optional[Dict[str, List[str]]],
                 unicode: bool = True) -> List[str]:
     """The spec as a tree: each GPU (its names: index, UUID) -> its device nodes, then what every
-    GPU container gets (control nodes, libraries and binaries, hooks). Plain ASCII when piped."""
+    GPU container gets (control nodes, libraries and binaries, hooks; no such branch when
+    ``common_edits`` is None: the IMEX spec). Plain ASCII when piped."""
     tee, last, bar, space = ("├── ", "└── ", "│   ", "    ") if unicode else ("|-- ", "`-- ", "|   ", "    ")
     groups: Dict[Tuple[str, ...], List[str]] = {}
     for device in devices:
@@ -238,6 +286,9 @@ def device_tree(title: str, devices: List[Dict[str, Any]], common_edits: Dict[st
     branches: List[Tuple[str, List[str]]] = []
     for nodes, names in groups.items():
         branches.append((", ".join(names), list(nodes)))
+    with_common = common_edits is not None
+    if common_edits is None:
+        common_edits = {"device_nodes": [], "mounts": [], "hooks": []}
     libraries = [path for path in common_edits["mounts"] if _is_library(path)]
     others = [path for path in common_edits["mounts"] if not _is_library(path)]
     shared: List[str] = []
@@ -248,7 +299,8 @@ def device_tree(title: str, devices: List[Dict[str, Any]], common_edits: Dict[st
     if others:
         shared.append("files ({}): {}".format(len(others), " ".join(others)))
     shared.extend("hook " + hook for hook in common_edits["hooks"])
-    branches.append(("every GPU container also gets", shared))
+    if with_common:
+        branches.append(("every GPU container also gets", shared))
     lines = [title]
     for index, (label, leaves) in enumerate(branches):
         final = index == len(branches) - 1

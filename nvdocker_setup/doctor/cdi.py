@@ -78,12 +78,24 @@ def nvidia_specs(facts: Facts) -> List[Spec]:
     return specs_in(facts, spec_dirs(facts)[0])
 
 
-def specs_in(facts: Facts, dirs: List[str]) -> List[Spec]:
-    """Every spec file in ``dirs`` that is (or claims to be) for nvidia.com/gpu."""
+def imex_specs(facts: Facts) -> List[Spec]:
+    """The readable specs of kind nvidia.com/imex-channel (``cdi generate`` writes one beside the
+    GPUs' spec, ``<stem>-imex-channel.<ext>``, when the driver has IMEX channels) in the engine's
+    spec directories."""
+    from nvdocker_setup.cdi.spec import IMEX_KIND
+
+    return specs_in(facts, spec_dirs(facts)[0], kind=IMEX_KIND)
+
+
+def specs_in(facts: Facts, dirs: List[str], kind: Optional[str] = None) -> List[Spec]:
+    """Every spec file in ``dirs`` that is (or claims to be) for nvidia.com/gpu (or of ``kind``:
+    then only the readable ones)."""
 
     def compute():
         from nvdocker_setup.cdi import spec as cdi_spec
         from nvdocker_setup.driver import GpuSetupError
+
+        wanted = kind or cdi_spec.KIND
 
         found: List[Spec] = []
         for directory in dirs:
@@ -99,18 +111,18 @@ def specs_in(facts: Facts, dirs: List[str]) -> List[Spec]:
                 try:
                     value, header = cdi_spec.load_document(os.path.join(host_dir, name))
                 except GpuSetupError as error:
-                    if "nvidia" in name.lower():
+                    if "nvidia" in name.lower() and kind is None:
                         found.append(Spec(shown, directory, None, error.message))
                     continue
                 except Exception as exc:  # a YAML or decoding error of whatever parser read it
-                    if "nvidia" in name.lower():
+                    if "nvidia" in name.lower() and kind is None:
                         found.append(Spec(shown, directory, None, "not valid JSON or YAML: {}".format(exc)))
                     continue
-                if value.get("kind") == cdi_spec.KIND:
+                if value.get("kind") == wanted:
                     found.append(Spec(shown, directory, value, None, header))
         return found
 
-    return facts.memo("cdi-specs:" + "\0".join(dirs), compute)
+    return facts.memo("cdi-specs:" + (kind + ":" if kind else "") + "\0".join(dirs), compute)
 
 
 def _cdi_feature(facts: Facts) -> Optional[bool]:
@@ -134,6 +146,7 @@ def cdi_spec_check(facts: Facts):
     from nvdocker_setup.cdi import validate
 
     specs = nvidia_specs(facts)
+    imex = imex_specs(facts)
     dirs, source = spec_dirs(facts)
     if not specs:
         if _cdi_feature(facts) is True:
@@ -153,21 +166,28 @@ def cdi_spec_check(facts: Facts):
         if not spec.data.get("devices"):
             problems.insert(0, "invalid spec, no devices")
         broken.extend("{}: {}".format(spec.path, problem) for problem in problems)
-    by_dir: Dict[str, Dict[str, str]] = {}
-    for spec in specs:
+    for spec in imex:  # the IMEX channels' spec beside it: valid too
+        broken.extend("{}: {}".format(spec.path, problem) for problem in
+                      validate.problems(spec.data) + validate.schema_problems(spec.data))
+    by_dir: Dict[Tuple[str, str], Dict[str, str]] = {}
+    for spec in specs + imex:
+        kind = str(spec.data.get("kind"))
         for name in _device_names(spec):
-            other = by_dir.setdefault(spec.directory, {}).get(name)
+            other = by_dir.setdefault((kind, spec.directory), {}).get(name)
             if other is not None and other != spec.path:
-                broken.append("device nvidia.com/gpu={} is in both {} and {}: CDI drops it (\"conflicting "
-                              "device\")".format(name, other, spec.path))
-            by_dir[spec.directory][name] = spec.path
+                broken.append("device {}={} is in both {} and {}: CDI drops it (\"conflicting "
+                              "device\")".format(kind, name, other, spec.path))
+            by_dir[(kind, spec.directory)][name] = spec.path
     if broken:
         more = " (+{} more, see --json)".format(len(broken) - 1) if len(broken) > 1 else ""
         return fail(broken[0] + more, "regenerate it: `{}` (and remove other nvidia.com/gpu specs in the same "
                     "directory)".format(GENERATE), problems=broken)
     shown = "; ".join("{} ({} devices, cdiVersion {})".format(spec.path, len(_device_names(spec)),
                                                              spec.data.get("cdiVersion")) for spec in specs)
-    return ok(shown, specs=[spec.path for spec in specs])
+    if imex:
+        shown += "; IMEX channels: " + "; ".join("{} ({} channels, cdiVersion {})".format(
+            spec.path, len(_device_names(spec)), spec.data.get("cdiVersion")) for spec in imex)
+    return ok(shown, specs=[spec.path for spec in specs + imex])
 
 
 def _hooks(value: Dict[str, Any]) -> List[Any]:
@@ -223,6 +243,19 @@ def recorded_driver_version(value: Dict[str, Any], header: Optional[Dict[str, st
     return recorded(value, header)
 
 
+def _stale_imex(facts: Facts, driver) -> List[str]:
+    """The IMEX specs (kind nvidia.com/imex-channel) that no longer fit the driver: another driver
+    version recorded, or other channels than the driver root has nodes for."""
+    from nvdocker_setup.cdi.spec import imex_staleness
+
+    found = []
+    for spec in imex_specs(facts):
+        reason = imex_staleness(spec.data, spec.header, driver)
+        if reason is not None:
+            found.append("{} (IMEX channels): {}".format(spec.path, reason))
+    return found
+
+
 @check("cdi-driver-version", GROUP, "the CDI spec matches the running driver")
 def cdi_driver_version(facts: Facts):
     specs = [spec for spec in nvidia_specs(facts) if spec.value is not None]
@@ -237,17 +270,26 @@ def cdi_driver_version(facts: Facts):
             unknown.append(spec.path)
         elif recorded != driver.version:
             stale.append("{} was made for driver {}".format(spec.path, recorded))
+    stale_imex = _stale_imex(facts, driver)
     if stale:
         return fail(
             "{}, the running driver is {}: its library mounts point at files that no longer exist, so "
-            "containers fail to start".format("; ".join(stale), driver.version),
+            "containers fail to start{}".format("; ".join(stale), driver.version,
+                                                "; " + "; ".join(stale_imex) if stale_imex else ""),
             "regenerate it after every driver upgrade: `{}`".format(GENERATE),
-            stale=stale,
+            stale=stale + stale_imex,
         )
+    if stale_imex:
+        return fail("{}: containers asking for a channel it lists that is gone fail to start, and a new one is not "
+                    "in it".format("; ".join(stale_imex)),
+                    "regenerate it (the GPUs' and the IMEX channels' specs together): `{}`".format(GENERATE),
+                    stale=stale_imex)
     if unknown:
         return warn("cannot tell which driver {} was made for".format(", ".join(unknown)),
                     "regenerate it so that it records the driver: `{}`".format(GENERATE))
-    return ok("made for driver {}, the running one".format(driver.version))
+    imex = imex_specs(facts)
+    return ok("made for driver {}, the running one{}".format(
+        driver.version, "; the IMEX channels' spec lists the host's channels" if imex else ""))
 
 
 def _max_cdi_version(version: Tuple[int, ...], table=MAX_CDI_VERSION) -> Optional[str]:

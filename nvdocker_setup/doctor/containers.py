@@ -4,10 +4,13 @@ The Engine API client is GET-only on purpose, so this goes through the docker CL
 pinned with ``-H`` to the socket the other checks inspected. Nothing is pulled. The check runs only
 when asked for (``--smoke``), so a smoke test that cannot run (no docker CLI, the image not on the
 daemon, dockerd unreachable, no driver) is a failure, never a skip that exits 0.
+
+What the container must have depends on the driver: ``/dev/nvidiactl`` and a ``/dev/nvidia<N>`` per
+GPU, or, on a WSL2 driver root (``/dev/dxg``, ``/usr/lib/wsl/lib``), ``/dev/dxg`` alone.
 """
 
 import subprocess
-from typing import List
+from typing import List, Tuple
 
 from nvdocker_setup.doctor.checks import SkipCheck, check, fail, ok, warn
 from nvdocker_setup.doctor.facts import Facts
@@ -37,6 +40,16 @@ def _error_line(text: str) -> str:
         if "error" in line.lower():
             return line
     return lines[-1] if lines else ""
+
+
+def expected_nodes(driver) -> Tuple[List[str], str]:
+    """The names under the container's /dev the runtime must have made for NVIDIA_VISIBLE_DEVICES=all,
+    and how to say so: on WSL2 (``driver.wsl``) the one ``dxg`` node (there are no /dev/nvidia*
+    there), else ``nvidiactl`` and one ``nvidia<minor>`` per GPU."""
+    if driver.wsl:
+        return ["dxg"], "/dev/dxg (WSL2: every GPU of the Windows host)"
+    return (["nvidiactl"] + ["nvidia{}".format(gpu.minor) for gpu in driver.gpus],
+            "{} GPU device node(s) and /dev/nvidiactl".format(len(driver.gpus)))
 
 
 @check("container-gpu-smoke", GROUP, "a container run with our runtime sees the GPUs", opt_in=True, opt_in_flag="--smoke",
@@ -81,7 +94,7 @@ def container_gpu_smoke(facts: Facts):
         return fail("`{}` failed: {}".format(shown, error), hint, stderr=(result.stderr or "")[-2000:])
     parts = (result.stdout or "").split(MARKER)
     devices = set(parts[0].split()) if parts else set()
-    expected = ["nvidiactl"] + ["nvidia{}".format(gpu.minor) for gpu in driver.gpus]
+    expected, found = expected_nodes(driver)
     missing = [name for name in expected if name not in devices]
     if missing:
         return fail(
@@ -90,13 +103,13 @@ def container_gpu_smoke(facts: Facts):
             "check the runtime and hook checks above, and the runtime's log in the container's bundle (log.json)",
             missing=missing,
         )
-    found = "{} GPU device node(s) and /dev/nvidiactl".format(len(driver.gpus))
     smi_text = parts[1] if len(parts) > 1 else ""
     status = parts[2].strip() if len(parts) > 2 else "none"
     if status == "none":
         return ok("{} inside the container (no nvidia-smi in it to ask)".format(found))
     listed = [line for line in smi_text.splitlines() if line.strip().startswith("GPU ")]
-    if status != "0" or len(listed) != len(driver.gpus):
+    # WSL2: one /dev/dxg for however many GPUs Windows has; any count nvidia-smi lists is right
+    if status != "0" or (len(listed) != len(driver.gpus) if not driver.wsl else not listed):
         return warn("{} inside, but nvidia-smi -L there {}".format(
             found, "lists {} GPU(s)".format(len(listed)) if status == "0" else "failed: " + _last_line(smi_text)),
             "run `docker run --rm --runtime {} -e NVIDIA_VISIBLE_DEVICES=all {} nvidia-smi` to see NVML's error".format(

@@ -11,7 +11,9 @@ A container requests GPUs through any of:
 * with ``accept-device-list-as-volume-mounts = true`` (runtime.conf): mounts whose destination is
   ``/var/run/nvidia-container-devices/<name>`` (index, UUID, ``all``), which the kubelet's device
   plugin writes and an image cannot; when any is present ``NVIDIA_VISIBLE_DEVICES`` is ignored and
-  the mounts are removed from the spec.
+  the mounts are removed from the spec. IMEX channels come the same way, as NVIDIA's do:
+  ``/var/run/nvidia-container-devices/imex/<channel>`` (a number or ``all``); when any is present
+  ``NVIDIA_IMEX_CHANNELS`` is ignored. Only mounts of ``/dev/null`` count, for both.
 
 ``NVIDIA_VISIBLE_DEVICES`` items may also be CDI names of kind ``nvidia.com/gpu``
 (``nvidia.com/gpu=0``, ``nvidia.com/gpu=all``); other kinds are refused. With
@@ -62,6 +64,8 @@ CDI_KIND = "nvidia.com/gpu"
 DEVICE_LIST_ROOT = "/var/run/nvidia-container-devices"
 #: How many such mounts a container may have (16 GPUs, with room for MIG-era plugins).
 MAX_DEVICE_LIST_MOUNTS = 64
+#: IMEX channels passed as mounts: ``DEVICE_LIST_ROOT/imex/<channel>`` (NVIDIA's path).
+IMEX_MOUNT_DIR = "imex"
 #: Capability that makes a container "privileged" for accept-envvar-when-unprivileged (NVIDIA's test).
 PRIVILEGED_CAPABILITY = "CAP_SYS_ADMIN"
 ALL = "all"
@@ -328,6 +332,27 @@ def device_list_mounts(spec: Dict[str, Any]) -> List[Tuple[int, str, bool]]:
     return found
 
 
+def split_imex_mounts(listed: List[Tuple[int, str, bool]]) -> Tuple[List[Tuple[int, str, bool]], List[str]]:
+    """(the GPU device-list mounts, the IMEX channels named by mounts at
+    ``DEVICE_LIST_ROOT/imex/<channel>``, NVIDIA's path for them). A channel is a number or ``all``."""
+    gpus: List[Tuple[int, str, bool]] = []
+    channels: List[str] = []
+    prefix = DEVICE_LIST_ROOT + "/" + IMEX_MOUNT_DIR + "/"
+    for entry in listed:
+        destination = entry[1]
+        if not destination.startswith(prefix):
+            gpus.append(entry)
+            continue
+        channel = destination[len(prefix):]
+        if not (channel == ALL or _is_number(channel)):
+            raise GpuSetupError(
+                "cannot read an IMEX channel from the mount at {}".format(quoted(destination, 120)),
+                hint="the device plugin mounts {}<channel number|all>".format(prefix),
+            )
+        channels.append(channel)
+    return gpus, ([ALL] if ALL in channels else _unique(channels))
+
+
 def parse_device_list(listed: List[Tuple[int, str, bool]]) -> Optional[List[str]]:
     """The devices a volume-mount list names: the component after :data:`DEVICE_LIST_ROOT`."""
     names = []
@@ -407,8 +432,14 @@ def resolve(
         notes.append("mounts under {} whose source is not /dev/null ignored (an image VOLUME makes those)".format(
             DEVICE_LIST_ROOT))
     listed = [entry for entry in listed if entry[2]]
+    mount_indexes = [position for position, _, _ in listed]
+    listed, imex_from_mounts = split_imex_mounts(listed)
+    if imex_from_mounts:
+        if IMEX_CHANNELS in env and notes is not None:
+            notes.append("{} ignored: the IMEX channels under {}/{} are used".format(
+                IMEX_CHANNELS, DEVICE_LIST_ROOT, IMEX_MOUNT_DIR))
+        imex = imex_from_mounts
     if listed:
-        mount_indexes = [position for position, _, _ in listed]
         from_mounts = parse_device_list(listed)
         if VISIBLE_DEVICES in env and notes is not None:
             notes.append("{} ignored: the device list under {} is used".format(VISIBLE_DEVICES, DEVICE_LIST_ROOT))

@@ -117,3 +117,69 @@ def test_imex_path():
     assert cdi_spec.imex_path("/etc/cdi/nvdocker.yaml") == "/etc/cdi/nvdocker-imex-channel.yaml"
     assert cdi_spec.imex_path("/etc/cdi/nvdocker.json") == "/etc/cdi/nvdocker-imex-channel.json"
     assert cdi_spec.imex_path("/etc/cdi.d/spec") == "/etc/cdi.d/spec-imex-channel"
+
+
+# -- cdi list knows the IMEX spec ------------------------------------------------------------------
+
+
+@pytest.fixture
+def listed_mig(mig_root, tmp_path):
+    out = tmp_path / "cdi" / "nvdocker.yaml"
+    done = invoke(mig_root, tmp_path, "cdi", "generate", "--output", str(out))
+    assert done.exit_code == 0, done.stderr
+    return out, tmp_path / "cdi" / "nvdocker-imex-channel.yaml"
+
+
+def test_list_shows_the_imex_spec_beside_the_gpus(mig_root, tmp_path, listed_mig):
+    out, imex_out = listed_mig
+    report = json.loads(invoke(mig_root, tmp_path, "cdi", "list", "--spec", str(out), "--json").stdout)
+    assert report["stale"] is False and "nvidia.com/gpu=0:1" in [d["name"] for d in report["devices"]]
+    imex = report["imex"]
+    assert imex["spec"] == str(imex_out) and imex["stale"] is False and imex["stale_reason"] is None
+    assert imex["driver_version"] == "550.54.14" and imex["cdiVersion"] == "0.5.0"
+    assert imex["devices"] == [
+        {"name": "nvidia.com/imex-channel=0", "device_nodes": ["/dev/nvidia-caps-imex-channels/channel0"]},
+        {"name": "nvidia.com/imex-channel=1", "device_nodes": ["/dev/nvidia-caps-imex-channels/channel1"]},
+    ]
+    text = invoke(mig_root, tmp_path, "cdi", "list", "--spec", str(out))
+    assert text.exit_code == 0 and "{} (IMEX channels, cdiVersion 0.5.0)".format(imex_out) in text.stdout
+    assert "`-- nvidia.com/imex-channel=1\n    `-- /dev/nvidia-caps-imex-channels/channel1" in text.stdout
+    assert text.stdout.count("every GPU container also gets") == 1 and "stale" not in text.stderr
+
+
+def test_list_says_the_imex_spec_is_stale_after_a_driver_upgrade(mig_root, tmp_path, listed_mig):
+    out, imex_out = listed_mig
+    imex_out.write_text(imex_out.read_text().replace("550.54.14", "535.104.05"))
+    report = json.loads(invoke(mig_root, tmp_path, "cdi", "list", "--spec", str(out), "--json").stdout)
+    assert report["stale"] is False and report["imex"]["stale"] is True
+    assert report["imex"]["stale_reason"] == "it was made for driver 535.104.05, the driver is now 550.54.14"
+    text = invoke(mig_root, tmp_path, "cdi", "list", "--spec", str(out))
+    assert "the IMEX spec {} is stale: it was made for driver 535.104.05".format(imex_out) in text.stderr
+
+
+def test_list_says_the_imex_spec_is_stale_when_the_channels_changed(mig_root, tmp_path, listed_mig):
+    out, imex_out = listed_mig
+    driver = discover(mig_root.path)
+    imex = cdi_spec.generate_imex(driver)
+    imex["devices"] = imex["devices"][:1]  # written when only channel 0 existed
+    imex_out.write_bytes(cdi_spec.render(imex, as_json=False, meta=cdi_spec.metadata(driver)))
+    report = json.loads(invoke(mig_root, tmp_path, "cdi", "list", "--spec", str(out), "--json").stdout)
+    assert report["imex"]["stale_reason"] == "it lists channel(s) 0, the host has 0, 1"
+    # a foreign file of another kind at that name is not ours to list
+    imex_out.write_text('{"cdiVersion": "0.5.0", "kind": "example.com/thing", "devices": []}\n')
+    assert json.loads(invoke(mig_root, tmp_path, "cdi", "list", "--spec", str(out), "--json").stdout)["imex"] is None
+    imex_out.write_text("kind: [unreadable\n")
+    assert json.loads(invoke(mig_root, tmp_path, "cdi", "list", "--spec", str(out), "--json").stdout)["imex"] is None
+
+
+def test_list_without_an_imex_spec_says_null(mig_root, tmp_path, listed_mig):
+    out, imex_out = listed_mig
+    imex_out.unlink()
+    assert json.loads(invoke(mig_root, tmp_path, "cdi", "list", "--spec", str(out), "--json").stdout)["imex"] is None
+
+
+def test_imex_staleness_bounds_what_it_echoes(mig_root):
+    driver = discover(mig_root.path)
+    hostile = {"kind": cdi_spec.IMEX_KIND, "devices": [{"name": str(n)} for n in range(100)]}
+    reason = cdi_spec.imex_staleness(hostile, None, driver)
+    assert reason.startswith("it lists channel(s) 0, 1, 2") and "and 84 more" in reason and len(reason) < 200

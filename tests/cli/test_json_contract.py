@@ -111,6 +111,21 @@ def test_cdi_verbs_validate(cli, tmp_path, cdi_env):
     assert conforms(cli("cdi", "list", "--spec", str(out), "--json", env=cdi_env), "cdi-list")["stale"] is False
 
 
+def test_cdi_verbs_with_imex_channels_validate(cli, tmp_path, tmp_path_factory):
+    """On the MIG root: the IMEX spec's name in `cdi generate`, its channels and staleness in `cdi list`."""
+    from tests.support.driver_root import simulated_mig_root_fixture
+
+    mig_root = simulated_mig_root_fixture(tmp_path_factory)
+    absent = tmp_path / "no-runtime.conf"
+    absent.write_text("")
+    env = {"NVDOCKER_RUNTIME_CONFIG": str(absent), "NVDOCKER_DRIVER_ROOT": mig_root.path}
+    out = tmp_path / "cdi" / "nvdocker.yaml"
+    generated = conforms(cli("cdi", "generate", "-o", str(out), "--json", env=env), "cdi-generate")
+    assert generated["imex_output"] == str(tmp_path / "cdi" / "nvdocker-imex-channel.yaml")
+    listed = conforms(cli("cdi", "list", "--spec", str(out), "--json", env=env), "cdi-list")
+    assert listed["imex"]["stale"] is False and len(listed["imex"]["devices"]) == 2
+
+
 @pytest.mark.parametrize(
     "args, error_id, status",
     [

@@ -8,7 +8,7 @@ import tempfile
 import pytest
 
 from tests.doctor.simhost import HEALTHY_CONFIG, SimHost
-from tests.support.driver_root import simulated_driver_root_fixture
+from tests.support.driver_root import DXG_NODE, simulated_driver_root_fixture
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +26,11 @@ def host(tmp_path, driver_template):
 
 
 #: An OCI runtime for the smoke test: on create it adds the simulated GPUs' device nodes to the
-#: spec (what our runtime does with NVIDIA_VISIBLE_DEVICES=all), then execs runc.
+#: spec (what our runtime does with NVIDIA_VISIBLE_DEVICES=all), then execs runc. NODES are the
+#: (name, major, minor) of the nodes: a native driver's, or WSL2's /dev/dxg.
 FAKE_GPU_RUNTIME = """#!/usr/bin/python3
 import json, os, shutil, sys
+NODES = %s
 args = sys.argv[1:]
 if "create" in args:
     bundle = "."
@@ -43,32 +45,38 @@ if "create" in args:
     if "NVIDIA_VISIBLE_DEVICES=all" in spec.get("process", {}).get("env", []):
         linux = spec.setdefault("linux", {})
         rules = linux.setdefault("resources", {}).setdefault("devices", [])
-        for name, minor in (("nvidiactl", 255), ("nvidia0", 0), ("nvidia1", 1)):
+        for name, major, minor in NODES:
             linux.setdefault("devices", []).append(
-                {"path": "/dev/" + name, "type": "c", "major": 195, "minor": minor, "fileMode": 438, "uid": 0, "gid": 0})
-            rules.append({"allow": True, "type": "c", "major": 195, "minor": minor, "access": "rwm"})
+                {"path": "/dev/" + name, "type": "c", "major": major, "minor": minor, "fileMode": 438, "uid": 0, "gid": 0})
+            rules.append({"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"})
         with open(path, "w") as handle:
             json.dump(spec, handle)
 runc = shutil.which("runc") or "/usr/sbin/runc"
 os.execv(runc, [runc] + args)
 """
+NATIVE_NODES = (("nvidiactl", 195, 255), ("nvidia0", 195, 0), ("nvidia1", 195, 1))
+WSL_NODES = (("dxg",) + DXG_NODE,)
 
 
 @pytest.fixture(scope="session")
 def dockerd_sandbox():
     """A private dockerd (no network, temp dirs) with the healthy host's runtime, plus runtimes for
-    the smoke test: ``fakegpu`` (adds the GPU nodes), ``plainrunc`` (adds nothing), ``broken``."""
+    the smoke test: ``fakegpu`` (adds the GPU nodes), ``fakewsl`` (adds /dev/dxg, as on WSL2),
+    ``plainrunc`` (adds nothing), ``broken``."""
     from tests.support.sandbox import DockerdSandbox, dockerd_or_skip, engine_bin_dirs
 
     dockerd_or_skip()
     workdir = tempfile.mkdtemp(prefix="nvx.", dir="/tmp")
     fake_runtime = os.path.join(workdir, "fakegpu-runtime")
-    with open(fake_runtime, "w") as handle:
-        handle.write(FAKE_GPU_RUNTIME)
-    os.chmod(fake_runtime, 0o755)
+    fake_wsl_runtime = os.path.join(workdir, "fakewsl-runtime")
+    for path, nodes in ((fake_runtime, NATIVE_NODES), (fake_wsl_runtime, WSL_NODES)):
+        with open(path, "w") as handle:
+            handle.write(FAKE_GPU_RUNTIME % (nodes,))
+        os.chmod(path, 0o755)
     config = json.loads(json.dumps(HEALTHY_CONFIG))
     config["runtimes"].update({
         "fakegpu": {"path": fake_runtime},
+        "fakewsl": {"path": fake_wsl_runtime},
         "plainrunc": {"path": shutil.which("runc", path=os.pathsep.join(engine_bin_dirs() + ["/usr/sbin:/usr/bin:/sbin:/bin"]))
                       or "/usr/sbin/runc"},
         "broken": {"path": "/nonexistent/nvx-runtime"},

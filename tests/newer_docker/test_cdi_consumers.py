@@ -6,6 +6,10 @@ For every consumer: ``--device nvidia.com/gpu=0``, ``=all`` and ``=GPU-<uuid>`` 
 ``cdi generate`` writes for the simulated 2-GPU driver root give exactly the right device nodes
 (major:minor from ``ls -l /dev`` in the container) and driver libraries; and the cdiVersions each
 one reads are the ones doctor's tables say (``cdi-docker-support``, ``cdi-podman-support``).
+On the simulated MIG root (issue #11), one container asks for the MIG device ``nvidia.com/gpu=0:1``
+and the IMEX channel ``nvidia.com/imex-channel=0`` at once, from the two files ``cdi generate``
+writes, and gets exactly what our runtime gives for ``NVIDIA_VISIBLE_DEVICES=0:1``
+``NVIDIA_IMEX_CHANNELS=0`` (tests/runtime/test_mig_e2e.py).
 """
 
 import json
@@ -24,7 +28,15 @@ from nvdocker_setup.doctor.parsers import version_tuple
 from nvdocker_setup.driver import discover
 from nvdocker_setup.runtime.config import RuntimeConfig
 from tests.support import debian_engines
-from tests.support.driver_root import CONTROL_NODES, LIB_DIR, NVIDIA_MAJOR, simulated_driver_root_fixture
+from tests.support.driver_root import (
+    CAPS_MAJOR,
+    CONTROL_NODES,
+    IMEX_MAJOR,
+    LIB_DIR,
+    NVIDIA_MAJOR,
+    simulated_driver_root_fixture,
+    simulated_mig_root_fixture,
+)
 from tests.support.newer_docker import docker26, docker26_or_skip, sandbox26
 
 pytestmark = pytest.mark.dockerd
@@ -75,7 +87,7 @@ def rootfs(tmp_path_factory):
     root = tmp_path_factory.mktemp("rootfs")
     os.makedirs(str(root / "bin"))
     shutil.copy(busybox, str(root / "bin" / "busybox"))
-    for command in ("sh", "ls", "cat", "env", "echo", "true"):
+    for command in ("sh", "ls", "cat", "env", "echo", "true", "find", "stat"):
         os.symlink("busybox", str(root / "bin" / command))
     os.chmod(str(root), 0o755)
     return str(root)
@@ -99,8 +111,8 @@ class PodmanConsumer:
         self.shown = "podman " + said.split("version", 1)[1].strip()
         self.max_cdi_version = doctor_cdi._max_cdi_version(self.version, doctor_cdi.PODMAN_MAX_CDI_VERSION)
 
-    def run(self, spec: bytes, name: str, device: str, script: str = "true") -> Outcome:
-        done = self.podman.run(spec, name, self.rootfs, device, script)
+    def run(self, spec: bytes, name: str, device, script: str = "true", more_specs=None) -> Outcome:
+        done = self.podman.run(spec, name, self.rootfs, device, script, more_specs=more_specs)
         return Outcome(done.returncode, done.stdout, done.stderr)
 
     def close(self) -> None:
@@ -127,14 +139,17 @@ class DockerConsumer:
         self.shown = "Docker " + info["ServerVersion"]
         self.max_cdi_version = doctor_cdi._max_cdi_version(self.version)
 
-    def run(self, spec: bytes, name: str, device: str, script: str = "true") -> Outcome:
+    def run(self, spec: bytes, name: str, device, script: str = "true", more_specs=None) -> Outcome:
         for old in os.listdir(self.cdi_dir):
             os.unlink(os.path.join(self.cdi_dir, old))
-        path = os.path.join(self.cdi_dir, name)
-        with open(path, "wb") as handle:
-            handle.write(spec)
-        os.chmod(path, 0o644)
-        done = docker26(self.folder, self.box, "run", "--rm", "--network", "none", "--device", device, "tiny",
+        for file_name, data in dict({name: spec}, **(more_specs or {})).items():
+            path = os.path.join(self.cdi_dir, file_name)
+            with open(path, "wb") as handle:
+                handle.write(data)
+            os.chmod(path, 0o644)
+        devices = [device] if isinstance(device, str) else list(device)
+        done = docker26(self.folder, self.box, "run", "--rm", "--network", "none",
+                        *[flag for each in devices for flag in ("--device", each)], "tiny",
                         "sh", "-c", script, check=False, timeout=120)
         return Outcome(done.returncode, done.stdout, done.stderr)
 
@@ -230,6 +245,60 @@ def test_one_gpu_by_uuid(consumer, generated, driver_root):
 def test_an_unknown_device_is_refused(consumer, generated):
     done = consumer.run(generated["nvdocker.yaml"], "nvdocker.yaml", "nvidia.com/gpu=7")
     assert done.returncode != 0 and UNRESOLVABLE in done.stderr and "nvidia.com/gpu=7" in done.stderr
+
+
+# -- MIG and IMEX (issue #11) ---------------------------------------------------------------------
+
+#: Every character device under /dev, as "path major:minor" (busybox stat, hex numbers).
+LIST_DEVICES = "find /dev -type c -exec stat -c '%n %t:%T' {} +"
+
+
+@pytest.fixture(scope="module")
+def mig_generated(tmp_path_factory):
+    """The two files `cdi generate` writes for the MIG root: the GPUs' and the IMEX channels'."""
+    mig_root = simulated_mig_root_fixture(tmp_path_factory)
+    out = tmp_path_factory.mktemp("mig-generated")
+    no_config = out / "no-runtime.conf"
+    no_config.write_text("")
+    output.reset_consoles()
+    try:
+        runner = CliRunner(mix_stderr=False)  # click < 8.2
+    except TypeError:
+        runner = CliRunner()
+    spec_dir = out / "cdi"
+    spec_dir.mkdir()
+    result = runner.invoke(
+        app, ["cdi", "generate", "--driver-root", mig_root.path, "--output", str(spec_dir / "nvdocker.yaml"), "--json"],
+        env={"NVDOCKER_RUNTIME_CONFIG": str(no_config), "COLUMNS": "200", "NO_COLOR": "1"}, catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    said = json.loads(result.stdout)
+    assert {"nvidia.com/gpu=0:1", "nvidia.com/imex-channel=0"} <= set(said["devices"])
+    assert said["imex_output"] == str(spec_dir / "nvdocker-imex-channel.yaml")
+    return {name: (spec_dir / name).read_bytes() for name in sorted(os.listdir(str(spec_dir)))}
+
+
+def test_a_mig_device_and_an_imex_channel_in_one_container(consumer, mig_generated):
+    """The MIG device's parent GPU node and its two capability nodes, channel0 of the IMEX channels,
+    the control nodes, and nothing of GPU 1 or of channel1: the devices our runtime gives."""
+    assert sorted(mig_generated) == ["nvdocker-imex-channel.yaml", "nvdocker.yaml"]
+    done = consumer.run(mig_generated["nvdocker.yaml"], "nvdocker.yaml", ["nvidia.com/gpu=0:1", "nvidia.com/imex-channel=0"],
+                        LIST_DEVICES, more_specs={"nvdocker-imex-channel.yaml": mig_generated["nvdocker-imex-channel.yaml"]})
+    assert done.returncode == 0, "{}: {}".format(consumer.shown, done.stderr[-2000:])
+    found = {}
+    for line in done.stdout.splitlines():
+        path, _, numbers = line.rpartition(" ")
+        if path.startswith("/dev/nvidia"):
+            major, minor = numbers.split(":")
+            found[path] = (int(major, 16), int(minor, 16))
+    expected = dict(CONTROL_NODES)
+    expected.update({
+        "/dev/nvidia0": (NVIDIA_MAJOR, 0),
+        "/dev/nvidia-caps/nvidia-cap21": (CAPS_MAJOR, 21),
+        "/dev/nvidia-caps/nvidia-cap22": (CAPS_MAJOR, 22),
+        "/dev/nvidia-caps-imex-channels/channel0": (IMEX_MAJOR, 0),
+    })
+    assert found == expected, consumer.shown
 
 
 # -- which cdiVersion each one reads --------------------------------------------------------------------

@@ -4,6 +4,7 @@ On a private dockerd 20.10 whose ``nvidia`` runtime is the C launcher (real runt
 simulated driver root with MIG on GPU 0 (GPU instances 1 and 2, one compute instance each: MIG
 devices ``0:0`` and ``0:1``, capability minors 12/13 and 21/22) and IMEX channels 0 and 1. The
 container lists its device nodes with their major:minor, which runc made from the spec we wrote.
+runtime.conf has ``accept-device-list-as-volume-mounts = true``, for IMEX channels passed as mounts.
 """
 
 import os
@@ -27,7 +28,7 @@ def box(tmp_path_factory, mig_root, launcher):
     os.chmod(work, 0o755)
     runtime_conf = os.path.join(work, "runtime.conf")
     with open(runtime_conf, "w") as handle:
-        handle.write("[runtime]\nruntimes = runc\n")
+        handle.write("[runtime]\nruntimes = runc\naccept-device-list-as-volume-mounts = true\n")
     sandbox = DockerdSandbox(
         os.path.join(work, "dockerd"),
         daemon_json=('{"runtimes": {"nvidia": {"path": "%s"}}}\n' % launcher).encode(),
@@ -130,3 +131,14 @@ def test_an_oversized_imex_value_is_refused_by_its_size(box):
 def test_void_asks_for_nothing_and_the_container_runs(box):
     devices = nvidia_devices(box, "-e", "NVIDIA_IMEX_CHANNELS=void", "-e", "NVIDIA_VISIBLE_DEVICES=0")
     assert set(devices) - CONTROL == {"/dev/nvidia0"}
+
+
+def test_an_imex_channel_as_a_volume_mount_gives_only_that_channel_and_no_mount(box):
+    """NVIDIA's device-plugin path: /dev/null at /var/run/nvidia-container-devices/imex/1; the
+    variable's channel 0 is ignored, and the container has no such mount left."""
+    devices = nvidia_devices(box, "-v", "/dev/null:/var/run/nvidia-container-devices/imex/1:ro",
+                             "-e", "NVIDIA_IMEX_CHANNELS=0")
+    assert devices == {"/dev/nvidia-caps-imex-channels/channel1": (IMEX_MAJOR, 1)}
+    done, _ = run(box, "-v", "/dev/null:/var/run/nvidia-container-devices/imex/1:ro", "tiny", "sh", "-c",
+                  "ls /var/run/nvidia-container-devices/imex/1 2>&1; echo done")
+    assert done.returncode == 0 and b"No such file" in done.stdout, done.stdout

@@ -26,7 +26,7 @@ import os
 import shutil
 import subprocess
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from tests.support.newer_docker import (
     Docker26Unavailable,
@@ -300,23 +300,29 @@ class Podman:
         env.update(CONTAINERS_CONF=self.conf, PODMAN_IGNORE_CGROUPSV1_WARNING="1")
         return env
 
-    def run(self, spec: Optional[bytes], spec_name: str, rootfs: str, device: str, script: str,
-            timeout: float = 120.0) -> subprocess.CompletedProcess:
-        """``podman run --rm --network none --device DEVICE --rootfs ROOTFS sh -c SCRIPT`` with ``spec``
-        as the only CDI spec podman can see."""
-        staged = os.path.join(self.workdir, "staged-" + spec_name)
-        if spec is not None:
-            with open(staged, "wb") as handle:
-                handle.write(spec)
+    def run(self, spec: Optional[bytes], spec_name: str, rootfs: str, device: Union[str, Sequence[str]], script: str,
+            timeout: float = 120.0, more_specs: Optional[Dict[str, bytes]] = None) -> subprocess.CompletedProcess:
+        """``podman run --rm --network none --device DEVICE... --rootfs ROOTFS sh -c SCRIPT`` with ``spec``
+        (and ``more_specs``, by file name: another kind's spec) as the only CDI specs podman can see."""
+        specs: Dict[str, bytes] = {} if spec is None else {spec_name: spec}
+        specs.update(more_specs or {})
+        staged_dir = os.path.join(self.workdir, "staged-cdi")
+        if os.path.isdir(staged_dir):
+            shutil.rmtree(staged_dir)
+        os.makedirs(staged_dir)
+        for name, data in specs.items():
+            with open(os.path.join(staged_dir, os.path.basename(name)), "wb") as handle:
+                handle.write(data)
+        devices = [device] if isinstance(device, str) else list(device)
         # podman raises RLIMIT_NOFILE and RLIMIT_NPROC to the maximum by default, which needs
         # CAP_SYS_RESOURCE (not granted here): keep the limits this process has
         argv = [self.binary, *self.global_flags(), "run", "--rm", "--network", "none", *_ulimits(),
-                "--device", device, "--rootfs", rootfs, "sh", "-c", script]
+                *[flag for name in devices for flag in ("--device", name)], "--rootfs", rootfs, "sh", "-c", script]
         inner = "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0755 /run/cdi"
-        if spec is not None:
-            inner += " && cp \"$0\" /run/cdi/{} && chmod 0644 /run/cdi/{}".format(spec_name, spec_name)
+        if specs:
+            inner += " && cp \"$0\"/* /run/cdi/ && chmod 0644 /run/cdi/*"
         inner += " && shift && exec \"$@\""
         return subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner, staged, "-", *argv],
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner, staged_dir, "-", *argv],
             env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False,
         )
