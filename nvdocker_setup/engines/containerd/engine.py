@@ -7,7 +7,7 @@ from nvdocker_setup.adapters.locate import ConfigLocation
 from nvdocker_setup.context import Context
 from nvdocker_setup.core.plan import InstallRecord, InstallRequest, Plan, entry_binary, validate_request
 from nvdocker_setup.engines.containerd import binary, locate
-from nvdocker_setup.errors import UsageError, ValidationFailed
+from nvdocker_setup.errors import Conflict, UsageError, ValidationFailed
 
 if TYPE_CHECKING:
     from nvdocker_setup.apply import ApplyOptions, Decision
@@ -72,7 +72,9 @@ class ContainerdEngine:
     ) -> Plan:
         from nvdocker_setup.engines.containerd import plan
 
-        has_cdi = self.installed(ctx).has_cdi
+        found = self.installed(ctx)
+        refuse_v1_on_2(document, found)
+        has_cdi = found.has_cdi
         result = plan.plan_install(document, request, record, cdi_supported=has_cdi is not False)
         if request.enable_cdi and has_cdi is None:
             result.warnings.append("could not tell containerd's version: CDI needs containerd 1.7 or newer")
@@ -150,3 +152,19 @@ class ContainerdEngine:
     def reload_hint(self) -> str:
         return "containerd was not told: restart it to use the restored file (systemctl restart containerd; running " \
             "containers keep running), or check with `nvdocker-setup show --engine containerd`"
+
+
+def refuse_v1_on_2(document: Any, found: binary.Installed) -> None:
+    """containerd 2.x reads a version 1 file (no ``version`` key) but drops its CRI runtimes (2.1.9 logs
+    "Ignoring unknown key in TOML for plugin"): a handler written there would never reach the CRI."""
+    if document.version != 1 or document.implicit_version or found.version is None or found.version < (2, 0, 0):
+        return
+    raise Conflict(
+        "{} is a version 1 config (no 'version' key), and {} ignores a version 1 file's CRI runtimes: a handler "
+        "added to it would never be used".format(document.source, found.shown),
+        reference="containerd-config-v1-on-2",
+        hint="rewrite it as version 2 (add 'version = 2' and rename every [plugins.cri...] table to "
+        "[plugins.\"io.containerd.grpc.v1.cri\"...]; `containerd config migrate` of 2.x drops a version 1 file's CRI "
+        "settings too), check it with `containerd --config FILE config dump`, then install again (nothing was "
+        "written)",
+    )

@@ -448,8 +448,18 @@ def _needs_runc(document: ContainerdDocument) -> bool:
     return document.version in (1, 2) and "runc" not in runtimes
 
 
-def _options_source(document: ContainerdDocument, name: str) -> Dict[str, Any]:
-    """The options our entry copies: the default handler's (if it is a runc handler), else runc's."""
+#: Fields of the default handler that our handler does not copy (everything else is copied, as NVIDIA's
+#: toolkit does, so that a pod moved onto our handler runs as it did: ``sandbox_mode``/``sandboxer``,
+#: ``base_runtime_spec``, ``privileged_without_host_devices``, annotations, ``snapshotter`` ...):
+#: ``runtime_type`` and ``options.BinaryName`` are ours; ``runtime_path`` overrides the *shim* binary of
+#: the default's handler type (our handler names its own shim type, and a shim override chosen for runc
+#: is not known to be right for our binary); ``runtime_root`` and ``runtime_engine`` belong to the removed
+#: ``io.containerd.runtime.v1.linux`` handlers (NVIDIA's toolkit clears them too).
+NOT_COPIED = ("runtime_type", "runtime_path", "runtime_root", "runtime_engine")
+
+
+def _default_source(document: ContainerdDocument) -> Dict[str, Any]:
+    """The handler our entry copies: the default handler (if it is a runc v2 handler), else runc's."""
     runtimes = dict(document.get(document.runtimes_path) or {})
     if _needs_runc(document):
         runtimes["runc"] = RUNC_DEFAULT_ENTRY
@@ -457,20 +467,27 @@ def _options_source(document: ContainerdDocument, name: str) -> Dict[str, Any]:
     for candidate in (default, "runc"):
         entry = runtimes.get(candidate) if isinstance(candidate, str) else None
         if isinstance(entry, dict) and entry.get("runtime_type", RUNTIME_TYPE) == RUNTIME_TYPE:
-            options = entry.get("options")
-            return dict(options) if isinstance(options, dict) else {}
+            return entry
     return {}
 
 
 def make_entry(document: ContainerdDocument, request: InstallRequest) -> Dict[str, Any]:
-    """``runtimes.<name>``: a runc handler running our binary with the default handler's options."""
-    source = _options_source(document, request.runtime_name)
-    options: Dict[str, Any] = {}
-    if "BinaryName" not in source:
-        options["BinaryName"] = request.runtime_path
+    """``runtimes.<name>``: a runc handler running our binary, with the default handler's fields and options
+    (all but :data:`NOT_COPIED`)."""
+    source = _default_source(document)
+    entry: Dict[str, Any] = {"runtime_type": RUNTIME_TYPE}
     for key, value in source.items():
+        if key not in NOT_COPIED and key != "options":
+            entry[key] = copy.deepcopy(value)
+    source_options = source.get("options")
+    source_options = source_options if isinstance(source_options, dict) else {}
+    options: Dict[str, Any] = {}
+    if "BinaryName" not in source_options:
+        options["BinaryName"] = request.runtime_path
+    for key, value in source_options.items():
         options[key] = request.runtime_path if key == "BinaryName" else copy.deepcopy(value)
-    return {"runtime_type": RUNTIME_TYPE, "options": options}
+    entry["options"] = options
+    return entry
 
 
 def _ensure_version(edit: _Edit, created: List[str]) -> None:
