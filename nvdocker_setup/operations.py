@@ -317,6 +317,8 @@ def _write_and_apply(
         )
         result.changed = True
         result.backup = backup.file
+        result.backups = {snapshot.path: str(backup.file)}
+        result.files = [snapshot.path]
     if decision is None:
         return
     from nvdocker_setup import apply
