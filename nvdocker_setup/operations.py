@@ -20,7 +20,7 @@ from nvdocker_setup.adapters.state import StateStore
 from nvdocker_setup.adapters.trust import check_runtime_binary, is_python_entry_point
 from nvdocker_setup.context import Context
 from nvdocker_setup.core.diff import unified_diff
-from nvdocker_setup.core.plan import InstallRequest, Plan, entry_binary
+from nvdocker_setup.core.plan import ExtraFile, InstallRequest, Plan, entry_binary
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME, RUNTIME_BINARY
 from nvdocker_setup.errors import (
     ConfigReadError,
@@ -59,6 +59,10 @@ class Result:
     #: What was done to the running daemon (an ApplyReport), None when not asked to apply.
     apply: Optional[Any] = None
     engine: str = engines.DEFAULT_ENGINE
+    #: Every file written or removed (with --dry-run: that would be), the config file first.
+    files: List[str] = field(default_factory=list)
+    #: The backup of each of them ({path: backup file}); ``backup`` is the config file's.
+    backups: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
@@ -315,6 +319,8 @@ def _write_and_apply(
         )
         result.changed = True
         result.backup = backup.file
+        result.backups = {snapshot.path: str(backup.file)}
+        result.files = [snapshot.path]
     if decision is None:
         return
     from nvdocker_setup import apply
@@ -358,9 +364,15 @@ def install(
         plan = engine.plan_install(ctx, document, request, record)
         result.warnings.extend(plan.warnings)
         result.changes = plan.changes
+        extras = [extra for extra in plan.extra if extra.changed]
         if plan.changed:
             result.warnings.extend(engine.check_candidate(document, plan.after))
             result.diff = unified_diff(document.text, plan.after.text, target.path)
+        for extra in extras:
+            result.diff += unified_diff(extra.before.text, extra.after.text if extra.after is not None else "",
+                                        extra.snapshot.path)
+        if plan.changed or extras:
+            result.files = ([target.path] if plan.changed else []) + [extra.snapshot.path for extra in extras]
         else:
             result.notices.append("already configured: {} has runtimes.{} as requested".format(target.path, request.runtime_name))
         if dry_run or state is None:
@@ -388,6 +400,43 @@ def install(
                     "adopted runtimes.{}: backup {} shows nvdocker-setup installed it (its record was lost); "
                     "uninstall can undo it".format(request.runtime_name, adopted.original_backup)
                 )
+        if plan.extra:
+            main_data = new_data if plan.changed else snapshot.data
+            decision = _apply_phase(
+                ctx, engine, apply_options, target, request.runtime_name,
+                _View(engine.merge_view([document.value] + [c.before.value for c in plan.extra])),
+                _View(engine.merge_view([plan.after.value] + [c.after.value for c in plan.extra if c.after is not None])),
+                check_hook=True,
+            )
+
+            def update_extras(backups: Dict[str, Backup], created_dirs: Dict[str, str]) -> None:
+                record = plan.record
+                assert record is not None
+                fresh = state.get(snapshot.real_path, request.runtime_name) is None
+                if fresh:
+                    record = replace(record, file_existed=snapshot.exists,
+                                     original_backup=backups[snapshot.real_path].name if snapshot.real_path in backups
+                                     else None)
+                extra_files = []
+                for change in plan.extra:
+                    real = change.snapshot.real_path
+                    known = record.extra(real)
+                    if known is None:
+                        backup = backups.get(real)
+                        known = ExtraFile(real, file_existed=change.snapshot.exists,
+                                          original_backup=backup.name if backup else None,
+                                          created_dir=created_dirs.get(real))
+                    data = change.new_data if change.changed else change.snapshot.data
+                    extra_files.append(known.with_written(_sha256(data or b"")))
+                state.put(snapshot.real_path, replace(record, extra_files=tuple(extra_files)).with_written(
+                    _sha256(main_data)))
+
+            writes = [(c.snapshot, c.new_data) for c in extras]
+            if plan.changed:
+                writes.append((snapshot, new_data))
+            _write_many_and_apply(ctx, engine, state, writes, "install " + request.runtime_name, result, decision,
+                                  update_extras, reporter, in_place, record_first=True)
+            return result
         _write_and_apply(
             ctx, engine, state, snapshot, new_data if plan.changed else snapshot.data, "install " + request.runtime_name,
             result, decision, update_state, reporter, in_place, record_first=True,
@@ -395,6 +444,105 @@ def install(
         return result
 
     return _transaction(ctx, dry_run, run)
+
+
+@dataclass(frozen=True)
+class _View:
+    """The daemon's view of several files (a config file and its drop-ins), for the apply decision."""
+
+    value: Dict[str, Any]
+
+
+def _put_back(snapshot: FileSnapshot, in_place: bool) -> None:
+    """Give ``snapshot``'s file its bytes back (remove it when it did not exist)."""
+    current = read_snapshot(snapshot.path)
+    if snapshot.exists:
+        if not _same(current, snapshot.data):
+            write_atomically(current, snapshot.data, in_place=in_place)
+    elif current.exists:
+        remove_file(current)
+
+
+def _write_many_and_apply(
+    ctx: Context, engine: "Engine", state: StateStore, writes: List[Tuple[FileSnapshot, Optional[bytes]]],
+    reason: str, result: Result, decision, update_state: Callable[[Dict[str, Backup], Dict[str, str]], None],
+    reporter, in_place: bool, record_first: bool,
+) -> None:
+    """Several files as one change: every file backed up, the record durable first (``record_first``) or
+    last, the files written in the order given, each put back (and the record and backups forgotten) when
+    one write fails; then one apply, whose rollback puts every file back."""
+    store = _backups(ctx)
+    previous = state.snapshot()
+    backups: Dict[str, Backup] = {}
+    created_dirs: Dict[str, str] = {}
+    for snap, data in writes:
+        remove_stale_temps(os.path.dirname(snap.real_path), os.path.basename(snap.real_path))
+        if data is not None and not snap.exists and not os.path.isdir(os.path.dirname(snap.real_path)):
+            created_dirs[snap.real_path] = os.path.dirname(snap.real_path)
+    done: List[FileSnapshot] = []
+    try:
+        for snap, _ in writes:
+            backups[snap.real_path] = store.save(snap, reason, protect=state.referenced_backups() | {
+                b.name for b in backups.values()})
+        if record_first or not writes:
+            update_state(backups, created_dirs)
+            state.save()
+        for snap, data in writes:
+            if snap.real_path in created_dirs:
+                os.makedirs(created_dirs[snap.real_path], mode=0o755, exist_ok=True)
+            done.append(snap)
+            _write_config(ctx, engine, snap, data, result.warnings, in_place, validate=data is not None)
+    except BaseException as error:
+        clean = True
+        for snap in reversed(done):
+            try:
+                _put_back(snap, in_place)
+            except NvdockerError:
+                clean = False
+            if snap.real_path in created_dirs:
+                _remove_empty_dir(created_dirs[snap.real_path])
+        if clean:
+            try:
+                state.restore(previous)
+                state.save()
+                for backup in backups.values():
+                    store.discard(backup)
+            except NvdockerError:
+                pass
+        elif isinstance(error, NvdockerError):
+            error.details.append("files may be damaged; their previous bytes are in backups {}".format(
+                ", ".join(b.name for b in backups.values())))
+        raise
+    if writes and not record_first:
+        update_state(backups, created_dirs)
+        state.save()
+    if writes:
+        result.changed = True
+        main = writes[-1][0] if record_first else writes[0][0]
+        result.backup = backups[main.real_path].file if main.real_path in backups else None
+        result.backups = {snap.path: str(backups[snap.real_path].file) for snap, _ in writes}
+        result.files = [snap.path for snap, _ in writes]
+    if decision is None:
+        return
+    from nvdocker_setup import apply
+
+    def restore() -> None:
+        for snap, _ in reversed(writes):
+            _put_back(snap, in_place)
+            if snap.real_path in created_dirs:
+                _remove_empty_dir(created_dirs[snap.real_path])
+        state.restore(previous)
+        state.save()
+
+    result.apply = decision.report
+    apply.execute(decision, restore if writes else (lambda: None), reporter)
+
+
+def _remove_empty_dir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def uninstall(
@@ -446,12 +594,53 @@ def uninstall(
             new_data = plan.after.encode() if plan.changed else (snapshot.data if snapshot.exists else None)
             if plan.changed:
                 result.warnings.extend(engine.check_candidate(document, plan.after))
+        extra_writes: List[Tuple[FileSnapshot, Optional[bytes]]] = []
+        for extra in (record.extra_files if record is not None else ()):
+            extra_snapshot = read_snapshot(extra.path)
+            exact_extra = _exact_restore(ctx, extra_snapshot, extra)
+            if exact_extra is not None:
+                extra_data, description = exact_extra
+            else:
+                extra_document = _load_or_explain(ctx, engine, extra_snapshot, result.notices)
+                extra_plan = engine.plan_uninstall(extra_document, runtime_name, record, force, extra=True)
+                result.warnings.extend(extra_plan.warnings)
+                extra_data = extra_plan.after.encode() if extra_plan.changed else extra_snapshot.data
+                description = "; ".join(extra_plan.changes) or "leave {}".format(extra.path)
+            if not _same(extra_snapshot, extra_data):
+                result.changes.append("{}: {}".format(extra.path, description))
+                extra_writes.append((extra_snapshot, extra_data))
+                result.diff += unified_diff(extra_snapshot.data.decode("utf-8", "replace"),
+                                            (extra_data or b"").decode("utf-8", "replace"), extra.path)
         unchanged = _same(snapshot, new_data)
-        if unchanged:
+        if unchanged and not extra_writes:
             result.notices.append("nothing to undo for runtimes.{} in {}".format(runtime_name, target.path))
-        else:
-            result.diff = unified_diff(document.text, after.text, target.path)
+        elif not unchanged:
+            result.diff = unified_diff(document.text, after.text, target.path) + result.diff
+        result.files = ([target.path] if not unchanged else []) + [snap.path for snap, _ in extra_writes]
         if read_only:
+            return result
+        if record is not None and record.extra_files:
+            def value(snap: FileSnapshot, data: Optional[bytes]) -> Dict[str, Any]:
+                return engine.parse(data, snap.path).value if data else {}
+
+            current = [engine.parse(read_snapshot(e.path).data, e.path).value if read_snapshot(e.path).exists else {}
+                       for e in record.extra_files]
+            undone = {snap.real_path: value(snap, data) for snap, data in extra_writes}
+            later = [undone.get(read_snapshot(e.path).real_path, current[i]) for i, e in enumerate(record.extra_files)]
+            decision = _apply_phase(ctx, engine, apply_options, target, runtime_name,
+                                    _View(engine.merge_view([document.value] + current)),
+                                    _View(engine.merge_view([after.value] + later)), check_hook=False)
+            writes = ([] if unchanged else [(snapshot, new_data)]) + extra_writes
+            created = {extra.path: extra.created_dir for extra in record.extra_files if extra.created_dir}
+
+            def forget(_backups: Dict[str, Backup], _dirs: Dict[str, str]) -> None:
+                state.remove(snapshot.real_path, runtime_name)
+
+            _write_many_and_apply(ctx, engine, state, writes, "uninstall " + runtime_name, result, decision, forget,
+                                  reporter, in_place, record_first=False)
+            for path, folder in created.items():
+                if not os.path.exists(path):
+                    _remove_empty_dir(folder)
             return result
         decision = _apply_phase(ctx, engine, apply_options, target, runtime_name, document, after, check_hook=False)
 

@@ -47,6 +47,15 @@ def install(
     force: bool = force_option(),
     allow_unsafe_runtime: bool = allow_unsafe_runtime_option(),
     in_place: bool = options.in_place_option(),
+    drop_in: bool = options.option(
+        False, "--drop-in",
+        help="containerd 2.1+: write the handler to a drop-in file that config.toml imports (conf.d/99-nvdocker.toml "
+        "beside it) instead of editing config.toml; refused unless `containerd config dump` proves the merged "
+        "config unchanged apart from the handler",
+    ),
+    drop_in_path: Optional[str] = options.option(
+        None, "--drop-in-path", metavar="PATH", help="the drop-in file (implies --drop-in)",
+    ),
     apply: options.ApplyMode = options.apply_option(),  # noqa: B008 (typer.Option)
     no_restart: bool = options.no_restart_option(),
     service_manager: options.ServiceManagerName = options.service_manager_option(),  # noqa: B008
@@ -65,6 +74,7 @@ def install(
         dry_run=dry_run, force=force, allow_unsafe_runtime=allow_unsafe_runtime, in_place=in_place, apply=apply,
         no_restart=no_restart, service_manager=service_manager, restart_command=restart_command, timeout=timeout,
         yes=yes, state_dir=state_dir, lock_timeout=lock_timeout, as_json=as_json, engine=engine,
+        write_mode="drop-in" if drop_in or drop_in_path else None, drop_in_path=drop_in_path,
     )
 
 
@@ -73,6 +83,7 @@ def run_install(
     config: Optional[str], dry_run: bool, force: bool, allow_unsafe_runtime: bool, in_place: bool, apply: Any,
     no_restart: bool, service_manager: Any, restart_command: Optional[str], timeout: float, yes: bool,
     state_dir: Optional[str], lock_timeout: float, as_json: bool, engine: Any = "docker",
+    write_mode: Optional[str] = None, drop_in_path: Optional[str] = None,
 ) -> None:
     """install, also behind `runtime configure` (nvidia-ctk's spelling)."""
     from nvdocker_setup import operations
@@ -90,6 +101,8 @@ def run_install(
             enable_cdi=enable_cdi,
             force=force,
             allow_unsafe_runtime=allow_unsafe_runtime,
+            write_mode=write_mode,
+            drop_in_path=drop_in_path,
         )
         result = operations.install(
             ctx, request, config=config, dry_run=dry_run, in_place=in_place,

@@ -30,6 +30,11 @@ class InstallRequest:
     force: bool = False
     #: Accept a runtime binary that is missing (also as the default), unsafe, or creatable by a non-root user.
     allow_unsafe_runtime: bool = False
+    #: Write mode: None (the engine's default), "in-place" (edit the config file), "drop-in" (a file of ours
+    #: that the config file imports; engines without drop-ins refuse it).
+    write_mode: Optional[str] = None
+    #: The drop-in file (None: the engine's default place).
+    drop_in_path: Optional[str] = None
 
     def entry(self) -> Dict[str, Any]:
         """The runtimes.<name> value we write: dockerd reads ``runtimeArgs``, never ``args``."""
@@ -37,6 +42,55 @@ class InstallRequest:
         if self.runtime_args:
             entry["runtimeArgs"] = list(self.runtime_args)
         return entry
+
+
+@dataclass(frozen=True)
+class ExtraFile:
+    """A second file an install wrote besides the config file (a drop-in), kept in the config file's record:
+    the same undo facts as the record's own (``original_backup``: its bytes before, ``history_sha256``:
+    every version our installs wrote)."""
+
+    path: str
+    file_existed: bool = False
+    original_backup: Optional[str] = None
+    installed_sha256: Optional[str] = None
+    history_sha256: Tuple[str, ...] = ()
+    #: The directory install created for it (uninstall removes it when empty again).
+    created_dir: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data["history_sha256"] = list(self.history_sha256)
+        return data
+
+    def with_written(self, sha256: str) -> "ExtraFile":
+        history = tuple(h for h in self.history_sha256 if h != sha256) + (sha256,)
+        return replace(self, installed_sha256=sha256, history_sha256=history[-HISTORY_LIMIT:])
+
+    def written_hashes(self) -> Tuple[str, ...]:
+        return self.history_sha256 + ((self.installed_sha256,) if self.installed_sha256 else ())
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ExtraFile":
+        if not isinstance(data, dict) or set(data) - _EXTRA_FIELDS.keys():
+            raise ValueError("an extra file is not an object of known fields")
+        for key, kinds in _EXTRA_FIELDS.items():
+            if key in data and not isinstance(data[key], kinds):
+                raise ValueError("extra file {!r} has the wrong type".format(key))
+        path = data.get("path")
+        if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path or len(path) > 4096:
+            raise ValueError("an extra file's path is not an absolute path")
+        created = data.get("created_dir")
+        if created is not None and (not os.path.isabs(created) or os.path.dirname(path) != created):
+            raise ValueError("an extra file's created_dir is not its directory")
+        if data.get("original_backup") is not None and not _BACKUP_NAME.match(data["original_backup"]):
+            raise ValueError("an extra file's 'original_backup' is not a backup name")
+        hashes = list(data.get("history_sha256") or ()) + [data.get("installed_sha256") or "0" * 64]
+        if not all(isinstance(h, str) and _SHA256.match(h) for h in hashes):
+            raise ValueError("an extra file's sha256 is not a sha256")
+        values = {key: data[key] for key in _EXTRA_FIELDS if key in data}
+        values["history_sha256"] = tuple(values.get("history_sha256") or ())[-HISTORY_LIMIT:]
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -70,12 +124,25 @@ class InstallRecord:
     #: Tables install created on the way to its entry (an engine's own dotted paths, outermost
     #: first): uninstall removes those that are empty again.
     created_tables: Tuple[str, ...] = ()
+    #: Other files this install wrote (a drop-in), written before this file on install and after it
+    #: on uninstall; each undone exactly like this one.
+    extra_files: Tuple[ExtraFile, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
         data["history_sha256"] = list(self.history_sha256)
         data["created_tables"] = list(self.created_tables)
+        if self.extra_files:
+            data["extra_files"] = [extra.to_dict() for extra in self.extra_files]
+        else:
+            data.pop("extra_files")
         return data
+
+    def extra(self, path: str) -> Optional[ExtraFile]:
+        for extra in self.extra_files:
+            if extra.path == path:
+                return extra
+        return None
 
     def with_written(self, sha256: str) -> "InstallRecord":
         """This record after a write that left the file with ``sha256``."""
@@ -130,6 +197,10 @@ class InstallRecord:
         values["created_tables"] = tuple(values.get("created_tables") or ())
         if not all(isinstance(t, str) and t for t in values["created_tables"]):
             raise ValueError("'created_tables' holds something that is not a table path")
+        extras = values.get("extra_files") or ()
+        if len(extras) > 4:
+            raise ValueError("'extra_files' names too many files")
+        values["extra_files"] = tuple(ExtraFile.from_dict(extra) for extra in extras)
         return cls(**values)
 
 
@@ -201,6 +272,15 @@ _RECORD_FIELDS: Dict[str, Any] = {
     "history_sha256": (list,),
     "engine": (str,),
     "created_tables": (list,),
+    "extra_files": (list,),
+}
+_EXTRA_FIELDS: Dict[str, Any] = {
+    "path": (str,),
+    "file_existed": (bool,),
+    "original_backup": (str, type(None)),
+    "installed_sha256": (str, type(None)),
+    "history_sha256": (list,),
+    "created_dir": (str, type(None)),
 }
 _REQUIRED_FIELDS = ("runtime_name", "entry")
 
@@ -214,10 +294,32 @@ class Plan:
     changes: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     record: Optional[InstallRecord] = None
+    #: Other files the plan writes (a drop-in): written before the config file, undone with it.
+    extra: List["FileChange"] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return self.after.text != self.before.text
+
+
+@dataclass
+class FileChange:
+    """A second file of a plan: ``snapshot`` is the file as read under the lock, ``after`` the document
+    to write (None: remove the file)."""
+
+    snapshot: Any  # adapters.files.FileSnapshot (core does no I/O)
+    before: Any
+    after: Any
+
+    @property
+    def new_data(self) -> Optional[bytes]:
+        return self.after.encode() if self.after is not None else None
+
+    @property
+    def changed(self) -> bool:
+        if self.after is None:
+            return bool(self.snapshot.exists)
+        return not self.snapshot.exists or self.new_data != self.snapshot.data
 
 
 #: What dockerd and containerd both accept as a runtime (handler) name, and what Kubernetes

@@ -64,9 +64,15 @@ class Engine(Protocol):
     def plan_install(
         self, ctx: Context, document: Document, request: InstallRequest, record: Optional[InstallRecord]
     ) -> Plan:
+        """The change to ``document`` (the config file); ``Plan.extra`` names other files the change writes
+        (a drop-in, read under the lock by the engine): the transaction backs them up, records them, writes
+        them before the config file and undoes them with it."""
         ...
 
-    def plan_uninstall(self, document: Document, name: str, record: Optional[InstallRecord], force: bool) -> Plan:
+    def plan_uninstall(
+        self, document: Document, name: str, record: Optional[InstallRecord], force: bool, extra: bool = False
+    ) -> Plan:
+        """``extra``: ``document`` is one of the record's ``extra_files`` (a drop-in), not the config file."""
         ...
 
     def check_request(self, ctx: Context, request: InstallRequest) -> None:
@@ -104,6 +110,10 @@ class Engine(Protocol):
 
     def show(self, value: Dict[str, Any], name: str) -> Dict[str, Any]:
         """``default_runtime``, ``default_runtime_source`` and ``cdi`` of a document, for ``show``."""
+        ...
+
+    def merge_view(self, values: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """What the daemon reads from a config file's value and then its extra files' (drop-ins), in order."""
         ...
 
     def reload_hint(self) -> str:

@@ -176,3 +176,72 @@ def test_a_container_through_our_launcher_sees_the_gpus(node):
             devices[match.group(3)] = (int(match.group(1)), int(match.group(2)))
     assert devices.get("nvidia0") == (195, 0) and devices.get("nvidia1") == (195, 1), listing
     assert devices.get("nvidiactl") == (195, 255), listing
+
+
+# -- drop-in mode: refused on 1.6/1.7 (they replace imported plugin tables), merged and proven on 2.1 --------
+
+
+def _dump(node):
+    import tomlkit
+
+    value = tomlkit.parse(node.daemon.config_dump()).unwrap()
+    value.pop("imports", None)
+    return value
+
+
+def _install(node, *extra):
+    daemon = node.daemon
+    return node.cli("install", "--engine", "containerd", "--config", daemon.config_path, "--drop-in",
+                    "--runtime-path", node.wrapper, "--service-manager", "systemd", "--timeout", "30", *extra)
+
+
+def test_drop_in_install_reinstall_uninstall(node):
+    daemon = node.daemon
+    original = open(daemon.config_path, "rb").read()
+    drop_in = os.path.join(os.path.dirname(daemon.config_path), "conf.d", "99-nvdocker.toml")
+    before = _dump(node)
+    code, data = _install(node)
+    if daemon.release.name in ("1.6", "1.7"):
+        assert code != 0 and data["error"]["id"] == "containerd-drop-in-replaces-tables", data
+        assert open(daemon.config_path, "rb").read() == original and not os.path.exists(drop_in)
+        return
+    assert code == 0, data
+    assert data["files"] == [drop_in, daemon.config_path] and set(data["backups"]) == set(data["files"])
+    assert data["apply"]["verified"] is True, data["apply"]
+    live = node.handlers()
+    assert live["nvidia"]["binary_name"] == node.wrapper and "runc" in live
+    after = _dump(node)
+    after["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"].pop("nvidia")
+    assert after == before
+    restarts = node.restarts()
+    code, again = _install(node)
+    assert code == 0 and again["changed"] is False and again["files"] == [], again
+    assert node.restarts() == restarts
+    code, undone = node.cli("uninstall", "--engine", "containerd", "--config", daemon.config_path,
+                            "--service-manager", "systemd", "--timeout", "30")
+    assert code == 0, undone
+    assert undone["files"] == [daemon.config_path, drop_in], undone
+    assert open(daemon.config_path, "rb").read() == original
+    assert not os.path.exists(drop_in) and not os.path.exists(os.path.dirname(drop_in))
+    assert "nvidia" not in node.handlers()
+
+
+def test_drop_in_failed_apply_rolls_back_both(node):
+    daemon = node.daemon
+    if daemon.release.name != "2.1":
+        pytest.skip("drop-ins are refused before containerd 2.1")
+    original = open(daemon.config_path, "rb").read()
+    drop_in = os.path.join(os.path.dirname(daemon.config_path), "conf.d", "99-nvdocker.toml")
+    count = os.path.join(node.work, "dropin-restart-count")
+    script = executable(os.path.join(node.work, "flaky-restart-dropin"), (
+        "#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}\n"
+        "if [ $n -eq 1 ]; then exec {python} -m tests.support.containerd stop {dir}; fi\n"
+        "exec {python} -m tests.support.containerd start {dir}\n"
+    ).format(count=count, python=sys.executable, dir=daemon.workdir))
+    code, data = node.cli("install", "--engine", "containerd", "--config", daemon.config_path, "--drop-in",
+                          "--runtime-path", node.wrapper, "--service-manager", "command",
+                          "--restart-command", script, "--timeout", "5")
+    assert code == 10, data
+    assert open(daemon.config_path, "rb").read() == original
+    assert not os.path.exists(drop_in)
+    assert daemon.is_running() and "nvidia" not in node.handlers()

@@ -1,5 +1,6 @@
 """containerd behind the :class:`~nvdocker_setup.engines.base.Engine` interface."""
 
+import copy
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from nvdocker_setup.adapters.files import FileSnapshot
@@ -7,7 +8,7 @@ from nvdocker_setup.adapters.locate import ConfigLocation
 from nvdocker_setup.context import Context
 from nvdocker_setup.core.plan import InstallRecord, InstallRequest, Plan, entry_binary, validate_request
 from nvdocker_setup.engines.containerd import binary, locate
-from nvdocker_setup.errors import UsageError, ValidationFailed
+from nvdocker_setup.errors import Conflict, UsageError, ValidationFailed
 
 if TYPE_CHECKING:
     from nvdocker_setup.apply import ApplyOptions, Decision
@@ -72,15 +73,32 @@ class ContainerdEngine:
     ) -> Plan:
         from nvdocker_setup.engines.containerd import plan
 
-        has_cdi = self.installed(ctx).has_cdi
+        found = self.installed(ctx)
+        refuse_v1_on_2(document, found)
+        has_cdi = found.has_cdi
+        if _drop_in_mode(document, request, record):
+            from nvdocker_setup.engines.containerd import dropin
+
+            return dropin.plan(ctx, found, document, request, record, cdi_supported=has_cdi is not False)
         result = plan.plan_install(document, request, record, cdi_supported=has_cdi is not False)
         if request.enable_cdi and has_cdi is None:
             result.warnings.append("could not tell containerd's version: CDI needs containerd 1.7 or newer")
+        if document.imports and request.write_mode is None and result.changed:
+            result.warnings.append(
+                "{} imports {}: edited in place, which every containerd version reads (a drop-in is merged only by "
+                "containerd 2.1 and later: --drop-in); an imported file that defines the same handler would win".format(
+                    document.source, ", ".join(document.imports)))
         return result
 
-    def plan_uninstall(self, document: Any, name: str, record: Optional[InstallRecord], force: bool) -> Plan:
+    def plan_uninstall(
+        self, document: Any, name: str, record: Optional[InstallRecord], force: bool, extra: bool = False
+    ) -> Plan:
         from nvdocker_setup.engines.containerd import plan
 
+        if record is not None and record.extra_files:
+            if extra:
+                return plan.plan_uninstall(document, name, plan.drop_in_record_part(record), force)
+            return plan.plan_uninstall_drop_in_main(document, record)
         return plan.plan_uninstall(document, name, record, force)
 
     def check_candidate(self, before: Any, after: Any) -> List[str]:
@@ -147,6 +165,52 @@ class ContainerdEngine:
             "cdi": plan.cdi_enabled(value),
         }
 
+    def merge_view(self, values: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """containerd 2.1's import semantics (the only ones drop-ins are written for): tables merge key by key,
+        later files win."""
+        merged: Dict[str, Any] = {}
+        for value in values:
+            _merge(merged, value)
+        return merged
+
     def reload_hint(self) -> str:
         return "containerd was not told: restart it to use the restored file (systemctl restart containerd; running " \
             "containers keep running), or check with `nvdocker-setup show --engine containerd`"
+
+
+def refuse_v1_on_2(document: Any, found: binary.Installed) -> None:
+    """containerd 2.x reads a version 1 file (no ``version`` key) but drops its CRI runtimes (2.1.9 logs
+    "Ignoring unknown key in TOML for plugin"): a handler written there would never reach the CRI."""
+    if document.version != 1 or document.implicit_version or found.version is None or found.version < (2, 0, 0):
+        return
+    raise Conflict(
+        "{} is a version 1 config (no 'version' key), and {} ignores a version 1 file's CRI runtimes: a handler "
+        "added to it would never be used".format(document.source, found.shown),
+        reference="containerd-config-v1-on-2",
+        hint="rewrite it as version 2 (add 'version = 2' and rename every [plugins.cri...] table to "
+        "[plugins.\"io.containerd.grpc.v1.cri\"...]; `containerd config migrate` of 2.x drops a version 1 file's CRI "
+        "settings too), check it with `containerd --config FILE config dump`, then install again (nothing was "
+        "written)",
+    )
+
+
+def _drop_in_mode(document: Any, request: InstallRequest, record: Optional[InstallRecord]) -> bool:
+    """Whether this install writes a drop-in: asked for, or what the record says the first install did."""
+    recorded = record is not None and bool(record.extra_files)
+    if request.write_mode == "in-place" and recorded:
+        raise Conflict("runtimes.{} was installed as a drop-in; not editing {} in place".format(
+            request.runtime_name, document.source), reference="containerd-write-mode-mismatch",
+            hint="uninstall first, then install in place")
+    if request.write_mode == "drop-in" and record is not None and not recorded:
+        raise Conflict("runtimes.{} was installed in place in {}; not adding a drop-in".format(
+            request.runtime_name, document.source), reference="containerd-write-mode-mismatch",
+            hint="uninstall first, then install with --drop-in")
+    return request.write_mode == "drop-in" or recorded
+
+
+def _merge(into: Dict[str, Any], value: Dict[str, Any]) -> None:
+    for key, item in value.items():
+        if isinstance(item, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], item)
+        else:
+            into[key] = copy.deepcopy(item)

@@ -449,8 +449,18 @@ def _needs_runc(document: ContainerdDocument) -> bool:
     return document.version in (1, 2) and "runc" not in runtimes
 
 
-def _options_source(document: ContainerdDocument, name: str) -> Dict[str, Any]:
-    """The options our entry copies: the default handler's (if it is a runc handler), else runc's."""
+#: Fields of the default handler that our handler does not copy (everything else is copied, as NVIDIA's
+#: toolkit does, so that a pod moved onto our handler runs as it did: ``sandbox_mode``/``sandboxer``,
+#: ``base_runtime_spec``, ``privileged_without_host_devices``, annotations, ``snapshotter`` ...):
+#: ``runtime_type`` and ``options.BinaryName`` are ours; ``runtime_path`` overrides the *shim* binary of
+#: the default's handler type (our handler names its own shim type, and a shim override chosen for runc
+#: is not known to be right for our binary); ``runtime_root`` and ``runtime_engine`` belong to the removed
+#: ``io.containerd.runtime.v1.linux`` handlers (NVIDIA's toolkit clears them too).
+NOT_COPIED = ("runtime_type", "runtime_path", "runtime_root", "runtime_engine")
+
+
+def _default_source(document: ContainerdDocument) -> Dict[str, Any]:
+    """The handler our entry copies: the default handler (if it is a runc v2 handler), else runc's."""
     runtimes = dict(document.get(document.runtimes_path) or {})
     if _needs_runc(document):
         runtimes["runc"] = RUNC_DEFAULT_ENTRY
@@ -458,20 +468,27 @@ def _options_source(document: ContainerdDocument, name: str) -> Dict[str, Any]:
     for candidate in (default, "runc"):
         entry = runtimes.get(candidate) if isinstance(candidate, str) else None
         if isinstance(entry, dict) and entry.get("runtime_type", RUNTIME_TYPE) == RUNTIME_TYPE:
-            options = entry.get("options")
-            return dict(options) if isinstance(options, dict) else {}
+            return entry
     return {}
 
 
 def make_entry(document: ContainerdDocument, request: InstallRequest) -> Dict[str, Any]:
-    """``runtimes.<name>``: a runc handler running our binary with the default handler's options."""
-    source = _options_source(document, request.runtime_name)
-    options: Dict[str, Any] = {}
-    if "BinaryName" not in source:
-        options["BinaryName"] = request.runtime_path
+    """``runtimes.<name>``: a runc handler running our binary, with the default handler's fields and options
+    (all but :data:`NOT_COPIED`)."""
+    source = _default_source(document)
+    entry: Dict[str, Any] = {"runtime_type": RUNTIME_TYPE}
     for key, value in source.items():
+        if key not in NOT_COPIED and key != "options":
+            entry[key] = copy.deepcopy(value)
+    source_options = source.get("options")
+    source_options = source_options if isinstance(source_options, dict) else {}
+    options: Dict[str, Any] = {}
+    if "BinaryName" not in source_options:
+        options["BinaryName"] = request.runtime_path
+    for key, value in source_options.items():
         options[key] = request.runtime_path if key == "BinaryName" else copy.deepcopy(value)
-    return {"runtime_type": RUNTIME_TYPE, "options": options}
+    entry["options"] = options
+    return entry
 
 
 def _ensure_version(edit: _Edit, created: List[str]) -> None:
@@ -482,8 +499,12 @@ def _ensure_version(edit: _Edit, created: List[str]) -> None:
 
 
 def plan_install(document: ContainerdDocument, request: InstallRequest, record: Optional[InstallRecord] = None, *,
-                 cdi_supported: bool = True) -> Plan:
-    """Add our handler (and optionally default_runtime_name and enable_cdi) to ``document``."""
+                 cdi_supported: bool = True, base: Optional[ContainerdDocument] = None) -> Plan:
+    """Add our handler (and optionally default_runtime_name and enable_cdi) to ``document``.
+
+    ``base``: ``document`` is a drop-in imported by ``base`` (containerd 2.1 merges it into ``base``): the
+    entry copies ``base``'s default handler, the foreign checks look at ``base`` too, and no built-in runc is
+    written (2.x keeps it)."""
     validate_request(request)
     if request.runtime_args:
         raise UsageError(
@@ -504,7 +525,7 @@ def plan_install(document: ContainerdDocument, request: InstallRequest, record: 
     target = runtimes_path + (name,)
     runtimes = document.get(runtimes_path)
     existing = runtimes.get(name) if isinstance(runtimes, dict) else None
-    entry = make_entry(document, request)
+    entry = make_entry(base or document, request)
     fresh = record is None
     if record is None:
         record = InstallRecord(runtime_name=name, entry=entry, engine=ENGINE, previous_entry=copy.deepcopy(existing),
@@ -534,7 +555,7 @@ def plan_install(document: ContainerdDocument, request: InstallRequest, record: 
         begin()
         if existing is not None:
             _remove_entry(edit, target)
-        if _needs_runc(document):
+        if base is None and _needs_runc(document):
             _insert_entry(edit, runtimes_path, "runc", RUNC_DEFAULT_ENTRY)
             _set_in(expected, runtimes_path + ("runc",), RUNC_DEFAULT_ENTRY)
             created.append(format_path(runtimes_path + ("runc",)))
@@ -551,7 +572,9 @@ def plan_install(document: ContainerdDocument, request: InstallRequest, record: 
     if request.set_default:
         path = document.default_runtime_name_path
         previous = document.get(path)
-        if previous != name:
+        if previous is None and base is not None:
+            previous = base.get(base.default_runtime_name_path)
+        if document.get(path) != name:
             if previous is not None and previous not in CONTAINERD_DEFAULT_RUNTIMES and not request.force:
                 raise Conflict(
                     "default_runtime_name is {}, set by someone else; not replacing it".format(basic_string(previous)),
@@ -570,7 +593,9 @@ def plan_install(document: ContainerdDocument, request: InstallRequest, record: 
     if request.enable_cdi:
         path = document.enable_cdi_path
         previous_cdi = document.get(path)
-        if previous_cdi is not True:
+        if previous_cdi is None and base is not None:
+            previous_cdi = base.get(base.enable_cdi_path)
+        if document.get(path) is not True:
             begin()
             _set_key(edit, path, True, created)
             _set_in(expected, path, True)
@@ -691,3 +716,169 @@ def plan_uninstall(document: ContainerdDocument, name: str, record: Optional[Ins
 def _only_version(edit: _Edit) -> bool:
     keys = [line for line in edit.lines if line.kind not in ("blank",)]
     return len(keys) == 1 and keys[0].path == ("version",) and re.match(r"\s*version\s*=", keys[0].text) is not None
+
+
+# -- drop-in mode ---------------------------------------------------------------------------------------
+
+#: In ``created_tables``: install created the ``imports`` key / added this entry to it.
+IMPORTS_MARKER = "imports"
+IMPORT_PREFIX = "import:"
+DROP_IN_HEADER = (
+    "# Written by nvdocker-setup: the {name} runtime handler, imported by {main}.\n"
+    "# `nvdocker-setup uninstall --engine containerd` removes this file and that import.\n"
+)
+
+
+def _imports_line(edit: _Edit) -> Optional[Line]:
+    for line in edit.lines:
+        if line.kind == "key" and line.path == ("imports",) and not line.table:
+            return line
+    return None
+
+
+def add_import(document: ContainerdDocument, entry: str) -> Tuple[ContainerdDocument, List[str]]:
+    """``document`` importing ``entry`` last (once), and the ``created_tables`` markers of that change."""
+    if entry in document.imports:
+        return document, []
+    edit = _Edit(document)
+    created: List[str] = []
+    _ensure_version(edit, created)
+    line = _imports_line(edit)
+    texts = edit.texts()
+    if line is None:
+        at = 0
+        for candidate in edit.lines:
+            if candidate.kind in ("header", "array-header"):
+                break
+            if candidate.kind == "key" and candidate.path == ("version",):
+                at = edit.block_end(candidate)
+        edit.insert(at, ["imports = [{}]".format(_render(entry, edit.literal))])
+        created.append(IMPORTS_MARKER)
+    else:
+        if line.value_span is None:
+            raise _unsafe(document, "imports spans several lines (line {}); add {} to it by hand, or install in "
+                          "place".format(line.index + 1, basic_string(entry)))
+        start, end = line.value_span
+        close = line.text.rindex("]", start, end)
+        inside = line.text[start + 1:close]
+        body = inside.rstrip()
+        if body.endswith(","):
+            body = body[:-1].rstrip()
+        rendered = _render(entry, edit.literal)
+        new_inside = (body + ", " + rendered) if body.strip() else rendered
+        texts[line.index] = line.text[:start + 1] + new_inside + line.text[close:]
+        edit.commit(texts)
+    created.append(IMPORT_PREFIX + entry)
+    expected = copy.deepcopy(document.value)
+    expected["imports"] = document.imports + [entry]
+    if VERSION_MARKER in created:
+        expected["version"] = document.implicit_version
+    if edit.document.value != expected:
+        raise _unsafe(document, "the edited imports do not read back as intended")
+    return edit.document, created
+
+
+def remove_import(document: ContainerdDocument, entry: str, created_key: bool) -> ContainerdDocument:
+    """``document`` without the ``imports`` entry install added (and without the key when install created it
+    and nothing else is in it)."""
+    if entry not in document.imports:
+        return document
+    edit = _Edit(document)
+    line = _imports_line(edit)
+    if line is None or line.value_span is None:
+        raise _unsafe(document, "imports spans several lines; remove {} from it by hand".format(basic_string(entry)))
+    expected = copy.deepcopy(document.value)
+    rest = [item for item in document.imports if item != entry]
+    if created_key and not rest:
+        edit.delete(edit.with_blank(line.index, edit.block_end(line)) if False else [line.index])
+        expected.pop("imports", None)
+    else:
+        start, end = line.value_span
+        value = line.text[start:end]
+        for rendered in (basic_string(entry), "'" + entry + "'"):
+            for pattern in (", " + rendered, "," + rendered, rendered + ", ", rendered + ",", rendered):
+                if pattern in value:
+                    value = value.replace(pattern, "", 1)
+                    break
+            else:
+                continue
+            break
+        texts = edit.texts()
+        texts[line.index] = line.text[:start] + value + line.text[end:]
+        edit.commit(texts)
+        expected["imports"] = rest
+    if edit.document.value != expected:
+        raise _unsafe(document, "the edited imports do not read back as intended")
+    return edit.document
+
+
+def plan_drop_in(main: ContainerdDocument, drop_in: ContainerdDocument, request: InstallRequest,
+                 record: Optional[InstallRecord], import_entry: str, *, cdi_supported: bool = True
+                 ) -> Tuple[Plan, Plan]:
+    """Drop-in mode: (the plan of ``main``, which imports ``import_entry`` once, and the plan of ``drop_in``,
+    which holds our handler and the default/CDI keys asked for). The record (on the main plan) covers both."""
+    _check_cri(main)
+    if main.version == 1:
+        raise Conflict(
+            "{} is a version 1 config; a drop-in needs version 2 or 3 (containerd 1.x replaces whole plugin tables "
+            "on import, and 2.x ignores a version 1 file's runtimes)".format(main.source),
+            reference="containerd-drop-in-v1",
+            hint="install in place (without --drop-in)",
+        )
+    name = request.runtime_name
+    if main.get(main.runtimes_path + (name,)) is not None and record is None:
+        raise Conflict(
+            "{} already defines {}; a drop-in would merge into that table, not replace it".format(
+                main.source, format_path(main.runtimes_path + (name,))),
+            reference="containerd-drop-in-entry-in-main",
+            hint="install in place (without --drop-in), with --force if the handler is another tool's, or "
+            "choose another --runtime-name",
+        )
+    if record is None and drop_in.value:
+        raise Conflict(
+            "{} exists and nvdocker-setup did not write it; not writing our handler into it".format(drop_in.source),
+            reference="containerd-drop-in-foreign",
+            hint="choose another file with --drop-in-path, or move that one away",
+        )
+    if drop_in.version != main.version and not drop_in.value:
+        drop_in = ContainerdDocument.empty(drop_in.source, main.version)
+    inner = plan_install(drop_in, request, record, cdi_supported=cdi_supported, base=main)
+    if inner.changed and not drop_in.text:
+        header = DROP_IN_HEADER.format(name=basic_string(name), main=main.source)
+        inner.after = inner.after.with_text(header + inner.after.text)  # type: ignore[attr-defined]
+    after_main, created = add_import(main, import_entry)
+    outer = Plan(before=main, after=main)  # type: ignore[arg-type]
+    outer.after = after_main  # type: ignore[assignment]
+    outer.changes = list(inner.changes)
+    if created:
+        outer.changes.append("add {} to the imports of {}".format(basic_string(import_entry), main.source))
+    outer.warnings = list(inner.warnings)
+    assert inner.record is not None
+    record = inner.record
+    known = [t for t in record.created_tables if t.startswith(IMPORT_PREFIX) or t == IMPORTS_MARKER]
+    if created:
+        record = replace(record, created_tables=tuple(record.created_tables) + tuple(
+            t for t in created if t != VERSION_MARKER and t not in known))
+    outer.record = record
+    return outer, inner
+
+
+def plan_uninstall_drop_in_main(main: ContainerdDocument, record: InstallRecord) -> Plan:
+    """Uninstall in drop-in mode, the main file's part: remove the imports entry install added."""
+    plan = Plan(before=main, after=main)  # type: ignore[arg-type]
+    after = main
+    created_key = IMPORTS_MARKER in record.created_tables
+    for marker in record.created_tables:
+        if marker.startswith(IMPORT_PREFIX):
+            entry = marker[len(IMPORT_PREFIX):]
+            if entry in after.imports:
+                after = remove_import(after, entry, created_key)
+                plan.changes.append("remove {} from the imports of {}".format(basic_string(entry), main.source))
+    plan.after = after  # type: ignore[assignment]
+    return plan
+
+
+def drop_in_record_part(record: InstallRecord) -> InstallRecord:
+    """The record as the drop-in's own uninstall plan reads it: everything of ours goes (nothing was there)."""
+    return replace(record, previous_entry=None, previous_default=None, previous_cdi=None, created_tables=tuple(
+        t for t in record.created_tables if not t.startswith(IMPORT_PREFIX) and t != IMPORTS_MARKER))

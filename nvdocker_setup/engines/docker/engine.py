@@ -42,13 +42,20 @@ class DockerEngine:
 
     def check_request(self, ctx: Context, request: InstallRequest) -> None:
         json_plan.validate_request(request)
+        if request.write_mode == "drop-in":
+            from nvdocker_setup.errors import UsageError
+
+            raise UsageError("dockerd reads one daemon.json and has no drop-in files", reference="drop-in-unsupported",
+                             hint="drop --drop-in (it is for --engine containerd)")
 
     def plan_install(
         self, ctx: Context, document: Any, request: InstallRequest, record: Optional[InstallRecord]
     ) -> Plan:
         return json_plan.plan_install(document, request, record)
 
-    def plan_uninstall(self, document: Any, name: str, record: Optional[InstallRecord], force: bool) -> Plan:
+    def plan_uninstall(
+        self, document: Any, name: str, record: Optional[InstallRecord], force: bool, extra: bool = False
+    ) -> Plan:
         return json_plan.plan_uninstall(document, name, record, force)
 
     def check_candidate(self, before: Any, after: Any) -> List[str]:
@@ -84,6 +91,9 @@ class DockerEngine:
             "default_runtime_source": "daemon.json" if default is not None else "dockerd's built-in default",
             "cdi": member_object(value, "features").get("cdi"),
         }
+
+    def merge_view(self, values: List[Dict[str, Any]]) -> Dict[str, Any]:
+        return values[0] if values else {}  # daemon.json has no drop-ins
 
     def reload_hint(self) -> str:
         return "dockerd was not told: reload it to use the restored file (systemctl reload docker), or check with " \
