@@ -118,9 +118,8 @@ def _files(directory: str) -> List[str]:
 
 
 def test_containerd_node(runner, helper, tmp_path):
-    from tests.support.containerd import CONTAINERD17, PrivateContainerd, containerd_or_skip
-
     from nvdocker_setup.engines.containerd import cri
+    from tests.support.containerd import CONTAINERD17, PrivateContainerd, containerd_or_skip
 
     folder = containerd_or_skip(CONTAINERD17)
     node = PrivateContainerd(CONTAINERD17, folder)
