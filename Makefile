@@ -4,7 +4,7 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps auto-deps venv lint test test-pypi test-debian demo bench clean
+.PHONY: help deps auto-deps venv lint test test-pypi test-debian test-kubernetes demo bench clean
 
 help:
 	@echo "make demo    run install/uninstall on a sandbox daemon.json"
@@ -42,12 +42,17 @@ test-pypi: auto-deps venv
 # Debian 12's python3-typer 0.7.0, python3-rich 13.3.1, python3-jsonschema 4.10.3: what the packages run on.
 # The CDI consumer tests (podman 4.3/5.4, Docker 26/28) exercise the spec and the engines, not the
 # Python libraries, and podman 4.3 takes ~20 s a container here: they run once, in test-pypi.
-DEBIAN_PYTEST_ARGS ?= --ignore=tests/newer_docker/test_cdi_consumers.py
+# Likewise the DaemonSet end-to-end tests (tests/kubernetes; `make test-kubernetes` runs only them).
+DEBIAN_PYTEST_ARGS ?= --ignore=tests/newer_docker/test_cdi_consumers.py --ignore=tests/kubernetes/test_daemonset_e2e.py
 
 test-debian: auto-deps
 	@bash scripts/run-debian-tests.sh $(DEBIAN_PYTEST_ARGS) $(PYTEST_ARGS)
 
 test: lint test-pypi test-debian test-packages
+
+# The node agent, the manifests (kubectl kustomize, kubernetes-validate) and the DaemonSet on private nodes.
+test-kubernetes: auto-deps venv
+	$(PY) -m pytest tests/kubernetes $(PYTEST_ARGS)
 
 demo: auto-deps venv
 	@bash scripts/demo.sh $(VENV)/bin/nvdocker-setup

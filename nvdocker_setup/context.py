@@ -55,6 +55,9 @@ class Context:
     #: The containerd binary whose version and config parser count (None: the running system
     #: containerd's, else containerd on PATH). Env NVDOCKER_CONTAINERD_BINARY.
     containerd_binary: Optional[str] = None
+    #: The CRI socket to verify containerd against, as this process reaches it (None: the config's
+    #: grpc.address). The Kubernetes node agent sets it: it sees the host's socket under its mount.
+    containerd_socket: Optional[str] = None
 
     def host_path(self, path: str) -> str:
         """Map an absolute host path (``/proc/1/cmdline``) into ``root``."""

@@ -138,7 +138,7 @@ def decide(
         raise UsageError("containerd has no reload: it reads config.toml only at start",
                          hint="use --apply restart (running containers keep running) or --apply auto",
                          reference="containerd-no-reload")
-    socket_path = socket_of(after)
+    socket_path = ctx.containerd_socket or socket_of(after)
     probe = CriProbe(socket_path)
     try:
         info = probe.info()
