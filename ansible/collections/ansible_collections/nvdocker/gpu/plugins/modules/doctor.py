@@ -77,6 +77,7 @@ attributes:
     description: The doctor only reads, so it runs in check mode too.
   diff_mode:
     support: none
+    description: The doctor changes nothing, so there is no diff.
 seealso:
   - module: nvdocker.gpu.runtime
 """
