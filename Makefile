@@ -47,7 +47,7 @@ DEBIAN_PYTEST_ARGS ?= --ignore=tests/newer_docker/test_cdi_consumers.py
 test-debian: auto-deps
 	@bash scripts/run-debian-tests.sh $(DEBIAN_PYTEST_ARGS) $(PYTEST_ARGS)
 
-test: lint test-pypi test-debian test-packages
+test: lint test-pypi test-debian test-packages test-fleet
 
 demo: auto-deps venv
 	@bash scripts/demo.sh $(VENV)/bin/nvdocker-setup
@@ -80,3 +80,10 @@ packages: deb rpm
 # missing tool into a failure. A plain `pytest` run leaves these tests out.
 test-packages: auto-deps venv
 	$(PY) -m pytest tests/packaging $(PACKAGING_PYTEST_ARGS)
+
+# The Ansible collection (ansible/collections/ansible_collections/nvdocker/gpu, issue #12): its
+# ansible-lint and ansible-test sanity gates, and rollouts with Debian 12's ansible and the current
+# PyPI one to three Debian 12 host containers (their own dockerd each) on the private test dockerd.
+.PHONY: test-fleet
+test-fleet: auto-deps venv
+	$(PY) -m pytest tests/fleet $(PACKAGING_PYTEST_ARGS)
