@@ -26,7 +26,7 @@ description:
 author:
   - nvdocker-setup contributors (@nvdocker-setup)
 requirements:
-  - nvdocker-setup on the managed host (the C(nvdocker-setup) package; the M(nvdocker.gpu.setup) role installs it)
+  - nvdocker-setup on the managed host (the C(nvdocker-setup) package; the C(nvdocker.gpu.setup) role installs it)
 options:
   state:
     description:
