@@ -48,7 +48,7 @@ DEBIAN_PYTEST_ARGS ?= --ignore=tests/newer_docker/test_cdi_consumers.py --ignore
 test-debian: auto-deps
 	@bash scripts/run-debian-tests.sh $(DEBIAN_PYTEST_ARGS) $(PYTEST_ARGS)
 
-test: lint test-pypi test-debian test-packages
+test: lint test-pypi test-debian test-packages test-fleet
 
 # The node agent, the manifests (kubectl kustomize, kubernetes-validate) and the DaemonSet on private nodes.
 test-kubernetes: auto-deps venv
@@ -85,3 +85,10 @@ packages: deb rpm
 # missing tool into a failure. A plain `pytest` run leaves these tests out.
 test-packages: auto-deps venv
 	$(PY) -m pytest tests/packaging $(PACKAGING_PYTEST_ARGS)
+
+# The Ansible collection (ansible/collections/ansible_collections/nvdocker/gpu, issue #12): its
+# ansible-lint and ansible-test sanity gates, and rollouts with Debian 12's ansible and the current
+# PyPI one to three Debian 12 host containers (their own dockerd each) on the private test dockerd.
+.PHONY: test-fleet
+test-fleet: auto-deps venv
+	$(PY) -m pytest tests/fleet $(PACKAGING_PYTEST_ARGS)

@@ -18,7 +18,7 @@ auto=0
 packages=(python3-venv python3-pip python3-typer python3-rich python3-jsonschema python3-tomlkit python3-grpcio python3-pytest
           python3-hypothesis busybox-static
           debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-installer
-          dpkg-dev fakeroot gcc libc6-dev lintian debootstrap rpm man-db bash-completion zsh systemd)
+          dpkg-dev fakeroot gcc libc6-dev lintian debootstrap rpm man-db bash-completion zsh systemd ansible)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
