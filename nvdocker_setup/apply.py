@@ -238,6 +238,12 @@ def _restart_and_wait(decision: Decision, deadline: float, check, reporter: Repo
         return _wait(api, deadline, check, update, daemon)
 
 
+def _logs_where(service) -> str:
+    """Where the daemon's messages are, for a hint (a service manager may be any object with logs_hint)."""
+    where = getattr(service, "logs_where", None)
+    return where() if callable(where) else "`{}`".format(service.logs_hint())
+
+
 def _roll_back(decision: Decision, restore: Callable[[], None], failure: BaseException, since, reporter: Reporter) -> None:
     api, service, options = decision.api, decision.service, decision.options
     daemon, config_name = decision.daemon, decision.config_name
@@ -265,7 +271,7 @@ def _roll_back(decision: Decision, restore: Callable[[], None], failure: BaseExc
         raise RollbackFailed(
             "{} did not take the change ({}) and did not come back on the previous {} either".format(daemon, what, config_name),
             details=details + ["rollback: " + p for p in rollback_problems],
-            hint="{} may be down: check `{}` and start it; the previous file is restored".format(daemon, service.logs_hint()),
+            hint="{} may be down: check {} and start it; the previous file is restored".format(daemon, _logs_where(service)),
         )
     if interrupted:
         error = ApplyFailed(
@@ -278,5 +284,5 @@ def _roll_back(decision: Decision, restore: Callable[[], None], failure: BaseExc
     raise ApplyFailed(
         "{} did not take the change; rolled back to the previous {} and {} is healthy".format(daemon, config_name, daemon),
         details=details + ["rollback: {} answers with the previous configuration".format(daemon)],
-        hint="see `{}` for {}'s own messages".format(service.logs_hint(), daemon),
+        hint="see {} for {}'s own messages".format(_logs_where(service), daemon),
     )

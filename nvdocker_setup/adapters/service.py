@@ -52,6 +52,14 @@ class ServiceManager:
     def logs_hint(self) -> str:
         return "look at dockerd's log"
 
+    def logs_where(self) -> str:
+        """Where the daemon's own messages are, for a hint: a command in backticks when there is one."""
+        hint = self.logs_hint()
+        return "`{}`".format(hint) if self.logs_command else "its log (where the service manager keeps it)"
+
+    #: Whether :meth:`logs_hint` is a command an admin can run.
+    logs_command = False
+
     def recent_logs(self, since: datetime.datetime) -> List[str]:
         """dockerd's own messages since ``since``, for failure reports (best effort)."""
         return []
@@ -80,6 +88,8 @@ def send_hup(ctx: Context, pid: Optional[int], what: str) -> None:
 
 
 class SystemdService(ServiceManager):
+    logs_command = True
+
     def __init__(self, ctx: Context, unit: str = "docker.service", user: bool = False) -> None:
         self.ctx = ctx
         self.unit = unit
@@ -146,6 +156,7 @@ class SystemdService(ServiceManager):
 
 class SnapService(ServiceManager):
     name = "snap"
+    logs_command = True
     service = "docker.dockerd"
 
     def __init__(self, ctx: Context, pid_lookup) -> None:

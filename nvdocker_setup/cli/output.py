@@ -111,7 +111,7 @@ def render_result(result, as_json: bool) -> None:
         out.print("wrote {} [dim](backup: {})[/]".format(escape(result.config), escape(result.backup or "none")))
     else:
         out.print("no change: {}".format(escape(result.config)))
-    render_apply(getattr(result, "apply", None))
+    render_apply(getattr(result, "apply", None), "containerd" if getattr(result, "engine", None) == "containerd" else "dockerd")
 
 
 class RichReporter:
@@ -133,7 +133,7 @@ class RichReporter:
             yield lambda elapsed: status.update("{} [dim]({})[/]".format(message, elapsed))
 
 
-def render_apply(report) -> None:
+def render_apply(report, daemon: str = "dockerd") -> None:
     from rich.markup import escape
 
     if report is None:
@@ -142,7 +142,8 @@ def render_apply(report) -> None:
     for note in report.notes:
         console(stderr=True).print("[bold yellow]note:[/] " + escape(note))
     if report.method == "none":
-        out.print("dockerd: not changed [dim]({})[/]".format(escape(report.reason)))
+        out.print("{}: not changed [dim]({})[/]".format(daemon, escape(report.reason)))
     elif report.verified:
         via = report.method + (" then " + report.fallback if report.fallback else "")
-        out.print("[green]✓[/] dockerd: {} verified in {:.2f}s [dim]({})[/]".format(via, report.seconds or 0.0, escape(report.reason)))
+        out.print("[green]✓[/] {}: {} verified in {:.2f}s [dim]({})[/]".format(
+            daemon, via, report.seconds or 0.0, escape(report.reason)))

@@ -768,3 +768,14 @@ def test_systemd_reload_applies_a_runtime_without_restarting(tmp_path, detached_
     info = DockerAPI(host.socket).info()
     assert info["Runtimes"]["nvidia"]["path"] == runtime_binary and info["DefaultRuntime"] == "nvidia"
     assert read_pid(detached_dockerd) == pid_before
+
+
+def test_logs_where_is_a_command_only_where_there_is_one(tmp_path):
+    """A failure hint names a command in backticks (journalctl, snap logs), never a phrase in backticks."""
+    from nvdocker_setup.adapters.service import CommandService, SignalService, SystemdService
+
+    ctx = Context(env={"PATH": ""}, root=str(tmp_path), state_dir=str(tmp_path / "state"))
+    assert SystemdService(ctx, unit="containerd.service").logs_where() == \
+        "`journalctl -u containerd.service --since -5min`"
+    for manager in (CommandService(ctx, lambda: None, "rc-service docker restart"), SignalService(ctx, lambda: None)):
+        assert "`" not in manager.logs_where() and "log" in manager.logs_where()

@@ -228,10 +228,15 @@ def test_drop_in_install_reinstall_uninstall(node):
 
 def test_drop_in_failed_apply_rolls_back_both(node):
     daemon = node.daemon
-    if daemon.release.name != "2.1":
-        pytest.skip("drop-ins are refused before containerd 2.1")
     original = open(daemon.config_path, "rb").read()
     drop_in = os.path.join(os.path.dirname(daemon.config_path), "conf.d", "99-nvdocker.toml")
+    if daemon.release.name != "2.1":  # refused before anything is written or restarted
+        restarts = node.restarts()
+        code, data = _install(node)
+        assert code != 0 and data["error"]["id"] == "containerd-drop-in-replaces-tables", data
+        assert open(daemon.config_path, "rb").read() == original and not os.path.exists(drop_in)
+        assert node.restarts() == restarts
+        return
     count = os.path.join(node.work, "dropin-restart-count")
     script = executable(os.path.join(node.work, "flaky-restart-dropin"), (
         "#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}\n"
