@@ -374,7 +374,8 @@ def install(
         if plan.changed or extras:
             result.files = ([target.path] if plan.changed else []) + [extra.snapshot.path for extra in extras]
         else:
-            result.notices.append("already configured: {} has runtimes.{} as requested".format(target.path, request.runtime_name))
+            result.notices.append("already configured: {} has {} as requested".format(
+                target.path, engine.entry_label(request.runtime_name)))
         if dry_run or state is None:
             return result
         decision = _apply_phase(
@@ -397,8 +398,8 @@ def install(
                 state.put(snapshot.real_path, adopted)
                 state.save()
                 result.notices.append(
-                    "adopted runtimes.{}: backup {} shows nvdocker-setup installed it (its record was lost); "
-                    "uninstall can undo it".format(request.runtime_name, adopted.original_backup)
+                    "adopted {}: backup {} shows nvdocker-setup installed it (its record was lost); "
+                    "uninstall can undo it".format(engine.entry_label(request.runtime_name), adopted.original_backup)
                 )
         if plan.extra:
             main_data = new_data if plan.changed else snapshot.data
@@ -576,8 +577,8 @@ def uninstall(
             problems = _recorded_entry_problems(ctx, engine, record)
             if problems:
                 result.warnings.append(
-                    "not putting back the previous runtimes.{} entry from the state file: {}; removing ours "
-                    "instead".format(runtime_name, "; ".join(problems))
+                    "not putting back the previous {} entry from the state file: {}; removing ours "
+                    "instead".format(engine.entry_label(runtime_name), "; ".join(problems))
                 )
                 record = replace(record, previous_entry=None)
         new_data: Optional[bytes]
@@ -613,7 +614,7 @@ def uninstall(
                                             (extra_data or b"").decode("utf-8", "replace"), extra.path)
         unchanged = _same(snapshot, new_data)
         if unchanged and not extra_writes:
-            result.notices.append("nothing to undo for runtimes.{} in {}".format(runtime_name, target.path))
+            result.notices.append("nothing to undo for {} in {}".format(engine.entry_label(runtime_name), target.path))
         elif not unchanged:
             result.diff = unified_diff(document.text, after.text, target.path) + result.diff
         result.files = ([target.path] if not unchanged else []) + [snap.path for snap, _ in extra_writes]

@@ -15,7 +15,12 @@ export NVDOCKER_STATE_DIR="$T/state"
 export NVDOCKER_DOCKER_CONFIG="$T/daemon.json"
 export DOCKER_HOST="unix://$T/docker.sock"
 sandbox() { PYTHONPATH="$REPO" "$PYTHON" -m tests.support.sandbox "$@" "$T"; }
-cleanup() { sandbox stop >/dev/null 2>&1 || true; rm -rf "$T"; }
+ctd() { (cd "$REPO" && PYTHONPATH="$REPO" "$PYTHON" -m tests.support.containerd "$@"); }
+cleanup() {
+  sandbox stop >/dev/null 2>&1 || true
+  [ -d "$T/ctd" ] && ctd close "$T/ctd" >/dev/null 2>&1 || true
+  rm -rf "$T"
+}
 trap cleanup EXIT
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
@@ -116,4 +121,51 @@ if cmp "$T/original.json" "$NVDOCKER_DOCKER_CONFIG"; then
 else
   echo "DIFFERENT: uninstall did not restore the original bytes" >&2
   exit 1
+fi
+
+# The same job on containerd (--engine containerd): a private containerd 1.6 (Debian 12's, from the
+# same unpacked docker.io) whose config.toml has kubeadm's SystemdCgroup; restarted through a stand-in
+# systemctl, verified through its CRI API.
+if [ "$GPU_DEMO" = 1 ]; then
+  echo
+  echo "Starting a private containerd 1.6 in $T/ctd (its own root, state and sockets there)"
+  eval "$(ctd create "$T/ctd" 1.6 <<'TOML'
+
+# kubeadm's setting: runc with the systemd cgroup driver
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+    SystemdCgroup = true
+TOML
+)"
+  CTD_CONFIG="$T/ctd/config.toml"
+  cp "$CTD_CONFIG" "$T/original.toml"
+  # containerd's shim runs the handler with containerd's environment: this wrapper adds the driver root.
+  printf '#!/bin/sh\nexport NVDOCKER_DRIVER_ROOT=%s\nexec %s "$@"\n' "$T/driver" "$RUNTIME" > "$T/bin/nvidia-ctd"
+  chmod 0755 "$T/bin/nvidia-ctd"
+  ctd_cli() { PATH="$BIN:$PATH" NVDOCKER_CONTAINERD_BINARY="$CONTAINERD" "$CLI" "$@" --engine containerd --config "$CTD_CONFIG"; }
+
+  step "nvdocker-setup install --engine containerd   # config.toml, restart, verify in CRI Status"
+  ctd_cli install --runtime-path "$T/bin/nvidia-ctd" --service-manager systemd
+
+  step "nvdocker-setup show --engine containerd"
+  ctd_cli show
+
+  step "ctr run --runc-binary <the handler's BinaryName> --env NVIDIA_VISIBLE_DEVICES=all tiny sh -c 'ls /dev | grep nvidia'"
+  "$CTR" --address "$SOCKET" run --rm --runc-binary "$T/bin/nvidia-ctd" --env NVIDIA_VISIBLE_DEVICES=all \
+    docker.io/library/tiny:latest gpu sh -c 'ls /dev | grep nvidia'
+
+  step "nvdocker-setup install --engine containerd   # again: nothing to do, no restart"
+  ctd_cli install --runtime-path "$T/bin/nvidia-ctd" --service-manager systemd
+
+  step "nvdocker-setup uninstall --engine containerd"
+  ctd_cli uninstall --service-manager systemd
+
+  step "cmp original.toml config.toml"
+  if cmp "$T/original.toml" "$CTD_CONFIG"; then
+    echo "identical: install followed by uninstall gave back the original bytes"
+  else
+    echo "DIFFERENT: uninstall did not restore the original bytes" >&2
+    exit 1
+  fi
 fi

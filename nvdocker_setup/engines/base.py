@@ -90,6 +90,10 @@ class Engine(Protocol):
         parser (``dockerd --validate``, ``containerd config dump``); None when there is none."""
         ...
 
+    def entry_label(self, name: str) -> str:
+        """How messages name the entry: ``runtimes.nvidia``, ``handler nvidia``."""
+        ...
+
     def entry(self, value: Dict[str, Any], name: str) -> Any:
         """The runtime entry called ``name`` in a document's value (None: there is none)."""
         ...

@@ -626,9 +626,40 @@ def _detached(workdir: str) -> PrivateContainerd:
     return daemon
 
 
+def _demo_create(workdir: str, release_name: str, admin_lines: str) -> int:
+    """``create DIR RELEASE``: a private containerd in DIR (config.toml = the base config plus the
+    admin's lines from stdin), started, with the tiny image and the stand-in systemctl; prints shell
+    assignments (BIN, CONTAINERD, SOCKET) for scripts/demo.sh."""
+    release = BY_NAME[release_name]
+    daemon = PrivateContainerd(release, release_folder(release), workdir)
+    daemon.write_config(daemon.base_config() + admin_lines)
+    daemon.start()
+    daemon.import_tiny_image()
+    bindir = daemon.install_systemctl()
+    daemon._process = None  # leave it running; `close DIR` stops it
+    print("BIN={}\nCONTAINERD={}\nSOCKET={}\nCTR={}".format(
+        shlex.quote(bindir), shlex.quote(daemon.containerd), shlex.quote(daemon.socket),
+        shlex.quote(daemon.ctr_binary)))
+    return 0
+
+
 def main(argv: Sequence[str]) -> int:
+    if len(argv) == 2 and argv[0] == "close":  # the demo's cleanup: containers, daemon, shims, mounts, DIR
+        try:
+            _detached(os.path.abspath(argv[1])).close()
+        except (ContainerdError, OSError, ValueError, KeyError) as error:
+            print("containerd: {}".format(error), file=sys.stderr)
+            return 1
+        return 0
+    if len(argv) == 3 and argv[0] == "create":
+        try:
+            return _demo_create(os.path.abspath(argv[1]), argv[2], sys.stdin.read())
+        except (ContainerdError, OSError, ValueError, KeyError) as error:
+            print("containerd: {}".format(error), file=sys.stderr)
+            return 1
     if len(argv) != 2 or argv[0] not in ("start", "stop", "restart", "pid"):
-        print("usage: python -m tests.support.containerd start|stop|restart|pid DIR", file=sys.stderr)
+        print("usage: python -m tests.support.containerd start|stop|restart|pid|close DIR | create DIR RELEASE",
+              file=sys.stderr)
         return 2
     action, workdir = argv
     try:

@@ -130,6 +130,9 @@ class ContainerdEngine:
 
         return validate
 
+    def entry_label(self, name: str) -> str:
+        return "handler {}".format(name)
+
     def entry(self, value: Dict[str, Any], name: str) -> Any:
         from nvdocker_setup.engines.containerd import plan
 

@@ -64,6 +64,9 @@ class DockerEngine:
     def validator(self, ctx: Context, original: FileSnapshot, warnings: List[str]) -> Optional[Callable[[str], None]]:
         return dockerd_validator(ctx, original, warnings)
 
+    def entry_label(self, name: str) -> str:
+        return "runtimes.{}".format(name)
+
     def entry(self, value: Dict[str, Any], name: str) -> Any:
         return member_object(value, "runtimes").get(name)
 
