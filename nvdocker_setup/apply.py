@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol
 
 from nvdocker_setup.adapters.service import ServiceError, ServiceManager
-from nvdocker_setup.core.apply_plan import healthy_problems
+from nvdocker_setup.engines.docker.apply_plan import healthy_problems
 from nvdocker_setup.errors import NvdockerError
 from nvdocker_setup.exit_status import ExitStatus
 

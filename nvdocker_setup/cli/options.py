@@ -24,7 +24,7 @@ class Choice(str, enum.Enum):
 
 
 class ApplyMode(Choice):
-    """--apply (nvdocker_setup.core.apply_plan.APPLY_MODES)."""
+    """--apply (nvdocker_setup.engines.docker.apply_plan.APPLY_MODES)."""
 
     auto = "auto"
     reload = "reload"

@@ -71,7 +71,7 @@ def daemon_config_pairing(facts: Facts):
 
 
 def _expectation(facts: Facts, info: Dict[str, Any]):
-    from nvdocker_setup.core.apply_plan import Expectation
+    from nvdocker_setup.engines.docker.apply_plan import Expectation
 
     return Expectation.from_config(facts.require_config(), facts.runtime_name)
 
@@ -87,7 +87,7 @@ def _not_loaded_hint(facts: Facts) -> str:
 
 @check("daemon-runtime-loaded", GROUP, "dockerd has loaded our runtime from daemon.json")
 def daemon_runtime_loaded(facts: Facts):
-    from nvdocker_setup.core.apply_plan import Expectation
+    from nvdocker_setup.engines.docker.apply_plan import Expectation
 
     info = facts.require_info()
     expected = _expectation(facts, info)

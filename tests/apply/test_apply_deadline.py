@@ -31,7 +31,7 @@ from nvdocker_setup.apply import (
     execute,
     worst_case_api_wait,
 )
-from nvdocker_setup.core.apply_plan import Expectation
+from nvdocker_setup.engines.docker.apply_plan import Expectation
 from nvdocker_setup.exit_status import ExitStatus
 from tests.adapters.slow_engine import INFO, SlowEngine
 

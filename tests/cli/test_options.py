@@ -13,7 +13,7 @@ import pytest
 
 from nvdocker_setup.adapters.service import MANAGERS
 from nvdocker_setup.cli import options
-from nvdocker_setup.core.apply_plan import APPLY_MODES
+from nvdocker_setup.engines.docker.apply_plan import APPLY_MODES
 from nvdocker_setup.exit_status import ExitStatus
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nvdocker_setup.core.jsondoc import JsonDocument, empty_document
-from nvdocker_setup.core.plan import InstallRequest, plan_install, plan_uninstall
+from nvdocker_setup.core.plan import InstallRequest
+from nvdocker_setup.engines.docker.plan import docker_entry, plan_install, plan_uninstall
 from nvdocker_setup.errors import ConfigReadError, Conflict, UsageError
 
 RUNTIME = "/usr/bin/nvdocker-runtime"
@@ -24,8 +25,8 @@ def request(**kwargs) -> InstallRequest:
 
 
 def test_entry_uses_runtime_args_only_when_given():
-    assert request().entry() == {"path": RUNTIME}
-    assert request(runtime_args=("--debug",)).entry() == {"path": RUNTIME, "runtimeArgs": ["--debug"]}
+    assert docker_entry(request()) == {"path": RUNTIME}
+    assert docker_entry(request(runtime_args=("--debug",))) == {"path": RUNTIME, "runtimeArgs": ["--debug"]}
 
 
 def test_install_into_a_missing_file():
@@ -219,7 +220,7 @@ def test_install_keeps_every_other_key_value_and_order(before, req):
     for flag, enabled in before.value.get("features", {}).items():
         if flag != "cdi":
             assert after["features"][flag] == enabled
-    assert after["runtimes"][req.runtime_name] == req.entry()
+    assert after["runtimes"][req.runtime_name] == docker_entry(req)
 
 
 @PROPERTY_SETTINGS

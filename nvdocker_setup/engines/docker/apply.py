@@ -9,7 +9,7 @@ from nvdocker_setup.adapters.gpu_hook import hook_appeared_after_start
 from nvdocker_setup.adapters.service import detect
 from nvdocker_setup.apply import ApplyOptions, ApplyReport, Decision
 from nvdocker_setup.context import Context
-from nvdocker_setup.core.apply_plan import Expectation, choose_method, containers_stopped_by_restart
+from nvdocker_setup.engines.docker.apply_plan import Expectation, choose_method, containers_stopped_by_restart
 from nvdocker_setup.errors import Conflict
 
 

@@ -5,9 +5,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 from nvdocker_setup.adapters.files import FileSnapshot
 from nvdocker_setup.adapters.locate import ConfigLocation, dockerd_processes, locate_config
 from nvdocker_setup.context import Context
-from nvdocker_setup.core import plan as json_plan
 from nvdocker_setup.core.jsondoc import JsonDocument, empty_document, member_object
-from nvdocker_setup.core.plan import InstallRecord, InstallRequest, Plan
+from nvdocker_setup.core.plan import InstallRecord, InstallRequest, Plan, validate_request
+from nvdocker_setup.engines.docker import plan as docker_plan
 from nvdocker_setup.engines.docker.validate import check_candidate, dockerd_validator
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class DockerEngine:
         return empty_document(source)
 
     def check_request(self, ctx: Context, request: InstallRequest) -> None:
-        json_plan.validate_request(request)
+        validate_request(request)
         if request.write_mode == "drop-in":
             from nvdocker_setup.errors import UsageError
 
@@ -51,12 +51,12 @@ class DockerEngine:
     def plan_install(
         self, ctx: Context, document: Any, request: InstallRequest, record: Optional[InstallRecord]
     ) -> Plan:
-        return json_plan.plan_install(document, request, record)
+        return docker_plan.plan_install(document, request, record)
 
     def plan_uninstall(
         self, document: Any, name: str, record: Optional[InstallRecord], force: bool, extra: bool = False
     ) -> Plan:
-        return json_plan.plan_uninstall(document, name, record, force)
+        return docker_plan.plan_uninstall(document, name, record, force)
 
     def check_candidate(self, before: Any, after: Any) -> List[str]:
         return check_candidate(before.value, after.value)

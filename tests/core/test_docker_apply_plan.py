@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nvdocker_setup.core.apply_plan import (
+from nvdocker_setup.engines.docker.apply_plan import (
     APPLY_MODES,
     RELOADABLE_KEYS,
     Expectation,
