@@ -117,12 +117,14 @@ def _files(directory: str) -> List[str]:
     return sorted(str(p.relative_to(directory)) for p in Path(directory).rglob("*") if not p.is_dir())
 
 
-def test_containerd_node(runner, helper, tmp_path):
+@pytest.mark.parametrize("version", ["1.6", "1.7", "2.1"], ids=lambda v: "containerd" + v)
+def test_containerd_node(runner, helper, tmp_path, version):
     from nvdocker_setup.engines.containerd import cri
-    from tests.support.containerd import CONTAINERD17, PrivateContainerd, containerd_or_skip
+    from tests.support.containerd import BY_NAME, PrivateContainerd, containerd_or_skip
 
-    folder = containerd_or_skip(CONTAINERD17)
-    node = PrivateContainerd(CONTAINERD17, folder)
+    release = BY_NAME[version]
+    folder = containerd_or_skip(release)
+    node = PrivateContainerd(release, folder)
     try:
         config_dir = tmp_path / "node" / "etc-containerd"
         config_dir.mkdir(parents=True)
