@@ -10,15 +10,13 @@ driver's ``libcuda.so.1`` first and the compat directory out.
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from nvdocker_setup.driver import ldcache
 from nvdocker_setup.driver.compat import COMPAT_DIR
-from nvdocker_setup.runtime.config import hook_script
 from tests.runtime.test_hook_escape_e2e import import_image, tiny_rootfs
-from tests.support.sandbox import DockerdSandbox, dockerd_or_skip
+from tests.support.sandbox import dockerd_or_skip, gpu_sandbox
 
 pytestmark = pytest.mark.dockerd
 
@@ -40,21 +38,7 @@ def compat_docker(tmp_path_factory, driver_root, launcher):
     dockerd_or_skip()
     work = str(tmp_path_factory.mktemp("compat"))
     os.chmod(work, 0o755)
-    hookdir = os.path.join(work, "hookbin")
-    os.makedirs(hookdir)
-    hook = os.path.join(hookdir, "nvidia-container-runtime-hook")
-    with open(hook, "w") as handle:
-        handle.write('#!/bin/sh\nexec {} -I -S {} "$@"\n'.format(sys.executable, hook_script()))
-    os.chmod(hook, 0o755)
-    runtime_conf = os.path.join(work, "runtime.conf")
-    with open(runtime_conf, "w") as handle:
-        handle.write("[runtime]\nruntimes = runc\n")
-    sandbox = DockerdSandbox(
-        os.path.join(work, "dockerd"),
-        daemon_json=('{"runtimes": {"nvidia": {"path": "%s"}}}\n' % launcher).encode(),
-        path_prepend=[hookdir],
-        env={"NVDOCKER_DRIVER_ROOT": driver_root.path, "NVDOCKER_RUNTIME_CONFIG": runtime_conf},
-    )
+    sandbox = gpu_sandbox(work, launcher, driver_root.path, gpus_hook=True)
     sandbox.start()
     try:
         for version in ("600.1", "500.1"):

@@ -28,8 +28,7 @@ import time
 
 import pytest
 
-from nvdocker_setup.runtime.config import hook_script
-from tests.support.sandbox import DockerdSandbox, dockerd_or_skip
+from tests.support.sandbox import dockerd_or_skip, gpu_sandbox
 
 pytestmark = pytest.mark.dockerd
 
@@ -223,23 +222,10 @@ def lab(tmp_path_factory, driver_root, launcher):
     os.chmod(work, 0o755)
     marker = os.path.join(work, "marker")
     host = os.path.join(work, "host")
-    hookdir = os.path.join(work, "hookbin")
-    for directory in (marker, host, hookdir):
+    for directory in (marker, host):
         os.makedirs(directory, mode=0o777)
         os.chmod(directory, 0o777)
-    hook = os.path.join(hookdir, "nvidia-container-runtime-hook")
-    with open(hook, "w") as handle:
-        handle.write('#!/bin/sh\nexec {} -I -S {} "$@"\n'.format(sys.executable, hook_script()))
-    os.chmod(hook, 0o755)
-    runtime_conf = os.path.join(work, "runtime.conf")
-    with open(runtime_conf, "w") as handle:
-        handle.write("[runtime]\nruntimes = runc\n")
-    sandbox = DockerdSandbox(
-        os.path.join(work, "dockerd"),
-        daemon_json=('{"runtimes": {"nvidia": {"path": "%s"}}}\n' % launcher).encode(),
-        path_prepend=[hookdir],
-        env={"NVDOCKER_DRIVER_ROOT": driver_root.path, "NVDOCKER_RUNTIME_CONFIG": runtime_conf},
-    )
+    sandbox = gpu_sandbox(work, launcher, driver_root.path, gpus_hook=True)
     sandbox.start()
     try:
         assert "nvidia" in sandbox.info()["Runtimes"]

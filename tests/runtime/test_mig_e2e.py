@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.support.driver_root import CAPS_MAJOR, IMEX_MAJOR, MIG_UUIDS, NVIDIA_MAJOR
-from tests.support.sandbox import DockerdSandbox, dockerd_or_skip
+from tests.support.sandbox import dockerd_or_skip, gpu_sandbox
 
 pytestmark = pytest.mark.dockerd
 
@@ -26,14 +26,7 @@ def box(tmp_path_factory, mig_root, launcher):
     dockerd_or_skip()
     work = str(tmp_path_factory.mktemp("mig"))
     os.chmod(work, 0o755)
-    runtime_conf = os.path.join(work, "runtime.conf")
-    with open(runtime_conf, "w") as handle:
-        handle.write("[runtime]\nruntimes = runc\naccept-device-list-as-volume-mounts = true\n")
-    sandbox = DockerdSandbox(
-        os.path.join(work, "dockerd"),
-        daemon_json=('{"runtimes": {"nvidia": {"path": "%s"}}}\n' % launcher).encode(),
-        env={"NVDOCKER_DRIVER_ROOT": mig_root.path, "NVDOCKER_RUNTIME_CONFIG": runtime_conf},
-    )
+    sandbox = gpu_sandbox(work, launcher, mig_root.path, "accept-device-list-as-volume-mounts = true\n")
     sandbox.start()
     try:
         sandbox.import_tiny_image()

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.runtime import engine_api
-from tests.support.sandbox import DockerdSandbox, dockerd_or_skip
+from tests.support.sandbox import dockerd_or_skip, gpu_sandbox
 
 pytestmark = pytest.mark.dockerd
 
@@ -27,14 +27,7 @@ def box(tmp_path_factory, driver_root, launcher):
     dockerd_or_skip()
     work = str(tmp_path_factory.mktemp("oversized"))
     os.chmod(work, 0o755)
-    runtime_conf = os.path.join(work, "runtime.conf")
-    with open(runtime_conf, "w") as handle:
-        handle.write("[runtime]\nruntimes = runc\n")
-    sandbox = DockerdSandbox(
-        os.path.join(work, "dockerd"),
-        daemon_json=('{"runtimes": {"nvidia": {"path": "%s"}}}\n' % launcher).encode(),
-        env={"NVDOCKER_DRIVER_ROOT": driver_root.path, "NVDOCKER_RUNTIME_CONFIG": runtime_conf},
-    )
+    sandbox = gpu_sandbox(work, launcher, driver_root.path)
     sandbox.start()
     try:
         sandbox.import_tiny_image()

@@ -9,12 +9,10 @@ policy checks (``CAP_SYS_ADMIN`` in the bounding set), as NVIDIA's does.
 """
 
 import os
-import sys
 
 import pytest
 
-from nvdocker_setup.runtime.config import hook_script
-from tests.support.sandbox import DockerdSandbox, dockerd_or_skip
+from tests.support.sandbox import dockerd_or_skip, gpu_sandbox
 
 pytestmark = pytest.mark.dockerd
 
@@ -26,23 +24,10 @@ def box(tmp_path_factory, driver_root, launcher):
     dockerd_or_skip()
     work = str(tmp_path_factory.mktemp("policy"))
     os.chmod(work, 0o755)
-    hookdir = os.path.join(work, "hookbin")
-    os.makedirs(hookdir, mode=0o755)
-    hook = os.path.join(hookdir, "nvidia-container-runtime-hook")  # on dockerd's PATH: registers --gpus
-    with open(hook, "w") as handle:
-        handle.write('#!/bin/sh\nexec {} -I -S {} "$@"\n'.format(sys.executable, hook_script()))
-    os.chmod(hook, 0o755)
     log = os.path.join(work, "nvdocker.log")
-    runtime_conf = os.path.join(work, "runtime.conf")
-    with open(runtime_conf, "w") as handle:
-        handle.write("[runtime]\nruntimes = runc\nlog = {}\ndebug = true\n"
-                     "accept-envvar-when-unprivileged = false\naccept-device-list-as-volume-mounts = true\n".format(log))
-    sandbox = DockerdSandbox(
-        os.path.join(work, "dockerd"),
-        daemon_json=('{"runtimes": {"nvidia": {"path": "%s"}}}\n' % launcher).encode(),
-        path_prepend=[hookdir],
-        env={"NVDOCKER_DRIVER_ROOT": driver_root.path, "NVDOCKER_RUNTIME_CONFIG": runtime_conf},
-    )
+    sandbox = gpu_sandbox(work, launcher, driver_root.path, (
+        "log = {}\ndebug = true\naccept-envvar-when-unprivileged = false\n"
+        "accept-device-list-as-volume-mounts = true\n").format(log), gpus_hook=True)
     sandbox.start()
     try:
         sandbox.import_tiny_image()

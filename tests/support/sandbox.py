@@ -390,3 +390,31 @@ class SandboxService:
 
     def describe(self) -> str:
         return "sandbox dockerd"
+
+
+def gpu_sandbox(work: str, launcher: str, driver_root: str, runtime_conf: str = "",
+                gpus_hook: bool = False) -> DockerdSandbox:
+    """A private dockerd (not started yet) in ``work/dockerd`` whose runtime ``nvidia`` is our launcher
+    on a simulated driver root: ``work/runtime.conf`` holds ``[runtime]``, ``runtimes = runc`` and
+    ``runtime_conf``'s lines; with ``gpus_hook`` our hook is on dockerd's PATH as
+    nvidia-container-runtime-hook, which registers ``--gpus``."""
+    from nvdocker_setup.runtime.config import hook_script
+
+    path_prepend = []
+    if gpus_hook:
+        hookdir = os.path.join(work, "hookbin")
+        os.makedirs(hookdir, mode=0o755, exist_ok=True)
+        hook = os.path.join(hookdir, "nvidia-container-runtime-hook")
+        with open(hook, "w") as handle:
+            handle.write('#!/bin/sh\nexec {} -I -S {} "$@"\n'.format(sys.executable, hook_script()))
+        os.chmod(hook, 0o755)
+        path_prepend.append(hookdir)
+    conf = os.path.join(work, "runtime.conf")
+    with open(conf, "w") as handle:
+        handle.write("[runtime]\nruntimes = runc\n" + runtime_conf)
+    return DockerdSandbox(
+        os.path.join(work, "dockerd"),
+        daemon_json=('{"runtimes": {"nvidia": {"path": "%s"}}}\n' % launcher).encode(),
+        path_prepend=path_prepend,
+        env={"NVDOCKER_DRIVER_ROOT": driver_root, "NVDOCKER_RUNTIME_CONFIG": conf},
+    )
