@@ -16,6 +16,7 @@ import pytest
 from tests.fleet import support
 from tests.packaging import support as pkg
 from tests.support import sandbox as sandbox_support
+from tests.support.optin import mark_and_deselect
 
 HERE = Path(__file__).resolve().parent
 HOSTS = ("h1", "h2", "h3")
@@ -31,24 +32,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "fleet: the Ansible collection against several hosts (make test-fleet)")
 
 
-def _asked_for(config) -> bool:
-    if "fleet" in (config.getoption("markexpr", "") or ""):
-        return True
-    base = Path(str(config.invocation_params.dir))
-    for arg in config.args:
-        path = (base / arg.split("::", 1)[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
 def pytest_collection_modifyitems(config, items):
-    mine = [item for item in items if HERE in Path(str(item.fspath)).resolve().parents]
-    for item in mine:
-        item.add_marker(pytest.mark.fleet)
-    if mine and not _asked_for(config):
-        config.hook.pytest_deselected(items=mine)
-        items[:] = [item for item in items if item not in mine]
+    mark_and_deselect(config, items, HERE, "fleet")
 
 
 def admin_daemon_json(name: str) -> bytes:

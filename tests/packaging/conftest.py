@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.packaging import support
+from tests.support.optin import mark_and_deselect
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,24 +22,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "packaging: builds and installs the Debian/RPM packages (make test-packages)")
 
 
-def _asked_for(config) -> bool:
-    if "packaging" in (config.getoption("markexpr", "") or ""):
-        return True
-    base = Path(str(config.invocation_params.dir))
-    for arg in config.args:
-        path = (base / arg.split("::", 1)[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
 def pytest_collection_modifyitems(config, items):
-    mine = [item for item in items if HERE in Path(str(item.fspath)).resolve().parents]
-    for item in mine:
-        item.add_marker(pytest.mark.packaging)
-    if mine and not _asked_for(config):
-        config.hook.pytest_deselected(items=mine)
-        items[:] = [item for item in items if item not in mine]
+    mark_and_deselect(config, items, HERE, "packaging")
 
 
 @pytest.fixture(scope="session")
