@@ -69,10 +69,10 @@ class ServiceManager:
 
 
 
-def _is_dockerd(ctx: Context, pid: int) -> bool:
+def _is_daemon(ctx: Context, pid: int, comm: str) -> bool:
     try:
         with open(ctx.host_path("/proc/{}/comm".format(pid))) as handle:
-            return handle.read().strip() == "dockerd"
+            return handle.read().strip() == comm
     except OSError:
         return False
 
@@ -239,13 +239,14 @@ class CommandService(SignalService):
         return "SIGHUP to reload, `{}` to restart".format(self.restart_command)
 
 
-def pid_lookup(ctx: Context, socket_path: str, pidfiles: List[str]):
-    """A callable giving dockerd's pid: the socket's peer credentials, else a pidfile."""
+def pid_lookup(ctx: Context, socket_path: str, pidfiles: List[str], comm: str = "dockerd"):
+    """A callable giving the daemon's pid (a process called ``comm``): the socket's peer
+    credentials, else a pidfile."""
     from nvdocker_setup.adapters.docker_api import DockerAPI
 
     def lookup() -> Optional[int]:
         pid = DockerAPI(socket_path, timeout=2.0).peer_pid()
-        if pid is not None and _is_dockerd(ctx, pid):
+        if pid is not None and _is_daemon(ctx, pid, comm):
             return pid
         for pidfile in pidfiles:
             try:
@@ -253,7 +254,7 @@ def pid_lookup(ctx: Context, socket_path: str, pidfiles: List[str]):
                     candidate = int(handle.read().strip())
             except (OSError, ValueError):
                 continue
-            if pid_alive(candidate) and _is_dockerd(ctx, candidate):
+            if pid_alive(candidate) and _is_daemon(ctx, candidate, comm):
                 return candidate
         return None
 

@@ -11,7 +11,7 @@ from nvdocker_setup.adapters.service import (
     ServiceManager,
     SignalService,
     SystemdService,
-    pid_alive,
+    pid_lookup,
 )
 from nvdocker_setup.apply import ApplyOptions, ApplyReport, Decision
 from nvdocker_setup.context import Context
@@ -38,11 +38,6 @@ class CriProbe:
             "enable_cdi": status.enable_cdi,
             "problems": status.problems(),
         }
-
-    def peer_pid(self) -> Optional[int]:
-        from nvdocker_setup.adapters.docker_api import DockerAPI
-
-        return DockerAPI(self.socket_path, timeout=2.0).peer_pid()
 
 
 @dataclass(frozen=True)
@@ -89,27 +84,13 @@ def socket_of(value: Dict[str, Any]) -> str:
     return DEFAULT_SOCKET
 
 
-def _pid_lookup(ctx: Context, probe: CriProbe):
-    def lookup() -> Optional[int]:
-        pid = probe.peer_pid()
-        if pid is None:
-            return None
-        try:
-            with open(ctx.host_path("/proc/{}/comm".format(pid))) as handle:
-                return pid if handle.read().strip() == "containerd" and pid_alive(pid) else None
-        except OSError:
-            return None
-
-    return lookup
-
-
 def detect_service(ctx: Context, requested: str, probe: CriProbe, restart_command: Optional[str]) -> ServiceManager:
     if requested in ("snap", "systemd-user"):
         raise UsageError("--service-manager {} runs dockerd, not containerd".format(requested),
                          hint="use systemd, command (--restart-command) or signal")
     if requested == "command" and not restart_command:
         raise UsageError("--service-manager command needs --restart-command")
-    lookup = _pid_lookup(ctx, probe)
+    lookup = pid_lookup(ctx, probe.socket_path, [], comm="containerd")
     choice = requested
     if requested == "auto":
         has_systemd = os.path.isdir(ctx.host_path("/run/systemd/system")) and ctx.which("systemctl") is not None
