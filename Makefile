@@ -4,13 +4,14 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help deps auto-deps venv lint test test-pypi test-debian test-kubernetes demo bench clean
+.PHONY: help deps auto-deps venv lint test test-pypi test-debian test-kubernetes test-latest demo bench clean
 
 help:
 	@echo "make demo    run install/uninstall on a sandbox daemon.json"
 	@echo "make test    install test dependencies, run the lint gate, the suite with PyPI libraries and with Debian 12's"
 	@echo "make lint    ruff and mypy, zero findings"
 	@echo "make bench   CLI start-up and no-op install medians (Debian's python3 and libraries)"
+	@echo "make test-latest  the suite on the newest PyPI releases (not in CI; constraints/pypi.txt pins make test)"
 
 # Debian packages the tests need (installed when run as root and missing): tools and Debian's
 # Python libraries only, never docker.io/containerd/runc (the tests unpack Debian's Docker into
@@ -22,10 +23,14 @@ deps:
 auto-deps:
 	@bash scripts/install-deps.sh --auto
 
-$(VENV)/.stamp: pyproject.toml
+# The PyPI pass runs on the exact releases of constraints/pypi.txt (the ones that passed), so a new
+# release on PyPI cannot turn `make test` red; `make test-latest` shows what the newest ones change.
+CONSTRAINTS := constraints/pypi.txt
+
+$(VENV)/.stamp: pyproject.toml $(CONSTRAINTS)
+	rm -rf $(VENV)
 	$(SYSTEM_PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint]'
+	$(PY) -m pip install --quiet -e '.[test,lint]' -c $(CONSTRAINTS)
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -35,7 +40,7 @@ lint: venv
 	$(VENV)/bin/ruff check nvdocker_setup tests benchmarks scripts
 	$(VENV)/bin/mypy
 
-# Current PyPI releases of typer, rich, jsonschema, in a venv.
+# The pinned PyPI releases (constraints/pypi.txt) of typer, rich, jsonschema, tomlkit, grpcio, in a venv.
 test-pypi: auto-deps venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -50,6 +55,18 @@ test-debian: auto-deps
 
 test: lint test-pypi test-debian test-packages test-fleet
 
+# Not in CI: the newest PyPI releases of everything (no constraints), in .venv-latest, on the unit
+# tests and the lint gate. What breaks here is what the next constraints upgrade has to fix; then
+# `.venv-latest/bin/pip freeze --exclude-editable > constraints/pypi.txt` (plus its header) in its
+# own commit.
+LATEST := .venv-latest
+test-latest: auto-deps
+	rm -rf $(LATEST)
+	$(SYSTEM_PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install --quiet --upgrade -e '.[test,lint]'
+	$(LATEST)/bin/pip list --format=freeze | grep -iE '^(typer|rich|jsonschema|tomlkit|grpcio|pytest|hypothesis|ruff|mypy)=='
+	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
+
 # The node agent, the manifests (kubectl kustomize, kubernetes-validate) and the DaemonSet on private nodes.
 test-kubernetes: auto-deps venv
 	$(PY) -m pytest tests/kubernetes $(PYTEST_ARGS)
@@ -61,7 +78,7 @@ bench: auto-deps
 	$(SYSTEM_PYTHON) benchmarks/cli_startup.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LATEST) build dist *.egg-info .pytest_cache .hypothesis
 
 # ---- Debian and RPM packages (issue #6) -------------------------------------------------------
 # Built from a copy of the working tree (debian/export-tree.sh), with the system interpreter first

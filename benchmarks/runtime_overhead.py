@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from tests.support.driver_root import build_driver_root  # noqa: E402
-from tests.support.sandbox import DockerdSandbox, find_dockerd  # noqa: E402
+from tests.support.sandbox import DockerdSandbox, engine_bin_dirs, engine_path, engine_problem, find_dockerd  # noqa: E402
 
 
 def spawn(argv, env=None, cwd=None):
@@ -163,7 +163,9 @@ def bench_docker_run(launcher: str, workdir: str, driver_root: str, runs: int) -
     sandbox.start()
     try:
         image = sandbox.import_tiny_image()
-        docker = shutil.which("docker", path="/usr/bin:" + os.environ.get("PATH", "")) or "docker"
+        docker = engine_path("docker")
+        if docker is None:
+            sys.exit("the test engine's docker CLI is missing: " + engine_problem())
         env = dict(os.environ, DOCKER_CONFIG=os.path.join(sandbox.workdir, "cli"))
         samples = {"runc": [], "nvidia": []}
         for index in range(runs + 2):
@@ -193,13 +195,11 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (runc create, mknod, a private dockerd)")
-    from tests.support.sandbox import engine_bin_dirs
-
-    # The runc the private dockerd uses (Debian 12's, unpacked by the test support), else the host's.
-    os.environ["PATH"] = os.pathsep.join(engine_bin_dirs() + [os.environ.get("PATH", ""), "/usr/sbin:/usr/bin"])
-    runc = shutil.which("runc")
+    # The runc the private dockerd uses: Debian 12's, unpacked by the test support (never the host's).
+    os.environ["PATH"] = os.pathsep.join(engine_bin_dirs() + [os.environ.get("PATH", "")])
+    runc = engine_path("runc")
     if runc is None:
-        sys.exit("runc is not available")
+        sys.exit("the test engine's runc is missing: " + engine_problem())
     workdir = tempfile.mkdtemp(prefix="nvdocker-bench.")
     os.chmod(workdir, 0o755)
     try:

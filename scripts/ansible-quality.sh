@@ -2,7 +2,8 @@
 # The nvdocker.gpu collection's quality gates: ansible-lint (production profile) and ansible-test
 # sanity, the latter with Debian 12's ansible-core 2.14 (/usr/bin/ansible-test) and the current one
 # from PyPI (in the ansible-lint venv). Everything lives under the test cache:
-#   $CACHE/ansible-lint-venv     ansible-lint (and with it the current ansible-core) from PyPI
+#   $CACHE/ansible-lint-venv     ansible-lint (and with it a current ansible-core) from PyPI, at the
+#                                versions of constraints/ansible-lint.txt
 #   $CACHE/ansible-test-home     HOME for ansible-test: its per-test venvs and pip bootstrap
 # ansible-test downloads a get-pip script from a host that this network cannot reach; the stand-in
 # scripts/ansible-test-get-pip.py (ensurepip, then pip from the package index) takes its place.
@@ -13,9 +14,13 @@ cache=${NVDOCKER_TEST_CACHE:-/var/cache/nvdocker-tests}
 venv=$cache/ansible-lint-venv
 home=$cache/ansible-test-home
 
-if [ ! -x "$venv/bin/ansible-lint" ]; then
+# pinned (constraints/ansible-lint.txt): the venv is made again when the pins change
+pins=$(sha256sum "$repo/constraints/ansible-lint.txt" | cut -c1-16)
+if [ ! -x "$venv/bin/ansible-lint" ] || [ "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]; then
+  rm -rf "$venv"
   /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check ansible-lint
+  "$venv/bin/pip" install -q --disable-pip-version-check -c "$repo/constraints/ansible-lint.txt" ansible-lint
+  echo "$pins" > "$venv/.pins"
 fi
 mkdir -p "$home/.ansible/test/cache"
 for version in 21_3_1 24_2 25_3; do

@@ -5,6 +5,23 @@ import stat
 
 import pytest
 
+from tests.support import host_binaries
+
+
+def pytest_configure(config):
+    """No test may run a container engine the host has installed (tests/support/host_binaries.py)."""
+    host_binaries.install()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if host_binaries.violations:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("host engine binaries were run by tests (issue #18):", red=True)
+            for line in sorted(set(host_binaries.violations)):
+                reporter.write_line("  " + line, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 @pytest.fixture
 def runtime_binary(tmp_path):

@@ -18,8 +18,6 @@ from nvdocker_setup.adapters.dockerd import (
 )
 from nvdocker_setup.context import Context
 
-REAL_DOCKERD = "/usr/sbin/dockerd"
-
 
 def _fake_dockerd(
     tmp_path: Path, version: str = "26.1.5+dfsg1", validate: str = 'echo "configuration OK" >&2'
@@ -215,19 +213,25 @@ def test_clean_messages_with_other_path() -> None:
 
 
 @pytest.mark.dockerd
-def test_real_dockerd_on_real_path(tmp_path: Path) -> None:
-    if not os.path.exists(REAL_DOCKERD):
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but {} is missing".format(REAL_DOCKERD))
-        pytest.skip("{} is not installed".format(REAL_DOCKERD))
+@pytest.mark.parametrize("release", ["20.10", "26.1"])
+def test_real_dockerd_on_real_path(tmp_path: Path, release: str) -> None:
+    """The real dockerd, found on PATH as on a host: Debian 12's 20.10 (no --validate) and 26.1
+    (--validate), both unpacked in the test cache by the test support (never a host install)."""
+    from tests.support.newer_docker import docker26_or_skip
+    from tests.support.sandbox import dockerd_or_skip
+
+    if release == "20.10":
+        sbin = os.path.dirname(dockerd_or_skip())
+    else:
+        sbin = os.path.join(docker26_or_skip(), "usr", "sbin")
+    real = os.path.join(sbin, "dockerd")
     env = dict(os.environ)
-    path_dirs = env.get("PATH", os.defpath).split(os.pathsep)
-    if "/usr/sbin" not in path_dirs:
-        env["PATH"] = os.pathsep.join(path_dirs + ["/usr/sbin"])
+    env["PATH"] = os.pathsep.join([sbin, env.get("PATH", os.defpath)])
     ctx = Context(env=env)
     found = find_dockerd(ctx)
     assert found is not None
-    assert os.path.realpath(found.path) == os.path.realpath(REAL_DOCKERD)
+    assert os.path.realpath(found.path) == os.path.realpath(real)
+    assert "{}.{}".format(found.major, found.minor) == release
     assert found.can_validate == ((found.major, found.minor) >= (23, 0))
     result = validate_config(ctx, _config(tmp_path), binary=found)
     if found.can_validate:

@@ -31,6 +31,7 @@ def host(tmp_path, driver_template):
 FAKE_GPU_RUNTIME = """#!/usr/bin/python3
 import json, os, shutil, sys
 NODES = %s
+RUNC = %r
 args = sys.argv[1:]
 if "create" in args:
     bundle = "."
@@ -51,8 +52,7 @@ if "create" in args:
             rules.append({"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"})
         with open(path, "w") as handle:
             json.dump(spec, handle)
-runc = shutil.which("runc") or "/usr/sbin/runc"
-os.execv(runc, [runc] + args)
+os.execv(RUNC, [RUNC] + args)
 """
 NATIVE_NODES = (("nvidiactl", 195, 255), ("nvidia0", 195, 0), ("nvidia1", 195, 1))
 WSL_NODES = (("dxg",) + DXG_NODE,)
@@ -63,22 +63,22 @@ def dockerd_sandbox():
     """A private dockerd (no network, temp dirs) with the healthy host's runtime, plus runtimes for
     the smoke test: ``fakegpu`` (adds the GPU nodes), ``fakewsl`` (adds /dev/dxg, as on WSL2),
     ``plainrunc`` (adds nothing), ``broken``."""
-    from tests.support.sandbox import DockerdSandbox, dockerd_or_skip, engine_bin_dirs
+    from tests.support.sandbox import DockerdSandbox, dockerd_or_skip, engine_runc
 
     dockerd_or_skip()
+    runc = engine_runc()
     workdir = tempfile.mkdtemp(prefix="nvx.", dir="/tmp")
     fake_runtime = os.path.join(workdir, "fakegpu-runtime")
     fake_wsl_runtime = os.path.join(workdir, "fakewsl-runtime")
     for path, nodes in ((fake_runtime, NATIVE_NODES), (fake_wsl_runtime, WSL_NODES)):
         with open(path, "w") as handle:
-            handle.write(FAKE_GPU_RUNTIME % (nodes,))
+            handle.write(FAKE_GPU_RUNTIME % (nodes, runc))
         os.chmod(path, 0o755)
     config = json.loads(json.dumps(HEALTHY_CONFIG))
     config["runtimes"].update({
         "fakegpu": {"path": fake_runtime},
         "fakewsl": {"path": fake_wsl_runtime},
-        "plainrunc": {"path": shutil.which("runc", path=os.pathsep.join(engine_bin_dirs() + ["/usr/sbin:/usr/bin:/sbin:/bin"]))
-                      or "/usr/sbin/runc"},
+        "plainrunc": {"path": runc},
         "broken": {"path": "/nonexistent/nvx-runtime"},
     })
     sandbox = DockerdSandbox(workdir, daemon_json=(json.dumps(config) + "\n").encode())
@@ -126,10 +126,8 @@ def tiny_image(dockerd_sandbox):
 @pytest.fixture
 def docker_cli(host):
     """The real docker CLI on the simulated host's PATH (it is pinned to the socket with -H)."""
-    from tests.support.sandbox import engine_bin_dirs
+    from tests.support.sandbox import engine_binary
 
-    docker = shutil.which("docker", path=os.pathsep.join(engine_bin_dirs() + ["/usr/local/bin:/usr/bin:/bin"]))
-    if docker is None:
-        pytest.skip("the docker CLI is not installed")
+    docker = engine_binary("docker")
     os.symlink(docker, os.path.join(host.fakebin, "docker"))
     return docker

@@ -4,7 +4,6 @@ container must have /dev/dxg (there are no /dev/nvidia* nodes on WSL2), on a nat
 docker CLI is a fake that prints what a container would have listed."""
 
 import os
-import shutil
 
 import pytest
 
@@ -97,11 +96,9 @@ def test_a_native_driver_still_wants_the_nvidia_nodes(host):
 
 @pytest.fixture
 def live_wsl_host(wsl_host, dockerd_sandbox):
-    from tests.support.sandbox import engine_bin_dirs
+    from tests.support.sandbox import engine_binary
 
-    docker = shutil.which("docker", path=os.pathsep.join(engine_bin_dirs() + ["/usr/local/bin:/usr/bin:/bin"]))
-    if docker is None:
-        pytest.skip("the docker CLI is not installed")
+    docker = engine_binary("docker")
     os.symlink(docker, os.path.join(wsl_host.fakebin, "docker"))
     wsl_host.docker_socket = dockerd_sandbox.socket_path
     wsl_host.env["DOCKER_HOST"] = dockerd_sandbox.docker_host

@@ -61,8 +61,6 @@ exit 0
 """
 RESTART_COMMAND = "/usr/local/sbin/dockerd-restart"
 DEBIAN_ANSIBLE = "/usr/bin/ansible-playbook"
-#: Rebuild the cached PyPI venv after this long, to follow the current release.
-PYPI_VENV_MAX_AGE = 7 * 24 * 3600
 
 
 def need(condition: bool, reason: str) -> None:
@@ -113,22 +111,25 @@ def host_rootfs(cache: Path, pristine: Path, debs: Sequence[Path], workdir: Path
 
 
 def pypi_ansible(cache: Path) -> Path:
-    """A venv with the current ``ansible`` (ansible-core and community.docker) from PyPI, cached.
+    """A venv with ``ansible`` (ansible-core and community.docker) from PyPI at the versions of
+    constraints/ansible.txt, cached; made again when those pins change.
 
-    Built with Debian 12's /usr/bin/python3 (3.11), so "current" is the newest ansible-core that
-    runs on it (2.19 at the time of writing; 2.20 wants Python 3.12)."""
+    Built with Debian 12's /usr/bin/python3 (3.11), so the newest ansible-core that runs on it (2.19
+    at the time of writing; 2.20 wants Python 3.12)."""
+    pins = REPO / "constraints" / "ansible.txt"
+    key = hashlib.sha256(pins.read_bytes()).hexdigest()[:16]
     venv = cache / "ansible-pypi-py3.11"
-    stamp = venv / ".stamp"
+    stamp = venv / ".pins"
     with open(str(cache / "ansible-pypi.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists() and time.time() - stamp.stat().st_mtime < PYPI_VENV_MAX_AGE:
+        if stamp.exists() and stamp.read_text().strip() == key:
             return venv
         shutil.rmtree(str(venv), ignore_errors=True)
         pkg.run(["/usr/bin/python3", "-m", "venv", venv])
-        done = pkg.run([venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check", "ansible"],
+        done = pkg.run([venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check", "-c", pins, "ansible"],
                        check=False, timeout=1200)
         need(done.returncode == 0, "pip install ansible failed: " + done.stdout[-2000:])
-        stamp.write_text(str(time.time()))
+        stamp.write_text(key + "\n")
     return venv
 
 

@@ -21,7 +21,7 @@ from nvdocker_setup.context import Context
 from nvdocker_setup.core.plan import InstallRequest
 from nvdocker_setup.operations import install
 from nvdocker_setup.runtime.config import hook_script
-from tests.support.sandbox import DockerdSandbox, dockerd_or_skip
+from tests.support.sandbox import DockerdSandbox, dockerd_or_skip, engine_runc
 
 pytestmark = pytest.mark.dockerd
 
@@ -67,8 +67,7 @@ class GpuDocker:
 @pytest.fixture(scope="module")
 def gpu_docker(tmp_path_factory, driver_root, launcher):
     dockerd_or_skip()
-    runc = shutil.which("runc", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin")
-    assert runc, "runc is needed next to dockerd"
+    runc = engine_runc()
     work = str(tmp_path_factory.mktemp("gpu-docker"))
     os.chmod(work, 0o755)
     capture = os.path.join(work, "capture")

@@ -3,7 +3,6 @@ with NVDOCKER_DRIVER_ROOT at a simulated WSL2 driver root (dev/dxg, usr/lib/wsl/
 
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -15,7 +14,7 @@ from nvdocker_setup.operations import install
 from nvdocker_setup.runtime.config import hook_script
 from tests.runtime.test_docker_e2e import CAPTURE_SCRIPT, GpuDocker, device_lines, executable
 from tests.support.driver_root import DXG_NODE, WSL_LIB_DIR, wsl_root_or_skip
-from tests.support.sandbox import DockerdSandbox, dockerd_or_skip
+from tests.support.sandbox import DockerdSandbox, dockerd_or_skip, engine_runc
 
 pytestmark = pytest.mark.dockerd
 
@@ -23,8 +22,7 @@ pytestmark = pytest.mark.dockerd
 @pytest.fixture(scope="module")
 def wsl_docker(tmp_path_factory, launcher):
     dockerd_or_skip()
-    runc = shutil.which("runc", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin")
-    assert runc, "runc is needed next to dockerd"
+    runc = engine_runc()
     work = str(tmp_path_factory.mktemp("wsl-docker"))
     os.chmod(work, 0o755)
     wsl_root = wsl_root_or_skip(os.path.join(work, "wsl"))

@@ -40,15 +40,11 @@ from tests.support.newer_docker import (
 STAMP = ".nvdocker-engine.json"
 LIB_DIR = "usr/lib/x86_64-linux-gnu"
 def host_runc() -> str:
-    """Debian 12's runc 1.1: unpacked with the test engine (tests/support/sandbox.py), never the
-    host's installed one; /usr/sbin/runc only when the unpacked engine cannot be had."""
-    from tests.support.sandbox import engine_bin_dirs
+    """Debian 12's runc 1.1, unpacked with the test engine (tests/support/sandbox.py), never the
+    host's installed one."""
+    from tests.support.sandbox import engine_runc
 
-    for directory in engine_bin_dirs():
-        candidate = os.path.join(directory, "runc")
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return "/usr/sbin/runc"
+    return engine_runc()
 
 
 class EngineUnavailable(RuntimeError):

@@ -6,8 +6,10 @@ JSON schemas offline, build the node-agent image, and turn the DaemonSet's pod s
 - Validation: ``kubernetes-validate`` (PyPI; it bundles the schemas), in a venv cached under
   /var/cache/nvdocker-tests (its PyYAML also turns the rendered YAML into data here).
 - The image: the cached Debian 12 debootstrap rootfs of the package tests (``docker import``),
-  our .debs and their Python dependencies from the cached apt archives (``apt-get install
-  --no-download``, ``docker build --network none``), and the launcher built for the node layout.
+  our .debs and the dependencies apt plans for them on that rootfs (downloaded into the package
+  tests' apt archive when missing: :func:`dependency_archives`; the build itself is offline,
+  ``apt-get install --no-download``, ``docker build --network none``), and the launcher built for the
+  node layout.
   Saved with ``docker save`` to /var/cache/nvdocker-tests/node-agent-image-KEY.tar, KEY the hash of
   the inputs (the rootfs's name, the sources the packages are built from, the Dockerfile): a
   later run loads it instead of building.
@@ -33,11 +35,6 @@ DEPLOY = REPO / "deploy" / "kubernetes"
 IN_CI = os.environ.get("CI") == "true"
 KUBERNETES_VERSION = "1.30.0"
 IMAGE = "nvdocker-node-agent"
-#: The Python dependencies' packages to take from the cached apt archives (apt picks what it needs).
-ARCHIVE_PATTERNS = ("python3*", "libpython3*", "media-types_*", "libexpat1_*", "libsqlite3-0_*", "libreadline8_*",
-                    "readline-common_*", "libncursesw6_*", "tzdata_*", "netbase_*", "libmpdec3_*", "libffi8_*",
-                    "libabsl*", "libc-ares2_*", "libgssapi-krb5-2_*", "libk5crypto3_*", "libkeyutils1_*", "libkrb5*",
-                    "libnsl2_*", "libprotobuf32_*", "libre2-9_*", "libssl3_*", "libtirpc*", "runc_*")
 #: What the image build hashes (besides the Dockerfile and the rootfs).
 SOURCES = ("nvdocker_setup", "debian", "launcher", "scripts/build-launcher.sh", "pyproject.toml", "setup.py",
            "setup.cfg", "man", "completions", "udev", "README.md")
@@ -71,15 +68,21 @@ def _run(argv: Sequence[Any], timeout: float = 600, **kwargs: Any) -> subprocess
 
 
 def validator_venv() -> Path:
-    """A venv with kubernetes-validate (cached; made on first use with pip from PyPI)."""
+    """A venv with kubernetes-validate at the versions of constraints/kubernetes-validate.txt (cached;
+    made on first use, and again when the pins change, with pip from PyPI)."""
+    pins = REPO / "constraints" / "kubernetes-validate.txt"
+    key = hashlib.sha256(pins.read_bytes()).hexdigest()[:16]
     venv = cache_dir() / "kubernetes-validate-venv"
     tool = venv / "bin" / "kubernetes-validate"
+    stamp = venv / ".pins"
     with open(str(cache_dir() / "kubernetes-validate.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not tool.exists():
+        if not tool.exists() or not stamp.exists() or stamp.read_text().strip() != key:
+            shutil.rmtree(str(venv), ignore_errors=True)
             try:
                 _run([sys.executable if sys.prefix == sys.base_prefix else "/usr/bin/python3", "-m", "venv", venv])
-                _run([venv / "bin" / "pip", "install", "-q", "kubernetes-validate"], timeout=900)
+                _run([venv / "bin" / "pip", "install", "-q", "-c", pins, "kubernetes-validate"], timeout=900)
+                stamp.write_text(key + "\n")
             except (AssertionError, OSError, subprocess.SubprocessError) as error:
                 shutil.rmtree(str(venv), ignore_errors=True)
                 need(False, "cannot install kubernetes-validate: {}".format(error))
@@ -302,6 +305,37 @@ def rootfs_tarball() -> Path:
     return found[-1]
 
 
+def dependency_archives(work: Path, debs: Sequence[Path]) -> List[Path]:
+    """The .debs that ``debs`` need on top of the Debian 12 rootfs the image starts from, downloaded
+    into the shared apt archive of the package tests by ``apt-get install --download-only`` in a
+    chroot of that rootfs (on a cold cache this fetches them; later runs find them there). What apt
+    would install is read from its own plan, so nothing depends on an earlier run's leftovers."""
+    from tests.packaging.support import Chroot
+
+    archives = cache_dir() / "apt-archives"
+    root = Chroot(rootfs_tarball(), archives, work)
+    try:
+        inside = root.copy_in(list(debs), "/tmp/node-agent-debs")
+        root.apt("install --download-only --no-install-recommends " + " ".join(inside))
+        plan = root.sh("apt-get install -s --no-install-recommends " + " ".join(inside)).stdout
+    finally:
+        root.close()
+    wanted = set()
+    for line in plan.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == "Inst" and fields[1] not in ("nvdocker-toolkit", "nvdocker-setup"):
+            version = fields[2].strip("()[]")
+            if fields[2].startswith("["):  # "Inst pkg [old] (new ...)": an upgrade
+                version = fields[3].strip("(")
+            wanted.add((fields[1], version.replace(":", "%3a")))
+    found = []
+    for name, version in sorted(wanted):
+        matches = sorted(archives.glob("{}_{}_*.deb".format(name, version)))
+        assert matches, "apt planned {} {} but its .deb is not in {}".format(name, version, archives)
+        found.append(matches[0])
+    return found
+
+
 def _build_context(work: Path) -> Path:
     from tests.packaging.support import build_debs
 
@@ -310,10 +344,8 @@ def _build_context(work: Path) -> Path:
     debs = build_debs(work / "debs")
     for name in ("nvdocker-toolkit", "nvdocker-setup"):
         shutil.copy2(str(debs[name]), str(context / "debs"))
-    archives = cache_dir() / "apt-archives"
-    for pattern in ARCHIVE_PATTERNS:
-        for deb in archives.glob(pattern + ".deb"):
-            shutil.copy2(str(deb), str(context / "debs" / "archives"))
+    for deb in dependency_archives(work, [debs["nvdocker-toolkit"], debs["nvdocker-setup"]]):
+        shutil.copy2(str(deb), str(context / "debs" / "archives"))
     from nvdocker_setup.node_agent import DEFAULT_INSTALL_DIR, runtime_script
 
     env = dict(os.environ, STATIC="yes", PYTHON="/usr/bin/python3", RUNTIME_SCRIPT=runtime_script(DEFAULT_INSTALL_DIR))

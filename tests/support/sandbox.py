@@ -59,6 +59,35 @@ def engine_bin_dirs() -> List[str]:
     return [os.path.join(folder, "usr", "sbin"), os.path.join(folder, "usr", "bin")] if folder else []
 
 
+def engine_path(name: str) -> Optional[str]:
+    """A binary of the unpacked test engine (runc, containerd, docker, ...), never the host's own;
+    None when the engine cannot be had."""
+    for directory in engine_bin_dirs():
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def engine_binary(name: str) -> str:
+    """:func:`engine_path` for a test: under CI=true a missing one fails the test, elsewhere skips it."""
+    found = engine_path(name)
+    if found is not None:
+        return found
+    import pytest
+
+    why = "{} of the unpacked test engine is missing ({})".format(name, engine_problem() or "not in the folder")
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true: " + why)
+    pytest.skip(why)
+    raise AssertionError("unreachable")
+
+
+def engine_runc() -> str:
+    """Debian 12's runc, unpacked with the test engine."""
+    return engine_binary("runc")
+
+
 def find_dockerd() -> Optional[str]:
     chosen = os.environ.get("NVDOCKER_TEST_DOCKERD")
     if chosen:

@@ -328,42 +328,51 @@ def _parse_toml(text: str, source: str) -> Dict[str, Any]:
         raise _fail(source, "control character {!r} is not allowed in TOML".format(bad.group(0)[0]), line, column)
     try:
         parsed = tomlkit.parse(text)
-    except ParseError as error:
-        message = str(error).rsplit(" at line ", 1)[0]
-        where: Optional[int] = getattr(error, "line", None)
-        col: Optional[int] = getattr(error, "col", None)
-        reference = "containerd-config-invalid"
-        if "already exists" in message:
-            reference = "containerd-config-duplicate"
-            where, col = _redefined_line(text) or where, None
-        raise _fail(source, "invalid TOML: {}".format(message), where, col + 1 if col is not None else None,
-                    reference=reference) from None
-    except TOMLKitError as error:  # e.g. "Redefinition of an existing table" (no position)
-        raise _fail(source, "invalid TOML: {}".format(error), _redefined_line(text),
-                    reference="containerd-config-duplicate") from None
-    except (ValueError, RecursionError) as error:
-        raise _fail(source, "invalid TOML: {}".format(error)) from None
+    except (TOMLKitError, ValueError, RecursionError) as error:
+        # What the error *is* comes from our own scan, never from tomlkit's wording (it changes between
+        # releases: 0.11 says "Key ... already exists", 0.15 "Redefinition of an existing table").
+        duplicate = _duplicate_definition(text)
+        if duplicate is not None:
+            line, what = duplicate
+            raise _fail(source, "invalid TOML: {} is defined twice".format(what), line,
+                        reference="containerd-config-duplicate") from None
+        where: Optional[int] = getattr(error, "line", None) if isinstance(error, ParseError) else None
+        col: Optional[int] = getattr(error, "col", None) if isinstance(error, ParseError) else None
+        message = str(error).rsplit(" at line ", 1)[0] if str(error) else type(error).__name__
+        raise _fail(source, "invalid TOML: {}".format(message), where, col + 1 if col is not None else None) from None
     value = _plain(parsed)
     assert isinstance(value, dict)
     return value
 
 
-def _redefined_line(text: str) -> Optional[int]:
-    """The line of a table header that defines a table a second time (None: not found)."""
+def _duplicate_definition(text: str) -> Optional[Tuple[int, str]]:
+    """The first line (1-based) that defines a key or table a second time, and what it defines; None
+    when there is none or when the text is too broken for the line scanner to follow."""
     try:
         lines = scan_lines(text)
-    except (ValueError, AssertionError, IndexError):
+    except (ValueError, AssertionError, IndexError, RecursionError):
         return None
-    seen: set = set()
-    dotted: set = set()
+    headers: set = set()  # tables opened with [header]
+    implicit: set = set()  # tables made by dotted keys (a.b = 1 makes a)
+    keys: set = set()  # full paths of keys with values
     for line in lines:
-        if line.kind == "header":
-            if line.path in seen or line.path in dotted:
-                return line.index + 1
-            seen.add(line.path)
+        if line.kind == "array-header":  # each [[x]] starts a fresh element: forget what was under x
+            prefix = line.path
+            for known in (headers, implicit, keys):
+                for path in [p for p in known if p[:len(prefix)] == prefix]:
+                    known.discard(path)
+        elif line.kind == "header":
+            if line.path in headers or line.path in implicit or line.path in keys:
+                return line.index + 1, "table [{}]".format(format_path(line.path))
+            headers.add(line.path)
         elif line.kind == "key":
+            if line.path in keys or line.path in headers or line.path in implicit:
+                return line.index + 1, "key {}".format(format_path(line.path))
+            keys.add(line.path)
             for cut in range(len(line.table) + 1, len(line.path)):
-                dotted.add(line.path[:cut])
+                if line.path[:cut] in keys:
+                    return line.index + 1, "key {}".format(format_path(line.path[:cut]))
+                implicit.add(line.path[:cut])
     return None
 
 
