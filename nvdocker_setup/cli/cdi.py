@@ -106,7 +106,7 @@ def generate(
 
         with gpu_errors():
             config = _runtime_config(driver_root)
-            driver = discover(config.driver_root)
+            driver = discover(config.driver_root, config.mps_pipe_dir)
             try:
                 spec = cdi_spec.generate(driver, config.hook_command(), cdi_version=cdi_version)
             except cdi_spec.VersionRefused as refused:
@@ -118,6 +118,9 @@ def generate(
             _check(imex)
         as_json_file = cdi_spec.is_json_path(output_path)
         data = cdi_spec.render(spec, as_json=as_json_file, meta=cdi_spec.metadata(driver))
+        for note in driver.refused[:32]:  # the spec leaves them out; say so on stderr, whatever the format
+            typer.echo("warning: left out {} (a host path a container gets must be root's alone; "
+                       "see `nvdocker-setup doctor`)".format(note[:400]), err=True)
         if output_path == "-":
             typer.echo(data.decode("utf-8"), nl=False)
             return
@@ -136,7 +139,7 @@ def generate(
             output.print_json({
                 "ok": True, "changed": changed, "output": output_path, "format": "json" if as_json_file else "yaml",
                 "cdiVersion": spec["cdiVersion"], "driver_version": driver.version, "devices": names,
-                "imex_output": imex_output if imex is not None else None,
+                "imex_output": imex_output if imex is not None else None, "left_out": list(driver.refused),
             })
             return
         out = output.console()

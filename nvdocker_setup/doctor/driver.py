@@ -141,7 +141,7 @@ def _library_version(driver, name: str) -> Tuple[Optional[str], Optional[str]]:
     for entry in driver.cache_entries():
         if entry.name != name or entry.word_size != 64:
             continue
-        located = driver.locate(entry.path)
+        located = driver.locate_library(entry.path)
         if located is None:
             return entry.path, None
         base = os.path.basename(located[1])
@@ -241,6 +241,30 @@ def driver_nvidia_smi(facts: Facts):
         return warn("{} -L lists {} GPU(s), the kernel driver {}".format(shown, len(listed), len(driver.gpus)),
                     "compare `nvidia-smi -L` with /proc/driver/nvidia/gpus; a GPU may be in a bad state (`nvidia-smi -q`)")
     return ok("{} -L lists {} GPU(s)".format(shown, len(listed)))
+
+
+@check("driver-host-paths", GROUP, "what GPU containers get from the host is root's alone")
+def driver_host_paths(facts: Facts):
+    """Every host path a container would get (libraries, binaries, data files, firmware, the daemons'
+    sockets, the MPS pipe directory) is reached through root's directories and symlinks only and is
+    not writable by others: what fails is left out by the runtime and by ``cdi generate``, named here."""
+    from nvdocker_setup.driver.capabilities import ALL_CAPABILITIES
+    from nvdocker_setup.driver.edits import common_edits
+    from nvdocker_setup.driver.errors import GpuSetupError
+
+    driver = facts.require_driver()
+    try:
+        edits = common_edits(driver, ALL_CAPABILITIES, None)
+    except GpuSetupError as error:
+        raise SkipCheck("the driver's files cannot be listed: {}".format(error.message)) from None
+    if driver.refused:
+        shown = driver.refused[:8]
+        more = len(driver.refused) - len(shown)
+        return fail("left out of every GPU container: {}{}".format("; ".join(shown), " (and {} more)".format(more) if more else ""),
+                    "make each of them root's and not writable by others (`chown root:root`, `chmod go-w`), or remove "
+                    "what a user planted there (a user's /tmp/nvidia-mps: stop that user's MPS daemon and remove it)",
+                    refused=list(driver.refused))
+    return ok("{} host paths, each reached through root's directories and links only".format(len(edits.mounts)))
 
 
 def _root_option(driver) -> str:

@@ -741,7 +741,16 @@ class Facts:
         """The driver under the driver root (``nvdocker_setup.driver.discovery.discover``)."""
         from nvdocker_setup.driver.discovery import discover
 
-        return self.memo("driver", lambda: discover(self.driver_root))
+        return self.memo("driver", lambda: discover(self.driver_root, self.mps_pipe_dir()))
+
+    def mps_pipe_dir(self) -> Optional[str]:
+        """The MPS pipe directory the runtime uses: runtime.conf's ``mps-pipe-directory``, else the
+        default (the engine's CUDA_MPS_PIPE_DIRECTORY is not visible from here)."""
+        from nvdocker_setup.runtime.config import MPS_PIPE_DIR_KEY
+
+        loaded = self.runtime_config()
+        value = loaded[1].get(MPS_PIPE_DIR_KEY) if loaded else None
+        return value or None
 
     def require_driver(self):
         from nvdocker_setup.driver.errors import GpuSetupError

@@ -87,8 +87,13 @@ DATA_FILES: Dict[str, Tuple[str, ...]] = {
 #: Where the driver's daemons listen; mounted when present so that nvidia-smi and MPS clients reach them.
 IPC_PATHS: Dict[str, Tuple[str, ...]] = {
     UTILITY: ("/run/nvidia-persistenced/socket", "/run/nvidia-fabricmanager/socket"),
-    COMPUTE: ("/run/nvidia-persistenced/socket", "/run/nvidia-fabricmanager/socket", "/tmp/nvidia-mps"),
+    COMPUTE: ("/run/nvidia-persistenced/socket", "/run/nvidia-fabricmanager/socket"),
 }
+#: The MPS control daemon's default pipe directory (``CUDA_MPS_PIPE_DIRECTORY`` unset): mounted,
+#: writable, into ``compute`` containers when root owns it (see ``Driver.ipc_paths``). An admin who
+#: runs MPS elsewhere says so with ``mps-pipe-directory`` in runtime.conf or CUDA_MPS_PIPE_DIRECTORY
+#: in the engine's environment.
+MPS_PIPE_DIR = "/tmp/nvidia-mps"
 
 BINARY_DIRS: Tuple[str, ...] = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin", "/usr/local/sbin")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 
 from nvdocker_setup.driver import capabilities as caps
@@ -53,13 +54,55 @@ def _is_host_root(root: str) -> bool:
 def resolve_in_root(root: str, path: str) -> Optional[Tuple[str, str]]:
     """``(host path, path inside the root)`` of ``path`` with every symlink resolved as if
     ``root`` were ``/`` (an absolute link target stays inside the root); None when it does not exist.
-    """
-    if _is_host_root(root):
-        real = os.path.realpath(path)
-        return (real, real) if os.path.exists(real) else None
+    No trust check: for what we only compare (device links), never for what a container gets
+    (:func:`resolve_trusted`)."""
+    found, _problem = _walk(root, path, False)
+    return found
+
+
+def resolve_trusted(root: str, path: str) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
+    """``((host path, resolved path inside the root), None)`` when ``path`` exists under ``root`` and
+    only root could have decided what it is; ``(None, None)`` when it does not exist; ``(None, why)``
+    when a user could have: every directory looked in is root's and not group/other-writable (a sticky
+    one is fine: nobody replaces root's entries there), every symlink followed is root's (a link is
+    followed inside the root, as if it were ``/``), and the file itself is root's and not
+    group/other-writable (device nodes, sockets, FIFOs and sticky directories aside: their mode bits
+    let nobody replace them). With driver root ``/`` this is what keeps a user's ``/tmp/nvidia-mps ->
+    /etc`` (or a real directory of theirs there) out of every GPU container."""
+    return _walk(root, path, True)
+
+
+def _unsafe(info: os.stat_result, final: bool) -> Optional[str]:
+    if info.st_uid != 0:
+        return "owned by uid {}, not root".format(info.st_uid)
+    mode = info.st_mode
+    if stat.S_IMODE(mode) & 0o022 and not (
+        stat.S_ISLNK(mode)
+        or (stat.S_ISDIR(mode) and mode & stat.S_ISVTX)
+        or (final and (stat.S_ISCHR(mode) or stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode)))
+    ):
+        return "writable by {} (mode {:04o})".format(
+            "others" if stat.S_IMODE(mode) & 0o002 else "its group", stat.S_IMODE(mode))
+    return None
+
+
+def _walk(root: str, path: str, trusted: bool) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
+    base = "/" if _is_host_root(root) else root
+    if trusted and not _is_host_root(root):
+        # the driver root itself (a driver container's /run/nvidia/driver) must be root's alone too
+        _found, problem = _walk("/", root, True)
+        if problem is not None:
+            return None, "the driver root " + problem
     pending = [part for part in path.split("/") if part]
     resolved: List[str] = []
     links = 0
+    if trusted:
+        try:
+            problem = _unsafe(os.lstat(base), False)
+        except OSError:
+            return None, None
+        if problem is not None:
+            return None, "{} is {}".format(base, problem)
     while pending:
         part = pending.pop(0)
         if part == ".":
@@ -68,23 +111,35 @@ def resolve_in_root(root: str, path: str) -> Optional[Tuple[str, str]]:
             if resolved:
                 resolved.pop()
             continue
-        candidate = os.path.join(root, *resolved, part)
+        candidate = os.path.join(base, *resolved, part)
         try:
-            target = os.readlink(candidate)
-        except OSError as exc:
-            if exc.errno == errno.EINVAL:  # not a symlink
-                resolved.append(part)
-                continue
-            return None
-        links += 1
-        if links > _MAX_SYMLINKS:
-            return None
-        if target.startswith("/"):
-            resolved = []
-        pending[:0] = [item for item in target.split("/") if item]
+            info = os.lstat(candidate)
+        except OSError:
+            return None, None
+        if stat.S_ISLNK(info.st_mode):
+            if trusted and info.st_uid != 0:
+                return None, "the symlink {} is owned by uid {}, not root".format(candidate, info.st_uid)
+            links += 1
+            if links > _MAX_SYMLINKS:
+                return None, "more than {} symlinks".format(_MAX_SYMLINKS) if trusted else None
+            try:
+                target = os.readlink(candidate)
+            except OSError:
+                return None, None
+            if target.startswith("/"):
+                resolved = []
+            pending[:0] = [item for item in target.split("/") if item]
+            continue
+        final = not pending
+        if not final and not stat.S_ISDIR(info.st_mode):
+            return None, None
+        if trusted:
+            problem = _unsafe(info, final)
+            if problem is not None:
+                return None, "{} is {}".format(candidate, problem)
+        resolved.append(part)
     inside = "/" + "/".join(resolved)
-    host = os.path.join(root, *resolved)
-    return (host, inside) if os.path.exists(host) else None
+    return (os.path.join(base, *resolved), inside), None
 
 
 class Gpu:
@@ -147,9 +202,15 @@ class Driver:
     """The driver under ``root``: what :func:`discover` found, plus lazy lookups of files."""
 
     def __init__(
-        self, root: str, version: str, gpus: Sequence[Gpu], proc_root: str, dev_root: str, wsl: bool = False
+        self, root: str, version: str, gpus: Sequence[Gpu], proc_root: str, dev_root: str, wsl: bool = False,
+        mps_pipe_dir: str = caps.MPS_PIPE_DIR,
     ) -> None:
         self.root = root
+        #: The MPS control daemon's pipe directory (``CUDA_MPS_PIPE_DIRECTORY``; the admin's, else /tmp's).
+        self.mps_pipe_dir = mps_pipe_dir
+        #: Host paths a container would have got but that failed the trust check (see
+        #: :func:`resolve_trusted`): ``"<path>: <why>"``, for the runtime's log and ``doctor``.
+        self.refused: List[str] = []
         self.version = version
         self.gpus = list(gpus)
         self.proc_root = proc_root
@@ -259,8 +320,41 @@ class Driver:
         return self._cache
 
     def locate(self, path: str) -> Optional[Tuple[str, str]]:
-        """``(host path, container path)`` of a file in the driver root, symlinks resolved."""
-        return resolve_in_root(self.root, path)
+        """``(host path, container path)`` of a file in the driver root: the host path with every
+        symlink resolved and the chain trusted (:func:`resolve_trusted`), the container path the one
+        asked for, never the resolved one. None when it is missing or untrusted (then noted in
+        :attr:`refused`)."""
+        found, problem = resolve_trusted(self.root, path)
+        if problem is not None:
+            note = "{}: {}".format(path, problem)
+            if note not in self.refused:
+                self.refused.append(note)
+            return None
+        return (found[0], path) if found is not None else None
+
+    def locate_library(self, path: str) -> Optional[Tuple[str, str]]:
+        """:meth:`locate` for an ld cache entry: the file it resolves to goes into the library
+        directory the entry names (that directory resolved, so a merged ``/lib -> usr/lib`` gives
+        ``/usr/lib/...``, where the hook finds a real directory), under the file's own name
+        (``libcuda.so.1`` -> ``libcuda.so.550.54.14``, also when Debian's alternatives put the file
+        under ``nvidia/current``); the hook's ldconfig makes the SONAME links."""
+        directory = self.locate_resolved(posixpath.dirname(path))
+        located = self.locate(path) if directory is not None else None
+        if located is None or directory is None:
+            return None
+        return located[0], posixpath.join(directory[1], posixpath.basename(located[0]))
+
+    def locate_resolved(self, path: str) -> Optional[Tuple[str, str]]:
+        """``(host path, resolved path inside the root)``, trusted like :meth:`locate`: for library
+        directories (the container gets files in them) and for WSL's folder, whose files must
+        resolve inside it."""
+        found, problem = resolve_trusted(self.root, path)
+        if problem is not None:
+            note = "{}: {}".format(path, problem)
+            if note not in self.refused:
+                self.refused.append(note)
+            return None
+        return found
 
     def libraries(self, capabilities: Iterable[str], word_size: int = 64) -> List[Tuple[str, str]]:
         """The library files for ``capabilities``: ``(host path, container path)``, deduplicated.
@@ -278,7 +372,7 @@ class Driver:
                 continue
             if not any(_matches(entry.name, prefix) for prefix in prefixes):
                 continue
-            located = self.locate(entry.path)
+            located = self.locate_library(entry.path)
             if located is not None:
                 found.setdefault(located[1], located)
         return [found[key] for key in sorted(found)]
@@ -312,7 +406,7 @@ class Driver:
                 continue
             parent, _, name = entry.path.rpartition("/")
             if parent not in located_dirs:
-                located_dirs[parent] = self.locate(parent) if parent else None
+                located_dirs[parent] = self.locate_resolved(parent) if parent else None
             located = located_dirs[parent]
             if located is None or located[1] not in mounted or not rules.is_plain_name(name):
                 continue
@@ -337,7 +431,7 @@ class Driver:
         name, at most 256 entries looked at."""
         from nvdocker_setup.driver.links import is_plain_name
 
-        located_dir = self.locate(WSL_LIB_DIR)
+        located_dir = self.locate_resolved(WSL_LIB_DIR)
         if located_dir is None:
             return []
         try:
@@ -348,7 +442,7 @@ class Driver:
         for name in names:
             if not is_plain_name(name):
                 continue
-            located = self.locate(located_dir[1] + "/" + name)
+            located = self.locate_resolved(located_dir[1] + "/" + name)
             # a link out of the folder (to a host file when the root is /) is not Windows' file
             if located is not None and located[1].rpartition("/")[0] == located_dir[1] and os.path.isfile(located[0]):
                 found.setdefault(located[1], located)
@@ -396,7 +490,12 @@ class Driver:
         return self.locate("/lib/firmware/nvidia/" + self.version)
 
     def ipc_paths(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
-        return self.existing(caps.ipc_paths_for(capabilities))
+        """The daemons' sockets for ``capabilities``, and with ``compute`` the MPS pipe directory."""
+        capabilities = tuple(capabilities)
+        paths = caps.ipc_paths_for(capabilities)
+        if caps.COMPUTE in capabilities:
+            paths += (self.mps_pipe_dir,)
+        return self.existing(paths)
 
     @property
     def cuda_version(self) -> str:
@@ -520,9 +619,16 @@ def discover_wsl(root: str) -> Optional[Driver]:
     return Driver(root=root, version=version, gpus=[gpu], proc_root=proc_root, dev_root=dev_root, wsl=True)
 
 
-def discover(root: str = "/") -> Driver:
-    """The driver under ``root``; a :class:`GpuSetupError` when no NVIDIA driver is loaded there."""
-    root = os.path.abspath(root or "/")
+def discover(root: str = "/", mps_pipe_dir: Optional[str] = None) -> Driver:
+    """The driver under ``root``; a :class:`GpuSetupError` when no NVIDIA driver is loaded there.
+    ``mps_pipe_dir``: where the admin runs the MPS control daemon (default :data:`caps.MPS_PIPE_DIR`)."""
+    driver = _discover(os.path.abspath(root or "/"))
+    if mps_pipe_dir:
+        driver.mps_pipe_dir = mps_pipe_dir
+    return driver
+
+
+def _discover(root: str) -> Driver:
     if not os.path.isdir(root):
         raise GpuSetupError("the driver root {} is not a directory".format(root), hint="fix driver-root (or NVDOCKER_DRIVER_ROOT)")
     if not os.path.exists(os.path.join(root, "proc/driver/nvidia")):

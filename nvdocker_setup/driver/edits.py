@@ -21,8 +21,6 @@ if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
 
 #: The OCI lifecycle point our ld cache hook runs at: after the mounts, before pivot_root.
 LDCACHE_HOOK_POINT = "createContainer"
-#: Directories that are shared with the host and must stay writable.
-_WRITABLE_IPC = ("/tmp/nvidia-mps",)
 
 
 class HookCommand:
@@ -104,7 +102,8 @@ def common_edits(
     if firmware is not None:
         mounts.append(Mount(*firmware))
     for host, container in driver.ipc_paths(capabilities):
-        options = WRITABLE_MOUNT if container in _WRITABLE_IPC else READ_ONLY_MOUNT
+        # the MPS pipe directory is shared with the host's MPS daemon and must stay writable
+        options = WRITABLE_MOUNT if container == driver.mps_pipe_dir else READ_ONLY_MOUNT
         mounts.append(Mount(host, container, options))
     hooks = []
     if hook is not None and libraries:

@@ -22,6 +22,10 @@ and the C launcher can scan for ``runtimes`` in a few lines.
     # true: devices come from /dev/null mounts at /var/run/nvidia-container-devices/<device>
     # (Kubernetes device plugin, DEVICE_LIST_STRATEGY=volume-mounts); the variable is then ignored
     accept-device-list-as-volume-mounts = false
+    # the MPS control daemon's pipe directory (its CUDA_MPS_PIPE_DIRECTORY), given writable to
+    # compute containers when root owns it; CUDA_MPS_PIPE_DIRECTORY in the engine's environment
+    # overrides it; default /tmp/nvidia-mps
+    mps-pipe-directory =
 
 Format, shared with ``launcher/nvdocker-runtime.c``: ``[section]`` lines, ``key = value`` or
 ``key: value``, ``#``/``;`` comment lines, indented lines continue the previous value. Keys
@@ -47,6 +51,10 @@ if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
 DEFAULT_CONFIG_PATH = "/etc/nvdocker/runtime.conf"
 CONFIG_ENV = "NVDOCKER_RUNTIME_CONFIG"
 DRIVER_ROOT_ENV = "NVDOCKER_DRIVER_ROOT"
+MPS_PIPE_DIR_KEY = "mps-pipe-directory"
+#: The MPS variable as the admin sets it for the engine (dockerd's or containerd's environment reaches
+#: the runtime; the container's never does).
+MPS_PIPE_DIR_ENV = "CUDA_MPS_PIPE_DIRECTORY"
 SECTION = "runtime"
 DEFAULT_RUNTIMES = ("runc", "crun")
 #: Searched when the environment has no PATH (containerd's shim usually passes one).
@@ -100,7 +108,7 @@ class RuntimeConfig:
     """Settings after defaults, the file and the environment are applied."""
 
     __slots__ = ("path", "runtimes", "driver_root", "log", "debug", "hook_path", "ldconfig",
-                 "accept_envvar_unprivileged", "accept_volume_mounts")
+                 "accept_envvar_unprivileged", "accept_volume_mounts", "mps_pipe_dir")
 
     def __init__(
         self,
@@ -113,6 +121,7 @@ class RuntimeConfig:
         ldconfig: Optional[str] = None,
         accept_envvar_unprivileged: bool = True,
         accept_volume_mounts: bool = False,
+        mps_pipe_dir: Optional[str] = None,
     ) -> None:
         self.path = path
         self.runtimes: List[str] = list(runtimes)
@@ -123,6 +132,7 @@ class RuntimeConfig:
         self.ldconfig = ldconfig or default_ldconfig()
         self.accept_envvar_unprivileged = accept_envvar_unprivileged
         self.accept_volume_mounts = accept_volume_mounts
+        self.mps_pipe_dir = mps_pipe_dir
 
     def hook_command(self) -> HookCommand:
         """How the container's ``createContainer`` hook starts our hook program."""
@@ -176,9 +186,23 @@ def load(environ: Mapping[str, str] = os.environ) -> RuntimeConfig:
     )
     if environ.get(DRIVER_ROOT_ENV):
         config.driver_root = environ[DRIVER_ROOT_ENV]
+    mps = environ.get(MPS_PIPE_DIR_ENV) or values.get(MPS_PIPE_DIR_KEY) or None
+    if mps is not None:
+        config.mps_pipe_dir = checked_mps_pipe_dir(mps, MPS_PIPE_DIR_ENV if environ.get(MPS_PIPE_DIR_ENV) else source)
     if config.hook_path and not os.path.isabs(config.hook_path):
         raise GpuSetupError("{}: hook-path must be absolute, got {!r}".format(source, config.hook_path))
     return config
+
+
+def checked_mps_pipe_dir(value: str, source: str) -> str:
+    """An MPS pipe directory as given: absolute and normalized (no ``.``, ``..`` or ``//``), at most
+    4,096 characters; anything else is refused rather than guessed at."""
+    if (len(value) > 4096 or not value.startswith("/") or value != os.path.normpath(value) or value == "/"
+            or "\0" in value or value.startswith("//")):
+        raise GpuSetupError("{}: the MPS pipe directory must be an absolute, normalized path, got {!r}".format(
+            source, value[:200]), hint="set {} (or {}) to the directory nvidia-cuda-mps-control uses".format(
+            MPS_PIPE_DIR_KEY, MPS_PIPE_DIR_ENV))
+    return value
 
 
 def _executable(path: str) -> bool:

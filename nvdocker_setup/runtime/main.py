@@ -133,7 +133,11 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
     request.remove_device_list_mounts(value, wanted.mount_indexes)
     if wanted.wants_driver or wanted.imex_channels is not None or wanted.mig_config is not None \
             or wanted.mig_monitor is not None:
-        edits = edits_for(wanted, config, spec.rootfs_of(os.path.dirname(path), value))
+        refused: List[str] = []
+        edits = edits_for(wanted, config, spec.rootfs_of(os.path.dirname(path), value), refused)
+        for item in refused[:32]:  # bounded: one line each, the container still starts without them
+            log.write("warning", "create {}: left out {} (a host path must be root's alone; `nvdocker-setup doctor` "
+                      "names it too)".format(parsed.container_id, item[:400]))
         spec.apply_edits(value, edits)
         log.debug(
             "create {}: {}; {} device nodes, {} mounts, {} hooks".format(
@@ -146,12 +150,14 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
     spec.write_atomically(path, spec.encode(value))
 
 
-def edits_for(wanted: GpuRequest, config: RuntimeConfig, rootfs: Optional[str] = None) -> ContainerEdits:
-    """Discover the driver and turn the request into :class:`ContainerEdits`."""
+def edits_for(wanted: GpuRequest, config: RuntimeConfig, rootfs: Optional[str] = None,
+              refused: Optional[List[str]] = None) -> ContainerEdits:
+    """Discover the driver and turn the request into :class:`ContainerEdits`; the host paths left
+    out because they failed the trust check are added to ``refused``."""
     from nvdocker_setup.driver.discovery import discover
     from nvdocker_setup.driver.model import ContainerEdits
 
-    driver = discover(config.driver_root)
+    driver = discover(config.driver_root, config.mps_pipe_dir)
     edits = ContainerEdits()
     if wanted.wants_driver:
         edits = _device_edits(wanted, config, driver, rootfs)
@@ -162,6 +168,8 @@ def edits_for(wanted: GpuRequest, config: RuntimeConfig, rootfs: Optional[str] =
         extra.append(driver.mig.access_edits("monitor", wanted.mig_monitor))
     if wanted.imex_channels is not None:
         extra.append(driver.mig.imex_edits(wanted.imex_channels))
+    if refused is not None:
+        refused.extend(driver.refused)
     return edits.merged(*extra)
 
 

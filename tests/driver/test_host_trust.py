@@ -1,0 +1,136 @@
+"""Host paths a GPU container gets are root's alone (issue #19): what an unprivileged user can
+create under the driver root (a symlink or a directory in a sticky /tmp, a file in a directory they
+can write) is left out and named, and the container path is the one asked for, never the resolved
+one. The same rules hold at driver root `/` (tests/runtime/test_production_shape_e2e.py)."""
+
+import os
+import shutil
+
+import pytest
+
+from nvdocker_setup.driver.capabilities import ALL_CAPABILITIES
+from nvdocker_setup.driver.discovery import discover, resolve_trusted
+from nvdocker_setup.driver.edits import common_edits
+from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.model import WRITABLE_MOUNT
+from nvdocker_setup.runtime.config import MPS_PIPE_DIR_ENV, load
+from tests.support.driver_root import build_driver_root, missing_tools
+
+NOBODY = 65534
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks need root to chown")
+
+
+@pytest.fixture
+def root(tmp_path):
+    if missing_tools():
+        pytest.skip("needs " + ", ".join(missing_tools()))
+    built = build_driver_root(str(tmp_path / "root"))
+    tmp = built.host("/tmp")
+    os.makedirs(tmp, exist_ok=True)
+    os.chmod(tmp, 0o1777)  # like the host's /tmp: sticky, world-writable
+    return built
+
+
+def mounts(driver):
+    return {m.container_path: m for m in common_edits(driver, ALL_CAPABILITIES, None).mounts}
+
+
+def test_a_users_mps_symlink_to_a_host_path_is_left_out_and_named(root):
+    secret = root.host("/etc/shadow-like")
+    with open(secret, "w") as handle:
+        handle.write("root:x:0:0\n")
+    link = root.host("/tmp/nvidia-mps")
+    os.symlink("/etc", link)
+    os.lchown(link, NOBODY, NOBODY)
+    driver = discover(root.path)
+    found = mounts(driver)
+    assert "/tmp/nvidia-mps" not in found and "/etc" not in found
+    assert not any(m.host_path.startswith(root.host("/etc")) for m in found.values())
+    assert any(note.startswith("/tmp/nvidia-mps:") and "uid 65534" in note for note in driver.refused), driver.refused
+
+
+def test_a_users_real_mps_directory_is_never_mounted(root):
+    directory = root.host("/tmp/nvidia-mps")
+    os.mkdir(directory)
+    os.chown(directory, NOBODY, NOBODY)
+    driver = discover(root.path)
+    assert "/tmp/nvidia-mps" not in mounts(driver)
+    assert any("owned by uid 65534" in note for note in driver.refused)
+
+
+def test_roots_mps_directory_is_mounted_writable_at_the_requested_path(root):
+    real = root.host("/var/run/mps-pipes")
+    os.makedirs(real)
+    os.symlink("/var/run/mps-pipes", root.host("/tmp/nvidia-mps"))  # root's link: followed
+    driver = discover(root.path)
+    found = mounts(driver)
+    assert found["/tmp/nvidia-mps"].host_path == real
+    assert found["/tmp/nvidia-mps"].options == list(WRITABLE_MOUNT)
+    assert "/var/run/mps-pipes" not in found  # the container path is the requested one
+    assert driver.refused == []
+
+
+def test_a_world_writable_non_sticky_directory_on_the_way_is_refused(root):
+    os.makedirs(root.host("/run/nvidia-fabricmanager"), exist_ok=True)
+    open(root.host("/run/nvidia-fabricmanager/socket"), "w").close()
+    os.chmod(root.host("/run/nvidia-fabricmanager"), 0o777)
+    driver = discover(root.path)
+    assert "/run/nvidia-fabricmanager/socket" not in mounts(driver)
+    assert any("/run/nvidia-fabricmanager is writable by others" in note for note in driver.refused), driver.refused
+
+
+def test_a_group_writable_binary_is_refused_and_the_rest_still_comes(root):
+    os.chmod(root.host("/usr/bin/nvidia-smi"), 0o775)
+    driver = discover(root.path)
+    found = mounts(driver)
+    assert "/usr/bin/nvidia-smi" not in found
+    assert any(path.startswith("/usr/lib/x86_64-linux-gnu/libcuda.so.") for path in found)
+    assert any("writable by its group" in note for note in driver.refused)
+
+
+def test_a_library_link_a_user_owns_is_left_out(root):
+    lib = root.host("/usr/lib/x86_64-linux-gnu")
+    name = [n for n in os.listdir(lib) if n.startswith("libnvidia-ml.so.") and not os.path.islink(os.path.join(lib, n))][0]
+    os.lchown(os.path.join(lib, "libnvidia-ml.so.1"), NOBODY, NOBODY)
+    driver = discover(root.path)
+    assert "/usr/lib/x86_64-linux-gnu/" + name not in mounts(driver)
+    assert any(note.startswith("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1:") for note in driver.refused)
+
+
+def test_debian_alternatives_layout_gives_nvidia_smi_at_its_requested_path(root):
+    """Debian's packaged driver: /usr/bin/nvidia-smi -> /etc/alternatives/nvidia--nvidia-smi ->
+    /usr/lib/nvidia/current/nvidia-smi. The container gets it at /usr/bin/nvidia-smi (on PATH)."""
+    current = root.host("/usr/lib/nvidia/current")
+    os.makedirs(current)
+    shutil.move(root.host("/usr/bin/nvidia-smi"), os.path.join(current, "nvidia-smi"))
+    os.makedirs(root.host("/etc/alternatives"), exist_ok=True)
+    os.symlink("/usr/lib/nvidia/current/nvidia-smi", root.host("/etc/alternatives/nvidia--nvidia-smi"))
+    os.symlink("/etc/alternatives/nvidia--nvidia-smi", root.host("/usr/bin/nvidia-smi"))
+    found = mounts(discover(root.path))
+    assert found["/usr/bin/nvidia-smi"].host_path == os.path.join(current, "nvidia-smi")
+    assert "/usr/lib/nvidia/current/nvidia-smi" not in found
+
+
+def test_an_untrusted_driver_root_gives_nothing(root):
+    os.chmod(root.path, 0o777)
+    try:
+        found, problem = resolve_trusted(root.path, "/usr/bin/nvidia-smi")
+        assert found is None and problem is not None and "driver root" in problem
+    finally:
+        os.chmod(root.path, 0o755)
+
+
+def test_the_mps_pipe_directory_comes_from_the_admin(root, tmp_path):
+    conf = tmp_path / "runtime.conf"
+    conf.write_text("[runtime]\nmps-pipe-directory = /var/run/mps\n")
+    assert load({"NVDOCKER_RUNTIME_CONFIG": str(conf)}).mps_pipe_dir == "/var/run/mps"
+    assert load({"NVDOCKER_RUNTIME_CONFIG": str(conf), MPS_PIPE_DIR_ENV: "/srv/mps"}).mps_pipe_dir == "/srv/mps"
+    for bad in ("relative/dir", "/a/../etc", "/", "/a//b", "/a/./b"):
+        with pytest.raises(GpuSetupError, match="MPS pipe directory"):
+            load({"NVDOCKER_RUNTIME_CONFIG": str(conf), MPS_PIPE_DIR_ENV: bad})
+    os.makedirs(root.host("/var/run/mps"))
+    os.makedirs(root.host("/tmp/nvidia-mps"))  # root's, but not the one the admin named
+    found = mounts(discover(root.path, "/var/run/mps"))
+    assert "/var/run/mps" in found and found["/var/run/mps"].options == list(WRITABLE_MOUNT)
+    assert "/tmp/nvidia-mps" not in found
