@@ -152,8 +152,12 @@ class DockerdSandbox:
         env: Optional[Dict[str, str]] = None,
         dockerd: Optional[str] = None,
         extra_flags: Sequence[str] = (),
+        prefix: Sequence[str] = (),
     ) -> None:
         self.workdir = os.path.abspath(workdir)
+        #: argv dockerd is started through, which must exec it (``unshare ... --``: the production
+        #: shape's mount namespace, tests/support/production.py); the pid stays dockerd's.
+        self.prefix = list(prefix)
         os.makedirs(self.workdir, exist_ok=True)
         # unix socket paths are limited to ~104 bytes and containerd nests its own below exec-root:
         # a long workdir gets a short run dir, made here and removed by close()
@@ -182,7 +186,7 @@ class DockerdSandbox:
 
     @property
     def argv(self) -> List[str]:
-        return [
+        return self.prefix + [
             self.dockerd,
             *DOCKERD_FLAGS,
             "-H", self.docker_host,
