@@ -268,10 +268,17 @@ class Driver:
         """The character device at container path ``path`` as it exists on the host, or None."""
         host_path = os.path.join(self.dev_root, os.path.relpath(path, "/dev"))
         try:
-            info = os.stat(host_path)
+            info = os.lstat(host_path)  # a symlink is no node of ours: it could name any device
         except OSError:
             return None
         if not stat.S_ISCHR(info.st_mode):
+            return None
+        # the node and every directory above it are root's: nobody else chose its numbers
+        _found, problem = resolve_trusted("/", host_path)
+        if problem is not None:
+            note = "{}: {}".format(path, problem)
+            if note not in self.refused:
+                self.refused.append(note)
             return None
         return DeviceNode(
             path=path,

@@ -38,6 +38,7 @@ simulated driver.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 from nvdocker_setup.driver.errors import GpuSetupError
@@ -162,6 +163,7 @@ def load(environ: Mapping[str, str] = os.environ) -> RuntimeConfig:
     values: Dict[str, str] = {}
     try:
         with open(source, "r", encoding="utf-8") as handle:
+            _check_owner(source, os.fstat(handle.fileno()))
             values = parse_ini(handle.read(), source).get(SECTION, {})
     except FileNotFoundError:
         if explicit:
@@ -192,6 +194,26 @@ def load(environ: Mapping[str, str] = os.environ) -> RuntimeConfig:
     if config.hook_path and not os.path.isabs(config.hook_path):
         raise GpuSetupError("{}: hook-path must be absolute, got {!r}".format(source, config.hook_path))
     return config
+
+
+def _check_owner(source: str, info: os.stat_result) -> None:
+    """The settings decide what root mounts into containers: as root, only a file that root owns and
+    nobody else can write, reached through root's directories, counts (else every GPU start is
+    refused with the fix, rather than run on a user's settings)."""
+    if os.geteuid() != 0:
+        return
+    if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(1, 3):
+        return  # /dev/null: no settings at all
+    problem = None
+    if info.st_uid != 0 or info.st_mode & 0o022:
+        problem = "it is owned by uid {} with mode {:04o}".format(info.st_uid, info.st_mode & 0o7777)
+    else:
+        from nvdocker_setup.driver.discovery import resolve_trusted
+
+        _found, problem = resolve_trusted("/", source)
+    if problem is not None:
+        raise GpuSetupError("{} is not root's alone: {}".format(source, problem),
+                            hint="chown root:root and chmod go-w it (and the directories above it)")
 
 
 def checked_mps_pipe_dir(value: str, source: str) -> str:

@@ -134,3 +134,39 @@ def test_the_mps_pipe_directory_comes_from_the_admin(root, tmp_path):
     found = mounts(discover(root.path, "/var/run/mps"))
     assert "/var/run/mps" in found and found["/var/run/mps"].options == list(WRITABLE_MOUNT)
     assert "/tmp/nvidia-mps" not in found
+
+
+def test_a_device_node_is_given_only_as_roots_own_node(root):
+    """A symlink at a node's name (it could name any device: a disk) or a node a user owns is no
+    GPU node: the GPU is refused with the fix, the control node is left out and named."""
+    os.unlink(root.host("/dev/nvidia1"))
+    os.symlink("/dev/null", root.host("/dev/nvidia1"))
+    os.chown(root.host("/dev/nvidia-uvm"), NOBODY, NOBODY)
+    driver = discover(root.path)
+    with pytest.raises(GpuSetupError, match="GPU 1 has no device node /dev/nvidia1"):
+        driver.gpu_device_node(driver.gpus[1])
+    assert driver.gpu_device_node(driver.gpus[0]).path == "/dev/nvidia0"
+    controls = [node.path for node in driver.control_device_nodes()]
+    assert "/dev/nvidiactl" in controls and "/dev/nvidia-uvm" not in controls
+    assert any(note.startswith("/dev/nvidia-uvm:") and "uid 65534" in note for note in driver.refused), driver.refused
+
+
+def test_runtime_settings_a_user_could_write_are_refused(tmp_path):
+    conf = tmp_path / "runtime.conf"
+    conf.write_text("[runtime]\nmps-pipe-directory = /home/user/mps\n")
+    os.chmod(str(conf), 0o644)
+    assert load({"NVDOCKER_RUNTIME_CONFIG": str(conf)}).mps_pipe_dir == "/home/user/mps"
+    os.chmod(str(conf), 0o666)
+    with pytest.raises(GpuSetupError, match="is not root's alone"):
+        load({"NVDOCKER_RUNTIME_CONFIG": str(conf)})
+    os.chmod(str(conf), 0o644)
+    os.chown(str(conf), NOBODY, NOBODY)
+    with pytest.raises(GpuSetupError, match="owned by uid 65534"):
+        load({"NVDOCKER_RUNTIME_CONFIG": str(conf)})
+    os.chown(str(conf), 0, 0)
+    os.chmod(str(tmp_path), 0o777)
+    try:
+        with pytest.raises(GpuSetupError, match="writable by others"):
+            load({"NVDOCKER_RUNTIME_CONFIG": str(conf)})
+    finally:
+        os.chmod(str(tmp_path), 0o755)
