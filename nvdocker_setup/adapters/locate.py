@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nvdocker_setup.adapters.hostfs import process_environ, read_bytes, read_text
+from nvdocker_setup.adapters.hostproc import (
+    config_path_problems,
+    host_reference,
+    in_host_namespaces,
+    trusted_uids,
+)
 from nvdocker_setup.context import Context
-from nvdocker_setup.errors import UsageError
+from nvdocker_setup.errors import TrustCheckFailed, UsageError
 
 #: Environment variable that names the daemon.json to edit (below --config, above detection).
 ENV_VAR = "NVDOCKER_DOCKER_CONFIG"
@@ -204,10 +210,20 @@ def dockerd_processes(ctx: Context) -> List[DockerdProcess]:
 
 
 def daemon_processes(ctx: Context, comm: str) -> List[DockerdProcess]:
-    """Every process whose ``/proc/<pid>/comm`` is ``comm`` (by pid): the one home of this probe
-    for every engine's daemon (dockerd, containerd)."""
+    """Every process of this host whose ``/proc/<pid>/comm`` is ``comm`` (by pid): the one home of
+    this probe for every engine's daemon (dockerd, containerd).
+
+    Only the host's own processes count: a system daemon must share PID 1's mount and pid namespaces
+    (where PID 1's links are unreadable, this process's own) and have ``/`` as its root (a process
+    in a container, a chroot or a namespace of its own names paths of another file system in its
+    argv and ``exe``); a rootless one (RootlessKit
+    gives it a mount namespace of its own) PID 1's pid namespace and ``/``. A process in a nested
+    pid namespace (``NSpid`` lists more than one pid) never counts. Where the links cannot be read
+    (a caller that is not root looking at root's daemon) the process counts for that caller only,
+    which acts with its own rights; for root an unverified process never counts."""
     reader = _ProcReader(ctx)
     found: List[DockerdProcess] = []
+    reference: Optional[Tuple[str, str]] = None
     for pid in reader.pids():
         if reader.comm(pid) != comm:
             continue
@@ -215,6 +231,8 @@ def daemon_processes(ctx: Context, comm: str) -> List[DockerdProcess]:
         if not argv:
             continue  # exited between listdir and read, or a kernel thread
         status = reader.status(pid)
+        if len(status.get("NSpid", "").split()) > 1:
+            continue  # in a container's pid namespace
         uid = reader.uid(pid, status)
         if uid is None:
             continue
@@ -224,6 +242,10 @@ def daemon_processes(ctx: Context, comm: str) -> List[DockerdProcess]:
             or reader.has_rootlesskit_env(pid)
             or reader.under_rootlesskit(ppid)
         )
+        reference = reference or host_reference(reader.proc)
+        host = in_host_namespaces(reader.proc, pid, reference, mount=not (rootless and uid != 0))
+        if host is False or (host is None and ctx.euid == 0):
+            continue
         found.append(
             DockerdProcess(
                 pid=pid, argv=argv, uid=uid, ppid=ppid, cwd=reader.cwd(pid), rootless=rootless
@@ -309,11 +331,27 @@ def _system_dockerds(procs: Sequence[DockerdProcess]) -> List[DockerdProcess]:
     return [proc for proc in procs if proc.uid == 0 and not proc.rootless]
 
 
-def _from_running(procs: Sequence[DockerdProcess]) -> Optional[ConfigLocation]:
+def refuse_untrusted_config(ctx: Context, location: ConfigLocation, what: str,
+                            flag: str = "--config-file") -> ConfigLocation:
+    """A config path taken from a root daemon's argv: root edits it only when no other user can
+    replace it, a directory on its way or a symlink followed to it (``config-path-untrusted``)."""
+    problems = config_path_problems(ctx.host_path(location.path), trusted_uids(ctx.euid))
+    if not problems:
+        return location
+    raise TrustCheckFailed(
+        "the {} of {} is {}, which another user could replace; not editing it".format(flag, what, location.path),
+        details=problems,
+        hint="make the file and every directory on its way root's and writable by root only (chown root, "
+        "chmod go-w), or name the file to edit yourself with --config",
+        reference="config-path-untrusted",
+    )
+
+
+def _from_running(ctx: Context, procs: Sequence[DockerdProcess]) -> Optional[ConfigLocation]:
     for proc in _system_dockerds(procs):
         location = _location_of_process(proc, "running-dockerd", "dockerd")
         if location is not None:
-            return location
+            return refuse_untrusted_config(ctx, location, "the running dockerd (pid {})".format(proc.pid))
     return None
 
 
@@ -424,7 +462,10 @@ def _from_docker_host(ctx: Context, procs: Sequence[DockerdProcess]) -> Optional
     proc = serving_dockerd(socket_path, procs)
     if proc is None:
         return None
-    return config_of_process(ctx, proc, "docker-host", "dockerd answering on {}".format(socket_path))
+    found = config_of_process(ctx, proc, "docker-host", "dockerd answering on {}".format(socket_path))
+    if found is not None and proc.config_file is not None and proc.uid == 0 and not proc.rootless:
+        return refuse_untrusted_config(ctx, found, "the dockerd answering on {} (pid {})".format(socket_path, proc.pid))
+    return found
 
 
 def _refuse_several(procs: Sequence[DockerdProcess]) -> None:
@@ -470,7 +511,7 @@ def locate_config(ctx: Context, explicit: Optional[str] = None) -> ConfigLocatio
     found = _from_systemd(ctx)
     if found is not None:
         return found
-    found = _from_running(procs) or _from_rootless(ctx, procs)
+    found = _from_running(ctx, procs) or _from_rootless(ctx, procs)
     if found is not None:
         return found
     system = _system_dockerds(procs)

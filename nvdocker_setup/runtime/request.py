@@ -413,6 +413,22 @@ def cdi_devices(spec: Dict[str, Any]) -> List[str]:
     return names
 
 
+def dockerd_set_visible_devices(spec: Dict[str, Any]) -> bool:
+    """Whether the last ``NVIDIA_VISIBLE_DEVICES`` entry is dockerd's own ``--gpus`` value: dockerd
+    appends it after every container entry, followed at most by its ``NVIDIA_DRIVER_CAPABILITIES``
+    (``--gpus capabilities=...``). For ``--gpus 0`` it appends none, and the entry read is the
+    container's (an image's). An image whose own variable is its very last entry still looks like
+    dockerd's; see docs/security.md's known limits."""
+    process = spec.get("process")
+    entries = process.get("env") if isinstance(process, dict) else None
+    if not isinstance(entries, list):
+        return False
+    names = [entry.partition("=")[0] for entry in entries if isinstance(entry, str)]
+    if names and names[-1] == DRIVER_CAPABILITIES:
+        names.pop()
+    return bool(names) and names[-1] == VISIBLE_DEVICES
+
+
 def resolve(
     spec: Dict[str, Any], accept_envvar_unprivileged: bool = True, accept_volume_mounts: bool = False,
     notes: Optional[List[str]] = None,
@@ -448,6 +464,13 @@ def resolve(
             devices.extend(from_mounts)
     elif VISIBLE_DEVICES in env:
         from_env = parse_visible_devices(env[VISIBLE_DEVICES])
+        if (from_env is not None and hook_indexes and not accept_envvar_unprivileged and not is_privileged(spec)
+                and not dockerd_set_visible_devices(spec)):
+            # `--gpus 0` (count 0): dockerd adds its hook but no value, so the value read is the image's
+            if notes is not None:
+                notes.append("{} ignored: dockerd's --gpus set no value of its own (count 0), the one read is the "
+                             "container's, and accept-envvar-when-unprivileged = false".format(VISIBLE_DEVICES))
+            from_env = None
         if from_env is not None and not (accept_envvar_unprivileged or hook_indexes or is_privileged(spec)):
             if notes is not None:
                 notes.append("{} ignored: the container is not privileged (no {}) and "

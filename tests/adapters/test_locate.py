@@ -21,6 +21,7 @@ from nvdocker_setup.adapters.locate import (
 )
 from nvdocker_setup.context import Context
 from nvdocker_setup.errors import UsageError
+from tests.support.fakeproc import HOST_MNT, HOST_PID, namespace_links
 
 SYSTEMD_EXECSTART = (
     "{{ path=/usr/bin/dockerd ; argv[]=/usr/bin/dockerd -H fd:// {args} ; ignore_errors=no ; "
@@ -65,14 +66,21 @@ class FakeHost:
         ppid: int = 1,
         cwd: Optional[str] = None,
         environ: Sequence[str] = (),
+        mnt: str = HOST_MNT,
+        pid_ns: str = HOST_PID,
+        root: str = "/",
+        nspid: Sequence[int] = (),
     ) -> None:
+        """A process; by default in the host's namespaces (those of the fake PID 1) with root ``/``."""
         entry = self.root / "proc" / str(pid)
-        entry.mkdir()
+        entry.mkdir(exist_ok=True)
+        namespace_links(self.root / "proc", pid, mnt=mnt, pid_ns=pid_ns, root=root)
         (entry / "comm").write_text(comm + "\n")
         (entry / "cmdline").write_bytes(b"".join(arg.encode() + b"\0" for arg in argv))
         (entry / "status").write_text(
             "Name:\t{}\nPid:\t{}\nPPid:\t{}\n".format(comm, pid, ppid)
             + "Uid:\t{u}\t{u}\t{u}\t{u}\n".format(u=uid)
+            + "NSpid:\t{}\n".format("\t".join(str(n) for n in (pid, *nspid)))
         )
         (entry / "environ").write_bytes(b"".join(item.encode() + b"\0" for item in environ))
         if cwd is not None:

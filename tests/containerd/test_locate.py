@@ -165,3 +165,109 @@ def test_nvidia_ctk_runtime_configure_containerd_is_install_engine_containerd(tm
     data = json.loads(done.stdout)
     assert data["engine"] == "containerd" and data["would_change"] is True and data["changed"] is False
     assert 'BinaryName = "/usr/bin/nvdocker-runtime"' in data["diff"]
+
+
+def test_processes_outside_the_hosts_namespaces_are_not_daemons_here(host):
+    """Issue #19: a root process in a container (own mount or pid namespace), in a chroot, or in a
+    nested pid namespace, named containerd or dockerd, never chooses a file, a binary or an engine."""
+    from tests.support.fakeproc import CONTAINER_MNT, CONTAINER_PID
+
+    host.process(300, ["containerd", "--config", "/srv/a.toml"], comm="containerd", mnt=CONTAINER_MNT)
+    host.process(301, ["containerd", "--config", "/srv/b.toml"], comm="containerd", pid_ns=CONTAINER_PID)
+    host.process(302, ["containerd", "--config", "/srv/c.toml"], comm="containerd", root="/var/lib/jail")
+    host.process(303, ["containerd", "--config", "/srv/d.toml"], comm="containerd", nspid=(1,))
+    host.process(400, ["dockerd", "--config-file", "/srv/a.json"], comm="dockerd", mnt=CONTAINER_MNT)
+    host.process(401, ["dockerd", "--config-file", "/srv/b.json"], comm="dockerd", nspid=(7,))
+    assert system_containerds(host.ctx()) == []
+    assert daemon_processes(host.ctx(), "dockerd") == []
+    assert locate_config(host.ctx(), None).rule == "default"
+    with pytest.raises(UsageError) as none:
+        engines.resolve(host.ctx(), "auto")
+    assert none.value.reference == "engine-not-found"
+    host.process(500, ["/usr/bin/containerd", "--config", "/srv/host.toml"], comm="containerd")
+    assert [proc.pid for proc in system_containerds(host.ctx())] == [500]
+    assert locate_config(host.ctx(), None).path == "/srv/host.toml"
+
+
+def test_a_process_whose_namespaces_are_not_pid_1s_is_not_the_hosts(host):
+    """The reference is PID 1's namespaces: links that differ from them make a process not the host's."""
+    host.process(300, ["containerd", "--config", "/srv/a.toml"], comm="containerd")
+    for link in ("ns/mnt", "ns/pid", "root"):
+        (host.root / "proc" / "1" / link).unlink()
+        (host.root / "proc" / "1" / link).symlink_to("/nonexistent-loop-" + link)
+    # PID 1's links now name nothing the process has: not the host's
+    assert system_containerds(host.ctx()) == []
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="chown needs root")
+def test_a_config_path_another_user_controls_is_refused(host):
+    import os
+
+    from nvdocker_setup.adapters.locate import locate_config as docker_locate
+    from nvdocker_setup.errors import TrustCheckFailed
+
+    planted = host.mkdir("/srv/u")
+    os.chown(str(planted), 65534, 65534)
+    host.process(300, ["/usr/bin/containerd", "--config", "/srv/u/config.toml"], comm="containerd")
+    with pytest.raises(TrustCheckFailed) as caught:
+        locate_config(host.ctx(), None)
+    assert caught.value.reference == "config-path-untrusted" and caught.value.hint
+    assert any("/srv/u" in line and "65534" in line for line in caught.value.details)
+    assert not (planted / "config.toml").exists()
+
+    open_dir = host.mkdir("/srv/open")
+    os.chmod(str(open_dir), 0o777)
+    host.process(400, ["/usr/bin/dockerd", "--config-file", "/srv/open/daemon.json"], comm="dockerd")
+    with pytest.raises(TrustCheckFailed) as docker:
+        docker_locate(host.ctx())
+    assert docker.value.reference == "config-path-untrusted"
+    os.chmod(str(open_dir), 0o1777)  # sticky, root's: nobody else can replace root's entry, but can create it
+    with pytest.raises(TrustCheckFailed):
+        docker_locate(host.ctx())
+    (open_dir / "daemon.json").write_text("{}")
+    assert docker_locate(host.ctx()).path == "/srv/open/daemon.json"
+    link = host.root / "srv" / "open" / "link.json"
+    link.symlink_to(str(open_dir / "daemon.json"))
+    os.lchown(str(link), 65534, 65534)
+    host.process(401, ["/usr/bin/dockerd", "--config-file", "/srv/open/link.json"], comm="dockerd")
+    (host.root / "proc" / "400").rename(host.root / "proc" / "402-gone")
+    with pytest.raises(TrustCheckFailed) as linked:
+        docker_locate(host.ctx())
+    assert any("symlink" in line for line in linked.value.details)
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="chown needs root")
+def test_the_containerd_binary_root_runs_must_be_the_daemons_own_trusted_file(host, tmp_path):
+    """The exe link's text is looked up on the host only when that host path is the very file the
+    daemon runs and passes the runtime trust check; else containerd on PATH."""
+    import os
+
+    from nvdocker_setup.engines.containerd.binary import find_binary
+
+    real = tmp_path / "real"
+    real.mkdir()
+    binary = real / "containerd"
+    binary.write_text("#!/bin/sh\nexit 0\n")
+    binary.chmod(0o755)
+    # the link's text is a real path; the context maps it under its root: make both the same inode
+    mapped = host.root / str(binary).lstrip("/")
+    mapped.parent.mkdir(parents=True)
+    os.link(str(binary), str(mapped))
+    host.process(300, ["/usr/bin/containerd"], comm="containerd")
+    (host.root / "proc" / "300" / "exe").symlink_to(str(binary))
+    on_path = host.script("containerd", "exit 0")
+    assert find_binary(host.ctx()) == str(mapped)
+    os.chown(str(binary), 65534, 65534)  # a user's file: root must not run it
+    assert find_binary(host.ctx()) == str(on_path)
+    os.chown(str(binary), 0, 0)
+    os.chmod(str(mapped.parent), 0o777)  # a directory others can write: the file can be swapped
+    assert find_binary(host.ctx()) == str(on_path)
+    os.chmod(str(mapped.parent), 0o755)
+    assert find_binary(host.ctx()) == str(mapped)
+    (host.root / "proc" / "300" / "exe").unlink()
+    (host.root / "proc" / "300" / "exe").symlink_to("/nonexistent/containerd")  # not the mapped file
+    mapped2 = host.root / "nonexistent" / "containerd"
+    mapped2.parent.mkdir()
+    mapped2.write_text("#!/bin/sh\n")
+    mapped2.chmod(0o755)
+    assert find_binary(host.ctx()) == str(on_path)

@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 from nvdocker_setup.context import Context
 from nvdocker_setup.doctor.checks import all_checks, run_one
 from nvdocker_setup.doctor.facts import DoctorOptions, Facts
+from tests.support.fakeproc import namespace_links
 
 RUNTIME = "/usr/bin/nvdocker-runtime"
 HOOK = "/usr/bin/nvdocker-runtime-hook"
@@ -136,6 +137,7 @@ class SimHost:
         self.write(proc + "/cmdline", "\0".join(argv) + "\0")
         self.write(proc + "/status", "Name:\tdockerd\nPPid:\t1\nUid:\t{0}\t{0}\t{0}\t{0}\n".format(uid))
         self.write(proc + "/environ", "PATH={}\0HOME=/root\0{}".format(path_env, extra_env))
+        namespace_links(self.path("/proc"), pid)  # the host's namespaces: a daemon of this host
         with open(self.path("/proc/stat")) as handle:
             btime = int(handle.read().split("btime ")[1].split()[0])
         ticks = int((time.time() - started_ago - btime) * os.sysconf("SC_CLK_TCK"))

@@ -95,3 +95,34 @@ def test_a_cdi_name_in_the_variable_of_a_privileged_container(box):
     done = box.docker("run", "--rm", "--network", "none", "--runtime", "nvidia", "--cap-add", "SYS_ADMIN",
                       "-e", "NVIDIA_VISIBLE_DEVICES=vendor.com/net=eth0", "tiny", "true", check=False, timeout=60)
     assert done.returncode != 0 and "is not of kind nvidia.com/gpu" in done.stderr.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def image_asking_all(box, tmp_path_factory):
+    """An image whose own ENV asks for every GPU (as CUDA images do; not its last entry)."""
+    context = tmp_path_factory.mktemp("image-all")
+    (context / "Dockerfile").write_text("FROM tiny\nENV NVIDIA_VISIBLE_DEVICES=all\nENV AFTER=1\n")
+    box.docker("build", "-q", "-t", "tiny-asks-all", str(context), timeout=120)
+    return "tiny-asks-all"
+
+
+def gpus_of_image(box, image, *args):
+    done = box.docker("run", "--rm", "--network", "none", "--runtime", "nvidia", *args, image, "ls", "/dev",
+                      check=False, timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return sorted(name for name in done.stdout.decode().split() if name.startswith("nvidia") and name[6:].isdigit())
+
+
+def test_gpus_0_does_not_turn_the_images_variable_into_the_callers_request(box, image_asking_all):
+    """dockerd's --gpus 0 adds its hook and no value: the image's `all` is what would be read."""
+    assert gpus_of_image(box, image_asking_all, "--gpus", "0") == []
+    assert gpus_of_image(box, image_asking_all, "--gpus", "count=0") == []
+    assert "set no value of its own (count 0)" in log_text(box)
+
+
+def test_gpus_1_and_all_still_count_over_the_images_variable(box, image_asking_all):
+    assert gpus_of_image(box, image_asking_all, "--gpus", "1") == ["nvidia0"]
+    assert gpus_of_image(box, image_asking_all, "--gpus", "all") == ["nvidia0", "nvidia1"]
+    assert gpus_of_image(box, image_asking_all, "--gpus", "device=1") == ["nvidia1"]
+    assert gpus_of_image(box, "tiny", "--gpus", "1") == ["nvidia0"]
+    assert gpus_of_image(box, image_asking_all, "--cap-add", "SYS_ADMIN", "--gpus", "0") == ["nvidia0", "nvidia1"]

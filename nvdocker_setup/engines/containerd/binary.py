@@ -7,6 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from nvdocker_setup.adapters.hostproc import same_file
+from nvdocker_setup.adapters.trust import check_runtime_binary
 from nvdocker_setup.context import Context
 from nvdocker_setup.engines.containerd.locate import system_containerds
 
@@ -17,18 +19,26 @@ _VERSION = re.compile(r"\bv?(\d+)\.(\d+)\.(\d+)")
 
 def find_binary(ctx: Context) -> Optional[str]:
     """The containerd the context names, else the running system containerd's executable (what will
-    read the file), else containerd on PATH."""
+    read the file), else containerd on PATH.
+
+    Root runs this binary (``--version``, ``config dump``), so the running one's is used only when
+    it is the host's daemon (:func:`system_containerds`), the host path its ``exe`` link names is
+    the very file the daemon runs (same device and inode as ``/proc/<pid>/exe``) and that path
+    passes the runtime binary's trust check (root's, no directory on the way writable by others
+    unless sticky, no foreign symlink). ``/proc/<pid>/exe`` itself is never executed: the pid may be
+    reused by another process between this look-up and the run."""
     if ctx.containerd_binary:
         return ctx.containerd_binary
     for proc in system_containerds(ctx):
+        link = ctx.host_path("/proc/{}/exe".format(proc.pid))
         try:
-            exe = os.readlink(ctx.host_path("/proc/{}/exe".format(proc.pid)))
+            exe = os.readlink(link)
         except OSError:
             continue
-        if exe.endswith(" (deleted)"):
+        if not os.path.isabs(exe) or exe.endswith(" (deleted)"):
             continue  # upgraded under it: the new binary on PATH is what restarts
         path = ctx.host_path(exe)
-        if os.path.isfile(path):
+        if same_file(link, path) and check_runtime_binary(path).ok:
             return path
     return ctx.which("containerd")
 

@@ -18,6 +18,7 @@ from nvdocker_setup.adapters.locate import (
     DockerdProcess,
     daemon_processes,
     parse_execstart,
+    refuse_untrusted_config,
 )
 from nvdocker_setup.context import Context
 from nvdocker_setup.errors import Conflict, UsageError
@@ -66,7 +67,8 @@ def _is_docker_managed(ctx: Context, proc: DockerdProcess) -> bool:
 
 
 def system_containerds(ctx: Context) -> List[DockerdProcess]:
-    """Running containerds that are an engine of their own: root's, not the one dockerd runs."""
+    """Running containerds that are an engine of their own: root's, in the host's namespaces (see
+    :func:`~nvdocker_setup.adapters.locate.daemon_processes`), not the one dockerd runs."""
     return [proc for proc in daemon_processes(ctx, "containerd") if proc.uid == 0 and not _is_docker_managed(ctx, proc)]
 
 
@@ -100,8 +102,10 @@ def _from_running(ctx: Context) -> Optional[ConfigLocation]:
     for proc in system_containerds(ctx):
         value = config_from_argv(proc.argv)
         if value is not None:
-            return _resolve(value, proc.cwd, "running-containerd",
-                            "--config of the running containerd (pid {})".format(proc.pid))
+            location = _resolve(value, proc.cwd, "running-containerd",
+                                "--config of the running containerd (pid {})".format(proc.pid))
+            return refuse_untrusted_config(ctx, location, "the running containerd (pid {})".format(proc.pid),
+                                           flag="--config")
     return None
 
 
