@@ -21,6 +21,12 @@ description:
     and writes nothing.
   - In check mode the module runs C(--dry-run), reports whether a real run would change the file, and
     writes nothing. With C(--diff) it shows nvdocker-setup's unified diff of the file.
+  - With I(state=absent) and I(apply=auto), nvdocker-setup's own decision restarts dockerd when a
+    reload cannot forget what was removed (dockerd keeps a removed C(default-runtime) or runtime
+    until it restarts; otherwise C(docker run) keeps using a runtime that may be gone), and reloads
+    it when a reload is enough. I(restarted) and I(reloaded) say which happened. A restart that would
+    stop running containers (live-restore off) needs I(allow_container_restart); without it the task
+    fails before anything is written.
   - A change the daemon refused fails the task with nvdocker-setup's error id, message and hint; the
     return values say whether the host is back on its previous file (I(host_state), I(rolled_back)).
 author:
@@ -246,6 +252,21 @@ daemon_running:
   description: After a rollback, whether the daemon answers on the previous file; null when no rollback happened.
   returned: failure
   type: bool
+restarted:
+  description: nvdocker-setup restarted the daemon (its own decision with I(apply=auto), or a reload that did
+    not take and fell back to a restart). False in check mode.
+  returned: success
+  type: bool
+reloaded:
+  description: nvdocker-setup reloaded the daemon and did not restart it. False in check mode.
+  returned: success
+  type: bool
+restart_needed:
+  description:
+    - The file changed but the running daemon was left on its previous configuration, which only a restart
+      changes (I(apply=none), or no service manager that can restart it); the task warns with the command.
+  returned: success
+  type: bool
 rc:
   description: nvdocker-setup's exit status (README, "Exit codes").
   returned: failure
@@ -285,6 +306,25 @@ def build_argv(cli, params, check_mode):
     if check_mode:
         argv.append("--dry-run")
     return argv
+
+
+def daemon_action(params, apply_report, wrote):
+    """(restarted, reloaded, restart_needed) from nvdocker-setup's apply report (docs/json.md).
+
+    The decision is the CLI's (engines/docker/apply_plan.choose_method with --apply auto); this only
+    reads what it did. restart_needed: the file was written and the daemon was not made to take it,
+    either because the CLI says it must be restarted and could not, or because of apply=none with
+    state=absent (a removed runtime or default stays in a running dockerd until it restarts).
+    """
+    method = apply_report.get("method")
+    restarted = method == "restart" or apply_report.get("fallback") == "restart"
+    reloaded = method == "reload" and not restarted
+    notes = apply_report.get("notes") or []
+    could_not = any("must be restarted" in note for note in notes)
+    unreachable = "not reachable" in (apply_report.get("reason") or "")
+    restart_needed = bool(wrote and method == "none" and not unreachable
+                          and (could_not or (params["apply"] == "none" and params["state"] == "absent")))
+    return restarted, reloaded, restart_needed
 
 
 def main():
@@ -332,6 +372,12 @@ def main():
 
     would_change = bool(result.get("would_change"))
     changed = would_change if module.check_mode else bool(result.get("changed"))
+    restarted, reloaded, restart_needed = daemon_action(params, apply_report, changed and not module.check_mode)
+    if restart_needed and params["state"] == "absent" and params["apply"] == "none":
+        module.warn("apply=none: the running {0} keeps the removed runtime {1!r} (and, if it was the default, its "
+                    "default runtime) until it restarts: restart it (systemctl restart {2})".format(
+                        "containerd" if params["engine"] == "containerd" else "dockerd", params["runtime_name"],
+                        "containerd" if params["engine"] == "containerd" else "docker"))
     diff_text = result.get("diff") or ""
     returned = dict(
         changed=changed,
@@ -342,6 +388,9 @@ def main():
         diff_text=diff_text,
         changes=result.get("changes") or [],
         apply=result.get("apply"),
+        restarted=restarted,
+        reloaded=reloaded,
+        restart_needed=restart_needed,
         nvdocker=result,
     )
     if module._diff and diff_text:
