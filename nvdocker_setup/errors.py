@@ -66,6 +66,14 @@ class ValidationFailed(NvdockerError):
     exit_status = ExitStatus.VALIDATION_FAILED
 
 
+class WouldNotStart(ValidationFailed):
+    """The running daemon could not start again on the new config file, or on the file a rollback would
+    restore (a key it refuses, a setting also given as a flag): applying could take it down, so nothing
+    was written and the daemon was not touched."""
+
+    reference = "daemon-would-not-start"
+
+
 class LockBusy(NvdockerError):
     """Another nvdocker-setup is editing the same configuration."""
 

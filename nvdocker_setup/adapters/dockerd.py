@@ -85,6 +85,11 @@ def _probe(ctx: Context, path: str) -> Optional[DockerdBinary]:
     return DockerdBinary(path=path, version=version, major=major, minor=minor)
 
 
+def probe_binary(ctx: Context, path: str) -> Optional[DockerdBinary]:
+    """The dockerd at ``path`` and the version it reports; None when it cannot say."""
+    return _probe(ctx, path)
+
+
 def find_dockerd(ctx: Context) -> Optional[DockerdBinary]:
     """dockerd on the context's PATH and its version; None when absent, broken or unparsable."""
     path = ctx.which("dockerd")

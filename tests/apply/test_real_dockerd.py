@@ -12,7 +12,7 @@ from nvdocker_setup import operations
 from nvdocker_setup.apply import ApplyFailed, ApplyOptions, Reporter, RollbackFailed
 from nvdocker_setup.context import Context
 from nvdocker_setup.core.plan import InstallRequest
-from nvdocker_setup.errors import Conflict
+from nvdocker_setup.errors import Conflict, WouldNotStart
 from nvdocker_setup.exit_status import ExitStatus
 from tests.support.sandbox import DockerdSandbox, SandboxService, dockerd_or_skip
 
@@ -85,22 +85,24 @@ def test_uninstall_restores_a_runnable_default(tmp_path, sandbox, runtime_binary
     assert read(sandbox) == ADMIN
 
 
-def test_config_dockerd_cannot_start_with_rolls_back(tmp_path, runtime_binary):
+def test_config_dockerd_cannot_start_with_is_refused_before_anything_is_written(tmp_path, runtime_binary):
+    """A --default-runtime entry while dockerd runs with the flag: dockerd would not start on the new
+    file, so nothing is written and dockerd is not touched (issue #19: never take a running daemon
+    down; this used to reload, restart, fail and roll back)."""
     dockerd_or_skip()
-    # dockerd refuses a key that is also a flag: --default-runtime on the command line
     box = DockerdSandbox(str(tmp_path / "dockerd"), daemon_json=ADMIN, extra_flags=["--default-runtime=runc"])
     box.start()
     try:
+        pid = box.pid
         ctx = context(tmp_path, box)
-        with pytest.raises(ApplyFailed) as caught:
+        with pytest.raises(WouldNotStart) as caught:
             operations.install(ctx, request(runtime_binary, set_default=True), config=box.config_path,
                                apply_options=ApplyOptions(timeout=30, reload_window=3))
         error = caught.value
-        assert error.exit_status == ExitStatus.APPLY_FAILED
-        assert any("specified both as a flag and in the configuration file" in line for line in error.details)
-        assert ctx.service.calls == ["reload", "restart", "reset-failed", "restart"]
+        assert error.exit_status == ExitStatus.VALIDATION_FAILED and "--default-runtime" in error.message
+        assert ctx.service.calls == []
         assert read(box) == ADMIN
-        assert box.ping() and box.info()["DefaultRuntime"] == "runc"
+        assert box.pid == pid and box.ping() and box.info()["DefaultRuntime"] == "runc"
         assert operations.show(ctx, config=box.config_path).installed_by_us is False
     finally:
         box.close()

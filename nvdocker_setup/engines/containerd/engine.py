@@ -152,10 +152,43 @@ class ContainerdEngine:
 
         expected_binary = entry_binary(self.name, plan.runtime_entry(after.value, runtime_name))
         default = plan.default_runtime_name(after.value)
-        return apply.decide(
+        decision = apply.decide(
             ctx, options, runtime_name, before.value, after.value,
             expected_binary if isinstance(expected_binary, str) else None,
             default if isinstance(default, str) else None,
+        )
+        if decision.report.method == "restart":
+            self._refuse_unloadable_rollback(ctx, location.path, decision.report.notes)
+        return decision
+
+    def _refuse_unloadable_rollback(self, ctx: Context, path: str, notes: List[str]) -> None:
+        """Before a restart, and before anything is written: the files on disk now are what a rollback
+        restores. When containerd's own parser (``config dump``, imports included) rejects them, a failed
+        apply could not bring containerd back: refuse. The new file is judged the same way by
+        :meth:`validator` on the written temp file, before it replaces the real one and before the restart."""
+        import os
+
+        from nvdocker_setup.errors import WouldNotStart
+
+        if not os.path.exists(path):
+            return  # a rollback removes the file: containerd starts with its defaults
+        found = self.installed(ctx)
+        if found.path is None:
+            notes.append("no containerd binary here to check {} with (`containerd config dump`)".format(path))
+            return
+        verdict = binary.config_dump(ctx, found.path, path)
+        if not verdict.ran:
+            notes.append("could not run `{} config dump` on {}: {}".format(found.shown, path, verdict.output))
+            return
+        if verdict.ok:
+            return
+        raise WouldNotStart(
+            "containerd could not start again on {} ({} rejects it): applying could take the running containerd "
+            "down; nothing was written".format(path, found.shown),
+            details=["the current {} (what a rollback restores): {}".format(path, line) for line in verdict.messages],
+            hint="fix {} (and the files it imports) until `{} --config {} config dump` accepts it: containerd "
+            "refuses it at start and is running only because it started before the file changed".format(
+                path, found.path, path),
         )
 
     def show(self, value: Dict[str, Any], name: str) -> Dict[str, Any]:

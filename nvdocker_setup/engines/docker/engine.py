@@ -85,6 +85,7 @@ class DockerEngine:
         return decide(
             ctx, options, config_rule=location.rule, runtime_name=runtime_name,
             before=before.value, after=after.value, check_hook=check_hook,
+            config_path=location.path, before_data=_bytes_of(before), after_data=_bytes_of(after),
         )
 
     def show(self, value: Dict[str, Any], name: str) -> Dict[str, Any]:
@@ -101,3 +102,14 @@ class DockerEngine:
     def reload_hint(self) -> str:
         return "dockerd was not told: reload it to use the restored file (systemctl reload docker), or check with " \
             "`nvdocker-setup doctor`"
+
+
+def _bytes_of(document: Any) -> Optional[bytes]:
+    """A document's bytes as dockerd would read them (a merged view has none: its value, as JSON)."""
+    encode = getattr(document, "encode", None)
+    if callable(encode):
+        data = encode()
+        return data if isinstance(data, bytes) else None
+    import json
+
+    return json.dumps(document.value).encode()
