@@ -6,10 +6,11 @@ file order, each starting where the previous one left the fleet:
 1. the role installs our .debs from local files and configures every host (changed on each);
 2. a second run changes nothing and leaves every daemon.json's bytes, inode and mtime alone;
 3. check mode with a new setting reports the would-be change and the diff, and writes nothing;
-4. h2's dockerd refuses the change (it runs with ``--default-runtime`` on its command line, so a
-   daemon.json that sets ``default-runtime`` too fails its reload and its restart): with
+4. h2's dockerd would refuse the change (it runs with ``--default-runtime`` on its command line, so a
+   daemon.json that sets ``default-runtime`` too would fail its reload and its restart): with
    ``serial: 1`` and ``max_fail_percentage: 0`` the rollout stops at h2, which fails with our error
-   id, its file restored and its dockerd running; h3 is never touched;
+   id before anything is written (``daemon-would-not-start``: the running dockerd is never put at
+   risk), its file and its dockerd untouched; h3 is never touched;
 5. without serial, h2 fails the same way while the others finish;
 6. ``state: absent`` gives every host its original daemon.json bytes back.
 """
@@ -113,14 +114,14 @@ def test_check_mode_reports_the_change_and_the_diff_and_writes_nothing(fleet):
     assert snapshot(fleet) == before, "check mode wrote a daemon.json"
 
 
-def assert_h2_refused_and_rolled_back(run, fleet):
+def assert_h2_refused_untouched(run, fleet):
     result = run.result(RUNTIME_TASK, "h2")
     assert result is not None and result.get("failed") is True, result
-    assert result["error_id"] == "apply-failed-rolled-back", result
-    assert result["rc"] == 10 and result["host_state"] == "rolled-back", result
-    assert result["rolled_back"] is True and result["config_restored"] is True and result["daemon_running"] is True
+    assert result["error_id"] == "daemon-would-not-start", result
+    assert result["rc"] == 4 and result["host_state"] == "unchanged", result
+    assert result["rolled_back"] is False, result
     assert result["hint"] and result["error_message"] in result["msg"], result
-    assert any("rollback" in line for line in result["details"]), result["details"]
+    assert "--default-runtime" in result["error_message"], result
     host = fleet.hosts["h2"]
     assert host.read(DAEMON_JSON) == fleet.memo["h2-before"], "h2's file is not the one it had"
     info = host.dockerd_info()
@@ -138,8 +139,8 @@ def test_serial_rollout_stops_at_the_host_whose_dockerd_refuses(fleet):
     h1 = run.result(RUNTIME_TASK, "h1")
     assert h1["changed"] is True and h1["apply"]["verified"] is True, h1
     assert fleet.hosts["h1"].dockerd_info()["DefaultRuntime"] == "nvidia"
-    # h2 refused, rolled back
-    assert_h2_refused_and_rolled_back(run, fleet)
+    # h2 refused before writing anything
+    assert_h2_refused_untouched(run, fleet)
     # and the rollout stopped there: h3 never ran a task
     assert run.result(RUNTIME_TASK, "h3") is None
     assert "h3" not in run.stats or run.stats["h3"]["ok"] == 0
@@ -151,7 +152,7 @@ def test_without_serial_the_refusing_host_fails_and_the_others_finish(fleet):
     run = rollout(fleet, nvdocker_default_runtime=True)
     print(run)
     assert run.rc != 0, run
-    assert_h2_refused_and_rolled_back(run, fleet)
+    assert_h2_refused_untouched(run, fleet)
     assert run.stats["h2"]["failures"] == 1
     assert run.result(RUNTIME_TASK, "h1")["changed"] is False  # done in the serial run already
     h3 = run.result(RUNTIME_TASK, "h3")
