@@ -421,7 +421,16 @@ class Driver:
             target = _link_in_directory(host_dir, name, parent)
             end = _chain_end(host_dir, name, parent) if target is not None else name
             if end not in mounted[container_dir]:
-                continue
+                # a link that leaves its directory (Debian's alternatives: libcuda.so.1 ->
+                # /etc/alternatives/... -> nvidia/current/libcuda.so.1 -> libcuda.so.<ver>) counts
+                # when its trusted resolution is the very file mounted here: the same name then
+                # points at that file's name in the container
+                resolved = self.locate_library(entry.path)
+                if resolved is None or resolved[1].rpartition("/")[0] != container_dir:
+                    continue
+                end = target = resolved[1].rpartition("/")[2]
+                if end not in mounted[container_dir] or end == name:
+                    continue
             present.append((container_dir, name))
             if target is not None:
                 found.setdefault((container_dir, name), target)

@@ -95,7 +95,10 @@ def test_links_that_leave_their_directory_are_not_copied(own_root):
     os.symlink(LIB_DIR + "/libcuda.so.1", lib(own_root, "libcuda.so"))  # absolute, same directory: fine
     reindex(own_root.path)
     found = discover(own_root.path).library_links(DEFAULT_CAPABILITIES)
-    assert not [link for link in found if "nvidia-ml" in link[2]]
+    # the host's target text ("../../../opt/other/...") is never copied: the container's link names
+    # the mounted file, a plain name in the same directory (as for Debian's alternatives)
+    ml = [link for link in found if "nvidia-ml" in link[2]]
+    assert ml and all(target == "libnvidia-ml.so." + V and "/" not in target for target, _d, _n in ml), ml
     assert ("libcuda.so.1", LIB_DIR, "libcuda.so") in found
 
 

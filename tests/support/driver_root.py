@@ -193,14 +193,9 @@ def _bind_socket(path: str) -> Optional[str]:
     return path
 
 
-def build_driver_root(
-    path: str, gpus: Sequence[SimulatedGpu] = DEFAULT_GPUS, version: str = DRIVER_VERSION, with_ldcache: bool = True,
-    mig: bool = False,
-) -> DriverRoot:
-    """Lay out a driver root at ``path`` (root, gcc and ldconfig needed); with ``mig``, also MIG on
-    the first GPU and two IMEX channels (:func:`add_mig_and_imex`)."""
-    os.makedirs(path, exist_ok=True)
-    os.chmod(path, 0o755)
+def add_kernel_side(path: str, gpus: Sequence[SimulatedGpu] = DEFAULT_GPUS, version: str = DRIVER_VERSION) -> None:
+    """What the kernel module gives a host, under ``path``: ``proc/driver/nvidia`` (version, one
+    ``information`` file per GPU) and the device nodes (``mknod``, 0666, root's)."""
     proc = os.path.join(path, "proc/driver/nvidia")
     _write(
         os.path.join(proc, "version"),
@@ -217,6 +212,17 @@ def build_driver_root(
         target = os.path.join(path, node.lstrip("/"))
         os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(major, minor))
         os.chmod(target, 0o666)
+
+
+def build_driver_root(
+    path: str, gpus: Sequence[SimulatedGpu] = DEFAULT_GPUS, version: str = DRIVER_VERSION, with_ldcache: bool = True,
+    mig: bool = False,
+) -> DriverRoot:
+    """Lay out a driver root at ``path`` (root, gcc and ldconfig needed); with ``mig``, also MIG on
+    the first GPU and two IMEX channels (:func:`add_mig_and_imex`)."""
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o755)
+    add_kernel_side(path, gpus, version)
     libraries = {}
     lib_dir = os.path.join(path, LIB_DIR.lstrip("/"))
     os.makedirs(lib_dir, exist_ok=True)
