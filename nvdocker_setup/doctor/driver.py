@@ -262,7 +262,9 @@ def driver_host_paths(facts: Facts):
         more = len(driver.refused) - len(shown)
         return fail("left out of every GPU container: {}{}".format("; ".join(shown), " (and {} more)".format(more) if more else ""),
                     "make each of them root's and not writable by others (`chown root:root`, `chmod go-w`), or remove "
-                    "what a user planted there (a user's /tmp/nvidia-mps: stop that user's MPS daemon and remove it)",
+                    "what a user planted there (a user's /tmp/nvidia-mps: stop that user's MPS daemon and remove it); "
+                    "the MPS pipe directory also needs a nosuid,nodev mount (`mount --bind DIR DIR && mount -o "
+                    "remount,bind,nosuid,nodev DIR`)",
                     refused=list(driver.refused))
     return ok("{} host paths, each reached through root's directories and links only".format(len(edits.mounts)))
 

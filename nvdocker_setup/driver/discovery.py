@@ -96,6 +96,7 @@ def _walk(root: str, path: str, trusted: bool) -> Tuple[Optional[Tuple[str, str]
     pending = [part for part in path.split("/") if part]
     resolved: List[str] = []
     links = 0
+    shared = False  # a sticky directory (one anybody can add entries to, /tmp) was on the way
     if trusted:
         try:
             problem = _unsafe(os.lstat(base), False)
@@ -137,6 +138,13 @@ def _walk(root: str, path: str, trusted: bool) -> Tuple[Optional[Tuple[str, str]
             problem = _unsafe(info, final)
             if problem is not None:
                 return None, "{} is {}".format(candidate, problem)
+            if final and shared and stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                # a hard link a user made in a sticky directory to one of root's files (possible
+                # where fs.protected_hardlinks is 0) would pass as root's own file
+                return None, "{} is a hard link ({} names) in a directory anybody can add to".format(
+                    candidate, info.st_nlink)
+            if stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX:
+                shared = True
         resolved.append(part)
     inside = "/" + "/".join(resolved)
     return (os.path.join(base, *resolved), inside), None
@@ -323,7 +331,19 @@ class Driver:
             from nvdocker_setup.driver import ldcache
 
             wanted = tuple(name.encode() for name in caps.libraries_for(caps.ALL_CAPABILITIES))
-            self._cache = ldcache.read(self.ld_cache_path, wanted)
+            # the cache names the files containers get: it must be root's alone too, and a link to
+            # it resolves inside the driver root, as every other path does
+            found, problem = resolve_trusted(self.root, LD_CACHE)
+            if problem is not None:
+                raise GpuSetupError("the driver root's ld cache is not root's alone: {}".format(problem),
+                                    hint="chown root:root and chmod go-w it and the directories above it, then run "
+                                    "ldconfig{}".format("" if _is_host_root(self.root) else " -r " + self.root))
+            if found is None:
+                raise GpuSetupError(
+                    "cannot read the dynamic linker cache {}: it does not exist (inside the driver root)".format(
+                        self.ld_cache_path),
+                    hint="run ldconfig (with -r ROOT for a driver root) so that the driver's libraries are indexed")
+            self._cache = ldcache.read(found[0], wanted)
         return self._cache
 
     def locate(self, path: str) -> Optional[Tuple[str, str]]:
@@ -508,10 +528,38 @@ class Driver:
     def ipc_paths(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
         """The daemons' sockets for ``capabilities``, and with ``compute`` the MPS pipe directory."""
         capabilities = tuple(capabilities)
-        paths = caps.ipc_paths_for(capabilities)
+        found = self.existing(caps.ipc_paths_for(capabilities))
         if caps.COMPUTE in capabilities:
-            paths += (self.mps_pipe_dir,)
-        return self.existing(paths)
+            mps = self.mps_directory()
+            if mps is not None and all(mps[1] != container for _host, container in found):
+                found.append(mps)
+        return found
+
+    def mps_directory(self) -> Optional[Tuple[str, str]]:
+        """The MPS pipe directory, shared *writable* with compute containers: only a directory of
+        root's alone on a ``nosuid,nodev`` mount. On any other mount a container's root could leave a
+        set-uid root program or a device node there that every local user can then run or open on the
+        host (the container's own ``nosuid,nodev`` bind options do not reach the host's view)."""
+        located = self.locate(self.mps_pipe_dir)
+        if located is None:
+            return None
+        why = None
+        try:
+            if not stat.S_ISDIR(os.stat(located[0]).st_mode):
+                why = "not a directory"
+            else:
+                flags = os.statvfs(located[0]).f_flag
+                if not (flags & os.ST_NOSUID and flags & os.ST_NODEV):
+                    why = ("on a mount without nosuid,nodev (a container could leave set-uid programs or device "
+                           "nodes there for the host's users)")
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        if why is not None:
+            note = "{}: {}".format(self.mps_pipe_dir, why)
+            if note not in self.refused:
+                self.refused.append(note)
+            return None
+        return located
 
     @property
     def cuda_version(self) -> str:

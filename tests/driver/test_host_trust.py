@@ -3,8 +3,10 @@ create under the driver root (a symlink or a directory in a sticky /tmp, a file 
 can write) is left out and named, and the container path is the one asked for, never the resolved
 one. The same rules hold at driver root `/` (tests/runtime/test_production_shape_e2e.py)."""
 
+import contextlib
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -30,6 +32,17 @@ def root(tmp_path):
     os.makedirs(tmp, exist_ok=True)
     os.chmod(tmp, 0o1777)  # like the host's /tmp: sticky, world-writable
     return built
+
+
+@contextlib.contextmanager
+def nosuid_nodev(path):
+    """``path`` as its own nosuid,nodev tmpfs (what an admin does for the MPS pipe directory)."""
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755,nosuid,nodev,noexec,size=1m", "tmpfs", path], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)
 
 
 def mounts(driver):
@@ -61,14 +74,58 @@ def test_a_users_real_mps_directory_is_never_mounted(root):
 
 def test_roots_mps_directory_is_mounted_writable_at_the_requested_path(root):
     real = root.host("/var/run/mps-pipes")
-    os.makedirs(real)
     os.symlink("/var/run/mps-pipes", root.host("/tmp/nvidia-mps"))  # root's link: followed
-    driver = discover(root.path)
-    found = mounts(driver)
+    with nosuid_nodev(real):
+        driver = discover(root.path)
+        found = mounts(driver)
     assert found["/tmp/nvidia-mps"].host_path == real
     assert found["/tmp/nvidia-mps"].options == list(WRITABLE_MOUNT)
     assert "/var/run/mps-pipes" not in found  # the container path is the requested one
     assert driver.refused == []
+
+
+def test_an_mps_directory_where_a_container_could_leave_set_uid_files_is_not_shared(root):
+    """Shared writable, the directory must be on a nosuid,nodev mount: else a container's root could
+    leave a set-uid root program (or a device node) there that any host user then runs."""
+    os.makedirs(root.host("/tmp/nvidia-mps"))  # root's, 0755, but on the test root's file system
+    flags = os.statvfs(root.host("/tmp/nvidia-mps")).f_flag
+    if flags & os.ST_NOSUID and flags & os.ST_NODEV:
+        pytest.skip("the temp dir is on a nosuid,nodev mount here")
+    driver = discover(root.path)
+    assert "/tmp/nvidia-mps" not in mounts(driver)
+    assert any(note.startswith("/tmp/nvidia-mps:") and "nosuid,nodev" in note for note in driver.refused), driver.refused
+
+
+def test_an_mps_path_that_is_a_file_or_a_hard_link_is_not_shared(root):
+    secret = root.host("/etc/secret")
+    with open(secret, "w") as handle:
+        handle.write("root's\n")
+    os.chmod(secret, 0o600)
+    os.link(secret, root.host("/tmp/nvidia-mps"))  # a user's, where fs.protected_hardlinks = 0
+    driver = discover(root.path)
+    assert "/tmp/nvidia-mps" not in mounts(driver)
+    assert any("hard link" in note for note in driver.refused), driver.refused
+    os.unlink(root.host("/tmp/nvidia-mps"))
+    shutil.copy2(secret, root.host("/tmp/nvidia-mps"))  # root's plain file
+    driver = discover(root.path)
+    assert "/tmp/nvidia-mps" not in mounts(driver)
+    assert any("not a directory" in note for note in driver.refused), driver.refused
+
+
+def test_an_ld_cache_a_user_could_write_is_refused(root, tmp_path):
+    cache = root.host("/etc/ld.so.cache")
+    user_copy = str(tmp_path / "user.cache")
+    shutil.copy2(cache, user_copy)
+    os.chown(user_copy, NOBODY, NOBODY)
+    os.unlink(cache)
+    os.symlink(user_copy, cache)  # absolute: resolved inside the root, so it names nothing there
+    with pytest.raises(GpuSetupError, match="dynamic linker cache .* does not exist"):
+        discover(root.path).libraries(["compute"])
+    os.unlink(cache)
+    shutil.copy2(user_copy, cache)  # the user's own file in the root
+    os.chown(cache, NOBODY, NOBODY)
+    with pytest.raises(GpuSetupError, match="owned by uid 65534"):
+        discover(root.path).libraries(["compute"])
 
 
 def test_a_world_writable_non_sticky_directory_on_the_way_is_refused(root):
@@ -129,9 +186,9 @@ def test_the_mps_pipe_directory_comes_from_the_admin(root, tmp_path):
     for bad in ("relative/dir", "/a/../etc", "/", "/a//b", "/a/./b"):
         with pytest.raises(GpuSetupError, match="MPS pipe directory"):
             load({"NVDOCKER_RUNTIME_CONFIG": str(conf), MPS_PIPE_DIR_ENV: bad})
-    os.makedirs(root.host("/var/run/mps"))
     os.makedirs(root.host("/tmp/nvidia-mps"))  # root's, but not the one the admin named
-    found = mounts(discover(root.path, "/var/run/mps"))
+    with nosuid_nodev(root.host("/var/run/mps")):
+        found = mounts(discover(root.path, "/var/run/mps"))
     assert "/var/run/mps" in found and found["/var/run/mps"].options == list(WRITABLE_MOUNT)
     assert "/tmp/nvidia-mps" not in found
 

@@ -82,23 +82,61 @@ def test_roots_mps_directory_is_shared_writable(host):
     assert host.run(["cat", "/tmp/nvidia-mps/probe"]).stdout == "from-the-container\n"
 
 
-def test_the_admins_mps_directory_replaces_the_default(host):
+ROOTSH = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <unistd.h>
+int main(void) { setresgid(0, 0, 0); setresuid(0, 0, 0); printf("euid=%d\\n", (int)geteuid()); return 0; }
+"""
+
+
+@pytest.fixture
+def admin_mps(host):
+    """runtime.conf names ``<work>/mps`` (root's, 0755, on the root file system) as the MPS pipe
+    directory; restored afterwards."""
     conf = os.path.join(host.work, "runtime.conf")
     with open(conf) as handle:
         original = handle.read()
     mps = os.path.join(host.work, "mps")
-    os.makedirs(mps, mode=0o755)
-    host.sh("mkdir -m 755 /tmp/nvidia-mps")
+    os.makedirs(mps, mode=0o755, exist_ok=True)
+    with open(conf, "a") as handle:
+        handle.write("mps-pipe-directory = {}\n".format(mps))
     try:
-        with open(conf, "a") as handle:
-            handle.write("mps-pipe-directory = {}\n".format(mps))
-        done = host.docker_run(*GPU, "tiny", "sh", "-c", "test ! -e /tmp/nvidia-mps && echo ok > {}/probe".format(mps))
-        assert done.returncode == 0, done.stderr.decode()
-        with open(os.path.join(mps, "probe")) as handle:
-            assert handle.read() == "ok\n"
+        yield mps
     finally:
         with open(conf, "w") as handle:
             handle.write(original)
+        host.sh("umount {0} 2>/dev/null; rm -rf {0}".format(mps), check=False)
+
+
+def test_the_admins_mps_directory_replaces_the_default(host, admin_mps):
+    host.sh("mkdir -m 755 /tmp/nvidia-mps")
+    host.sh("mount --bind {0} {0} && mount -o remount,bind,nosuid,nodev {0}".format(admin_mps))
+    done = host.docker_run(*GPU, "tiny", "sh", "-c", "test ! -e /tmp/nvidia-mps && echo ok > {}/probe".format(admin_mps))
+    assert done.returncode == 0, done.stderr.decode()
+    assert host.run(["cat", admin_mps + "/probe"]).stdout == "ok\n"
+
+
+def test_an_mps_directory_without_nosuid_nodev_is_not_shared(host, admin_mps):
+    """The attacker review's exploit: a container's root copied a static set-uid root shell into a
+    writable MPS directory on the root file system, and uid 65534 became root on the host with it.
+    Such a directory is not shared; on a nosuid,nodev mount the same program gives no root."""
+    source = os.path.join(host.work, "rootsh.c")  # outside /tmp: the namespace has its own
+    with open(source, "w") as handle:
+        handle.write(ROOTSH)
+    rootsh = os.path.join(host.work, "rootsh")
+    subprocess.run(["gcc", "-static", "-O2", "-o", rootsh, source], check=True)
+    plant = "cp /rootsh {0}/control.x && chmod 4755 {0}/control.x".format(admin_mps)
+    done = host.docker_run(*GPU, "-v", "{}:/rootsh:ro".format(rootsh), "tiny", "sh", "-c",
+                           "test ! -e {} && ls /dev".format(admin_mps))
+    assert done.returncode == 0 and "nvidia0" in done.stdout.decode().split(), done.stderr.decode()
+    assert "nosuid,nodev" in host.runtime_log_text()
+    host.sh("mount --bind {0} {0} && mount -o remount,bind,nosuid,nodev {0}".format(admin_mps))
+    done = host.docker_run(*GPU, "-v", "{}:/rootsh:ro".format(rootsh), "tiny", "sh", "-c", plant)
+    assert done.returncode == 0, done.stderr.decode()
+    attempt = host.run([admin_mps + "/control.x"], user=NOBODY, check=False)
+    assert "euid=0" not in attempt.stdout, attempt.stdout
+    assert "euid={}".format(NOBODY) in attempt.stdout or attempt.returncode != 0, (attempt.stdout, attempt.stderr)
 
 
 def test_cdi_generate_and_doctor_at_slash_leave_out_and_name_a_users_path(host):
