@@ -204,3 +204,23 @@ def test_cli_exit_code_id_and_hint(tmp_path, box, runtime_binary):
     assert report["error"]["hint"].startswith('remove "not-a-docker-key" from {}'.format(box.config_path))
     assert _read(box.config_path) == WITH_UNKNOWN and not marker.exists()
     assert box.pid == pid and box.ping()
+
+
+def test_a_dockerd_path_another_user_could_replace_is_never_run(tmp_path):
+    """The running dockerd's argv[0] is run (--version, --validate) only when nobody but root can
+    replace that file: a path under a directory anybody can write is skipped, never executed."""
+    import os
+
+    from nvdocker_setup.context import Context
+    from nvdocker_setup.engines.docker.startable import _binary_for
+
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(str(open_dir), 0o777)
+    marker = tmp_path / "ran"
+    planted = open_dir / "dockerd"
+    planted.write_text("#!/bin/sh\ntouch {}\necho 'Docker version 26.1.5, build x'\n".format(marker))
+    planted.chmod(0o755)
+    ctx = Context(env={"PATH": str(tmp_path / "empty")})
+    assert _binary_for(ctx, [("the running dockerd", (str(planted), "-H", "fd://"))]) is None
+    assert not marker.exists()

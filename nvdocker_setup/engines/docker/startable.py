@@ -172,15 +172,9 @@ def daemon_argvs(ctx: Context, socket_path: str, service: Any) -> List[Tuple[str
         except Exception:  # a service manager that cannot say: no pid, no flags to compare
             pid = None
     if pid:
+        # only a dockerd of the host's own namespaces (adapters/hostproc.py): a peer in a container
+        # (a socket bind-mounted from a dind container) has no say in what root runs or checks
         running = [tuple(proc.argv) for proc in dockerd_processes(ctx) if proc.pid == pid]
-        if not running:  # not listed (a vanished /proc entry, a namespace check): its own cmdline
-            try:
-                with open(ctx.host_path("/proc/{}/cmdline".format(pid)), "rb") as handle:
-                    words = tuple(w.decode("utf-8", "surrogateescape") for w in handle.read().split(b"\0") if w)
-                if words and os.path.basename(words[0]) == "dockerd":
-                    running = [words]
-            except OSError:
-                pass
         argvs.extend(("the running dockerd (pid {})".format(pid), argv) for argv in running[:1])
     if getattr(service, "name", None) == "systemd":
         unit = getattr(service, "unit", "docker.service")
@@ -200,9 +194,12 @@ def daemon_argvs(ctx: Context, socket_path: str, service: Any) -> List[Tuple[str
 def _binary_for(ctx: Context, argvs: Sequence[Tuple[str, Tuple[str, ...]]]):
     """The dockerd a restart would run: the running one's argv[0] when absolute, else dockerd on PATH."""
     from nvdocker_setup.adapters import dockerd
+    from nvdocker_setup.adapters.trust import check_runtime_binary
 
     for _source, argv in argvs:
         if argv and os.path.isabs(argv[0]) and ctx.host_path(argv[0]) == argv[0] and os.access(argv[0], os.X_OK):
+            if not check_runtime_binary(argv[0]).ok:  # root runs it: only a file nobody else can replace
+                continue
             found = dockerd.probe_binary(ctx, argv[0])
             if found is not None:
                 return found
