@@ -1,6 +1,8 @@
 """The `nvdocker-setup` application: registers one module per verb."""
 
+import io
 import os
+import sys
 from typing import Any, List, Optional
 
 import typer
@@ -101,5 +103,49 @@ app.add_typer(system.app, name="system")
 app.command("node-agent")(node_agent_cli.node_agent)
 
 
+class _ReaderGoneSafe(io.RawIOBase):
+    """File descriptor 1 for writing, where a reader that went away (``doctor | head -1``, ``| grep
+    -q``) is not an error of ours: what it did not read is dropped, and the command ends with its own
+    exit status, not a BrokenPipeError (SIGPIPE stays ignored, as Python sets it: a daemon closing
+    its socket must never kill a transaction)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self.reader_gone = False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def write(self, data: Any) -> int:
+        if self.reader_gone:
+            return len(data)
+        try:
+            return os.write(self._fd, data)
+        except BrokenPipeError:
+            self.reader_gone = True
+            return len(data)
+
+
+def _pipe_safe_stdout() -> None:
+    stdout = sys.stdout
+    if stdout is None or not hasattr(stdout, "fileno"):
+        return
+    try:
+        fd = stdout.fileno()
+    except (OSError, ValueError):
+        return  # not a real file (a test's capture): leave it
+    stdout.flush()
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ReaderGoneSafe(fd)), encoding=stdout.encoding,
+                                  errors=stdout.errors, line_buffering=bool(getattr(stdout, "line_buffering", False)))
+
+
 def main() -> None:
+    _pipe_safe_stdout()
     app(prog_name=PROG)
