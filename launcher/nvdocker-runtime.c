@@ -12,7 +12,9 @@
  *
  * Real runtime: the `runtimes` list of the [runtime] section of /etc/nvdocker/runtime.conf (or
  * the file named by NVDOCKER_RUNTIME_CONFIG), default "runc crun"; the first executable one
- * found (bare names on PATH) that is not this program. The INI rules match
+ * found (bare names on PATH) that is not this program. As root, the file counts only when root
+ * alone could have written it, and a runtime only when nobody else could replace it
+ * (trusted_path): otherwise a local user would choose what root runs for every container. The INI rules match
  * nvdocker_setup/runtime/config.py, and the argv rules nvdocker_setup/runtime/args.py.
  *
  * Build: scripts/build-launcher.sh [OUTDIR] (sets NVDOCKER_PYTHON and NVDOCKER_RUNTIME_SCRIPT).
@@ -40,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -206,6 +209,85 @@ static int may_request_gpus(const char *bundle)
 	return maybe;
 }
 
+/*
+ * Whether only root decided what `path` is (as root; any other user runs with their own rights):
+ * every directory looked in is root's and not group/other-writable unless sticky, every symlink
+ * followed is root's, and the file is root's and not group/other-writable (a character device
+ * aside: /dev/null as an empty config). The same rule as resolve_trusted() in
+ * nvdocker_setup/driver/discovery.py: a user who could write runtime.conf, or replace the runtime
+ * it names, would otherwise have root run their program on every container operation.
+ */
+static int trusted_path(const char *path)
+{
+	char pending[2 * PATH_MAX], next[2 * PATH_MAX], resolved[PATH_MAX] = "", candidate[PATH_MAX];
+	char part[NAME_MAX + 1], target[PATH_MAX];
+	struct stat st;
+	int hops = 0;
+	char *rest;
+
+	if (geteuid() != 0)
+		return 1;
+	if (!path || path[0] != '/' || strlen(path) >= sizeof(pending))
+		return 0;
+	if (lstat("/", &st) != 0 || st.st_uid != 0 || (st.st_mode & 022))
+		return 0;
+	strcpy(pending, path);
+	rest = pending;
+	for (;;) {
+		while (*rest == '/')
+			rest++;
+		if (!*rest)
+			return 1;
+		size_t n = strcspn(rest, "/");
+		if (n > NAME_MAX)
+			return 0;
+		memcpy(part, rest, n);
+		part[n] = '\0';
+		rest += n;
+		if (strcmp(part, ".") == 0)
+			continue;
+		if (strcmp(part, "..") == 0) {
+			char *slash = strrchr(resolved, '/');
+			if (slash)
+				*slash = '\0';
+			continue;
+		}
+		if (snprintf(candidate, sizeof(candidate), "%s/%s", resolved, part) >= (int)sizeof(candidate))
+			return 0;
+		if (lstat(candidate, &st) != 0)
+			return 0;
+		if (S_ISLNK(st.st_mode)) {
+			ssize_t len;
+			if (st.st_uid != 0 || ++hops > 40)
+				return 0;
+			len = readlink(candidate, target, sizeof(target) - 1);
+			if (len <= 0)
+				return 0;
+			target[len] = '\0';
+			if (snprintf(next, sizeof(next), "%s/%s", target, rest) >= (int)sizeof(next))
+				return 0;
+			strcpy(pending, next);
+			rest = pending;
+			if (target[0] == '/')
+				resolved[0] = '\0';
+			continue;
+		}
+		const char *after = rest;
+		while (*after == '/')
+			after++;
+		int final = *after == '\0';
+		if (st.st_uid != 0)
+			return 0;
+		if ((st.st_mode & 022) && !(S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX)) && !(final && S_ISCHR(st.st_mode)))
+			return 0;
+		if (!final && !S_ISDIR(st.st_mode))
+			return 0;
+		if (strlen(resolved) + 1 + n >= sizeof(resolved))
+			return 0;
+		strcat(strcat(resolved, "/"), part);
+	}
+}
+
 /* The `runtimes` value of [runtime] in the config file (malloc'd), or NULL for the default. */
 static char *configured_runtimes(void)
 {
@@ -218,6 +300,15 @@ static char *configured_runtimes(void)
 		if (explicit)
 			fail("cannot read NVDOCKER_RUNTIME_CONFIG=", path);
 		return NULL;
+	}
+	if (geteuid() == 0) { /* root's alone, or its runtimes do not count (the Python step refuses GPU starts) */
+		struct stat st;
+		int null_device = fstat(fileno(file), &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3);
+		if (!null_device && (fstat(fileno(file), &st) != 0 || st.st_uid != 0 || (st.st_mode & 022) ||
+				     !trusted_path(explicit ? path : DEFAULT_CONFIG))) {
+			fclose(file);
+			return NULL;
+		}
 	}
 	while (fgets(line, sizeof(line), file)) {
 		char *start = line, *end = line + strlen(line);
@@ -266,6 +357,8 @@ static int executable(const char *path, const char *self)
 	char real[PATH_MAX];
 
 	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || access(path, X_OK) != 0)
+		return 0;
+	if (!trusted_path(path)) /* root execs it for every container: nobody else may replace it */
 		return 0;
 	return !(self && realpath(path, real) && strcmp(real, self) == 0); /* never exec ourselves */
 }

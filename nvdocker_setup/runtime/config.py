@@ -231,6 +231,17 @@ def _executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
+def _roots_alone(path: str) -> bool:
+    """As root, a runtime we exec for every container must be a file nobody else could replace (the
+    launcher's trusted_path, the driver's resolve_trusted)."""
+    if os.geteuid() != 0:
+        return True
+    from nvdocker_setup.driver.discovery import resolve_trusted
+
+    found, problem = resolve_trusted("/", os.path.abspath(path))
+    return found is not None and problem is None
+
+
 def find_real_runtime(config: RuntimeConfig, environ: Mapping[str, str] = os.environ, exclude: Sequence[str] = ()) -> str:
     """The first of ``config.runtimes`` that exists; ``exclude`` (ourselves) never counts, so a
     configuration that names this program cannot make it exec itself forever."""
@@ -239,7 +250,7 @@ def find_real_runtime(config: RuntimeConfig, environ: Mapping[str, str] = os.env
     for name in config.runtimes:
         candidates = [name] if "/" in name else [os.path.join(directory or ".", name) for directory in search]
         for candidate in candidates:
-            if _executable(candidate) and os.path.realpath(candidate) not in excluded:
+            if _executable(candidate) and os.path.realpath(candidate) not in excluded and _roots_alone(candidate):
                 return candidate
     raise GpuSetupError(
         "no OCI runtime found to run the container (tried {})".format(", ".join(config.runtimes)),

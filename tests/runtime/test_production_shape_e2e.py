@@ -174,3 +174,42 @@ def test_an_images_links_at_the_paths_we_write_never_change_a_host_file(host, tm
     after = {path: sha(host, path) for path in before}
     assert after == before, done.stderr.decode()
     assert host.run(["ls", "-la", "/etc"]).stdout == listing
+
+
+def test_a_runtime_conf_or_runtime_a_user_could_write_never_chooses_what_root_runs(host):
+    """The second attacker review's exploit: with a runtime.conf uid 65534 could write, the C launcher
+    ran the user's `runtimes` program as root for every container operation. Now such a file's
+    runtimes do not count (the default runc runs plain containers; the Python step refuses GPU
+    starts with the reason), and a runtime a user could replace is never executed."""
+    conf = os.path.join(host.work, "runtime.conf")
+    with open(conf) as handle:
+        original = handle.read()
+    evil = os.path.join(host.work, "evil")
+    os.makedirs(evil, mode=0o777)
+    os.chmod(evil, 0o777)
+    marker = os.path.join(evil, "pwned")
+    runc = host.sandbox.env["PATH"].split(os.pathsep)
+    real_runc = [os.path.join(d, "runc") for d in runc if os.access(os.path.join(d, "runc"), os.X_OK)][0]
+    try:
+        host.as_user("printf '#!/bin/sh\\nid -u >> {m}\\nexec {r} \"$@\"\\n' > {e}/runc && chmod 755 {e}/runc".format(
+            m=marker, r=real_runc, e=evil))
+        # 1. the file is the user's: its runtimes do not count
+        os.chown(conf, NOBODY, NOBODY)
+        host.as_user("printf '[runtime]\\nruntimes = {}/runc\\n' > {}".format(evil, conf))
+        plain = host.docker_run("--runtime", "nvidia", "tiny", "echo", "plain-ran")
+        assert plain.returncode == 0 and b"plain-ran" in plain.stdout, plain.stderr.decode()
+        refused = host.docker_run(*GPU, "tiny", "true")
+        assert refused.returncode != 0 and b"not root's alone" in refused.stderr, refused.stderr.decode()
+        # 2. root's file naming a runtime a user could replace: never executed either
+        os.chown(conf, 0, 0)
+        with open(conf, "w") as handle:
+            handle.write("[runtime]\nruntimes = {}/runc runc\n".format(evil))
+        plain = host.docker_run("--runtime", "nvidia", "tiny", "echo", "plain-ran")
+        gpu = host.docker_run(*GPU, "tiny", "ls", "/dev")
+        assert plain.returncode == 0 and gpu.returncode == 0 and b"nvidia0" in gpu.stdout, gpu.stderr.decode()
+        assert not os.path.exists(marker), open(marker).read()
+    finally:
+        os.chown(conf, 0, 0)
+        with open(conf, "w") as handle:
+            handle.write(original)
+        shutil.rmtree(evil, ignore_errors=True)
