@@ -58,6 +58,7 @@ LIBRARIES: Dict[str, Tuple[str, ...]] = {
         "libnvidia-glvkspirv.so",
         "libnvidia-cbl.so",
         "libnvidia-egl-gbm.so",
+        "libnvidia-egl-wayland.so",
     ),
     DISPLAY: (),
     NGX: ("libnvidia-ngx.so",),
@@ -70,18 +71,45 @@ BINARIES: Dict[str, Tuple[str, ...]] = {
     COMPUTE: ("nvidia-cuda-mps-control", "nvidia-cuda-mps-server"),
 }
 
-#: Non-library files that come with a capability when the driver installed them.
+#: Non-library files that come with a capability when the driver installed them, at the paths the
+#: distributions and NVIDIA's installer use (Debian, Ubuntu, RHEL's ``.x86_64`` names, the .run layout).
 DATA_FILES: Dict[str, Tuple[str, ...]] = {
+    COMPUTE: (
+        # the OpenCL ICD loader finds the driver through it (NVIDIA's CDI gives it with compute)
+        "/etc/OpenCL/vendors/nvidia.icd",
+    ),
     GRAPHICS: (
         "/etc/vulkan/icd.d/nvidia_icd.json",
+        "/etc/vulkan/icd.d/nvidia_icd.x86_64.json",
         "/etc/vulkan/implicit_layer.d/nvidia_layers.json",
         "/usr/share/vulkan/icd.d/nvidia_icd.json",
+        "/usr/share/vulkan/icd.d/nvidia_icd.x86_64.json",
         "/usr/share/vulkan/implicit_layer.d/nvidia_layers.json",
         "/usr/share/glvnd/egl_vendor.d/10_nvidia.json",
+        "/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json",
         "/usr/share/egl/egl_external_platform.d/15_nvidia_gbm.json",
+        "/usr/share/egl/egl_external_platform.d/20_nvidia_xcb.json",
+        "/usr/share/egl/egl_external_platform.d/20_nvidia_xlib.json",
         "/usr/share/nvidia/nvoptix.bin",
+        # GBM's backend for the driver (Debian: an alternatives link in the multiarch gbm/ dir)
+        "/usr/lib/x86_64-linux-gnu/gbm/nvidia-drm_gbm.so",
+        "/usr/lib64/gbm/nvidia-drm_gbm.so",
     ),
-    DISPLAY: ("/usr/lib/xorg/modules/drivers/nvidia_drv.so", "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so"),
+    VIDEO: (
+        # VDPAU's loader opens the driver's backend by path in its own directory, not through ld.so
+        "/usr/lib/x86_64-linux-gnu/vdpau/libvdpau_nvidia.so.1",
+        "/usr/lib64/vdpau/libvdpau_nvidia.so.1",
+    ),
+    DISPLAY: (
+        "/usr/lib/xorg/modules/drivers/nvidia_drv.so",
+        "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so",
+        "/usr/lib64/xorg/modules/drivers/nvidia_drv.so",  # RHEL
+        "/usr/lib64/xorg/modules/extensions/libglxserver_nvidia.so",
+        "/usr/lib/nvidia/nvidia_drv.so",  # Debian's alternatives
+        "/usr/lib/nvidia/libglxserver_nvidia.so",
+        "/usr/share/X11/xorg.conf.d/10-nvidia.conf",
+        "/usr/share/X11/xorg.conf.d/nvidia-drm-outputclass.conf",
+    ),
 }
 
 #: Where the driver's daemons listen; mounted when present so that nvidia-smi and MPS clients reach them.

@@ -139,3 +139,34 @@ def test_docker_gpus_gets_the_same(lab, layout):
     out = done.stdout.decode()
     assert done.returncode == 0, done.stderr.decode()
     assert "rc=9" in out and "cuInit=" in out, out
+
+
+#: capability -> (files the container must have, SONAMEs its ld cache must list), from NVIDIA's list.
+EXPECTED = {
+    "compute": (("/etc/OpenCL/vendors/nvidia.icd",), ("libcuda.so.1", "libnvidia-opencl.so.1", "libnvidia-nvvm.so.4")),
+    "graphics": (("/usr/share/vulkan/icd.d/nvidia_icd.json", "/usr/share/glvnd/egl_vendor.d/10_nvidia.json",
+                  "/usr/share/egl/egl_external_platform.d/15_nvidia_gbm.json",
+                  "/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json",
+                  "/usr/lib/x86_64-linux-gnu/gbm/nvidia-drm_gbm.so", "/usr/share/nvidia/nvoptix.bin"),
+                 ("libGLX_nvidia.so.0", "libEGL_nvidia.so.0", "libnvidia-glcore.so.535.261.03", "libnvidia-egl-gbm.so.1",
+                  "libnvidia-egl-wayland.so.1", "libnvoptix.so.1")),
+    "video": (("/usr/lib/x86_64-linux-gnu/vdpau/libvdpau_nvidia.so.1",), ("libnvcuvid.so.1", "libnvidia-encode.so.1")),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("capability", sorted(EXPECTED))
+def test_each_capability_gets_its_files_and_the_others_do_not(lab, layout, capability):
+    lab.use(layout)
+    files, sonames = EXPECTED[capability]
+    everything = sorted({f for fs, _ in EXPECTED.values() for f in fs})
+    script = "ldconfig -p; for f in {}; do test -e $f && echo present:$f; done; true".format(" ".join(everything))
+    done = lab.run(*gpu("-e", "NVIDIA_DRIVER_CAPABILITIES=" + capability), IMAGE, "sh", "-c", script)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    present = {line.split(":", 1)[1] for line in out.splitlines() if line.startswith("present:")}
+    cache = {line.split()[0] for line in out.splitlines() if "=>" in line}
+    assert set(files) <= present, (capability, sorted(present))
+    assert not (present - set(files)), "files of other capabilities: {}".format(sorted(present - set(files)))
+    missing = [name for name in sonames if name not in cache]
+    assert not missing, (missing, sorted(n for n in cache if "nv" in n.lower() or "cuda" in n))

@@ -5,7 +5,7 @@ Debian 12's non-free NVIDIA 535 packages (the ``nvidia-driver`` family: librarie
 the Vulkan/EGL/GLX/OpenCL ICD files, GSP firmware, persistenced, MPS) are downloaded with a private
 apt configuration for bookworm's ``main contrib non-free non-free-firmware`` on the host's own
 mirror (as tests/support/newer_docker.py fetches Docker), unpacked with ``dpkg-deb -x`` (never
-installed) into ``<cache_root()>/real-driver-<version>/``, and given what their maintainer scripts
+installed) into ``<cache_root()>/real-driver-<version>-<hash of the package list>/``, and given what their maintainer scripts
 would make:
 
 - ``debian/``: the Debian layout. Libraries under ``usr/lib/x86_64-linux-gnu/nvidia/current/``, some
@@ -24,6 +24,7 @@ Both get the simulated kernel side for the same version (tests/support/driver_ro
 marks a complete folder; an fcntl lock makes parallel runs download once.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -46,9 +47,12 @@ PACKAGES = (
     "nvidia-vulkan-icd", "nvidia-egl-icd", "libnvidia-cfg1", "libnvidia-opticalflow1", "libnvidia-ngx1",
     "firmware-nvidia-gsp", "nvidia-persistenced", "nvidia-cuda-mps", "libnvidia-allocator1", "libnvidia-fbc1",
     "libnvidia-rtcore", "libnvidia-glvkspirv", "libnvoptix1", "nvidia-vdpau-driver", "nvidia-egl-common",
-    "nvidia-vulkan-common", "nvidia-opencl-icd", "nvidia-alternative",
+    "nvidia-vulkan-common", "nvidia-opencl-icd", "nvidia-opencl-common", "libnvidia-egl-wayland1",
+    "libnvidia-egl-gbm1", "nvidia-alternative",
 )
 STAMP = ".nvdocker-real-driver.json"
+#: Bumped when the layouts made from the packages change (the folder's name carries it).
+LAYOUT_VERSION = "2"
 #: update-alternatives' triplets, as nvidia-alternative's postinst lists them.
 TRIPLETS = ("/", "/i386-linux-gnu/", "/x86_64-linux-gnu/", "/aarch64-linux-gnu/", "/powerpc64le-linux-gnu/")
 
@@ -153,6 +157,21 @@ def _run_layout(debian: str, run: str) -> None:
                 if destination != source:
                     shutil.move(source, destination)
     shutil.rmtree(os.path.join(multiarch, "nvidia"), ignore_errors=True)
+    # where the installer puts what is not a library of the ld path
+    share = os.path.join(run, "usr/share/nvidia")
+    os.makedirs(share, exist_ok=True)
+    if os.path.isfile(os.path.join(multiarch, "nvoptix.bin")):
+        shutil.move(os.path.join(multiarch, "nvoptix.bin"), os.path.join(share, "nvoptix.bin"))
+    vdpau = os.path.join(multiarch, "vdpau")
+    os.makedirs(vdpau, exist_ok=True)
+    for name in sorted(os.listdir(multiarch)):
+        if name.startswith("libvdpau_nvidia.so.") and not os.path.islink(os.path.join(multiarch, name)):
+            shutil.move(os.path.join(multiarch, name), os.path.join(vdpau, name))
+            os.symlink(name, os.path.join(vdpau, "libvdpau_nvidia.so.1"))
+    gbm = os.path.join(multiarch, "gbm")
+    os.makedirs(gbm, exist_ok=True)
+    if not os.path.lexists(os.path.join(gbm, "nvidia-drm_gbm.so")):
+        os.symlink("../libnvidia-allocator.so.1", os.path.join(gbm, "nvidia-drm_gbm.so"))
     bindir = os.path.join(run, "usr/bin")
     os.makedirs(bindir, exist_ok=True)
     current = os.path.join(run, "usr/lib/nvidia/current")
@@ -221,7 +240,9 @@ def _fetch_into(work: str) -> Dict[str, str]:
 def ensure_real_driver(cache: Optional[str] = None) -> RealDriver:
     """The cached real-driver folder, fetched and laid out first when missing."""
     cache = cache or cache_root()
-    folder = os.path.join(cache, "real-driver-" + VERSION)
+    # the folder's name carries the package list: another list is another fixture
+    key = hashlib.sha256((" ".join(PACKAGES) + LAYOUT_VERSION).encode()).hexdigest()[:8]
+    folder = os.path.join(cache, "real-driver-{}-{}".format(VERSION, key))
     if not _complete(folder):
         os.makedirs(cache, exist_ok=True)
         try:
