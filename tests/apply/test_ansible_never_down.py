@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sandbox import DockerdSandbox, dockerd_or_skip, unmount_below
+from tests.support.sandbox import DockerdSandbox, cli_script, dockerd_or_skip, unmount_below
 
 pytestmark = pytest.mark.dockerd
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / "ansible" / "collections"
 MODULE = COLLECTIONS / "ansible_collections" / "nvdocker" / "gpu" / "plugins" / "modules" / "runtime.py"
-CLI = Path(sys.executable).parent / "nvdocker-setup"
 SYSTEM_PYTHON = "/usr/bin/python3"
 BROKEN = b'{\n  "log-level": "warn",\n  "not-a-docker-key": true\n}\n'
 
@@ -62,7 +61,7 @@ def test_module_fails_with_our_id_and_hint_and_leaves_the_host_unchanged(tmp_pat
     with open(daemon.config_path, "wb") as handle:  # behind the running dockerd's back
         handle.write(BROKEN)
     pid = _pid(daemon)
-    params = dict(cli_path=str(CLI), config=daemon.config_path, state_dir=str(tmp_path / "state"),
+    params = dict(cli_path=cli_script(str(tmp_path / "cli")), config=daemon.config_path, state_dir=str(tmp_path / "state"),
                   runtime_path=runtime_binary, cdi=True, apply="auto",
                   restart_command=_sandbox_command("restart", daemon.workdir), timeout=60)
     args_file = tmp_path / "args.json"

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sandbox import DockerdSandbox, dockerd_or_skip, unmount_below
+from tests.support.sandbox import DockerdSandbox, cli_script, dockerd_or_skip, unmount_below
 
 pytestmark = pytest.mark.dockerd
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / "ansible" / "collections"
 MODULE = COLLECTIONS / "ansible_collections" / "nvdocker" / "gpu" / "plugins" / "modules" / "runtime.py"
-CLI = Path(sys.executable).parent / "nvdocker-setup"
 SYSTEM_PYTHON = "/usr/bin/python3"
 ADMIN = b'{\n  "log-level": "warn"\n}\n'
 
@@ -67,7 +66,7 @@ def pid_of(sandbox):
 
 
 def run_module(tmp_path, sandbox, **args):
-    params = dict(cli_path=str(CLI), config=sandbox.config_path, state_dir=str(tmp_path / "state"),
+    params = dict(cli_path=cli_script(str(tmp_path / "cli")), config=sandbox.config_path, state_dir=str(tmp_path / "state"),
                   restart_command=_sandbox_command("restart", sandbox.workdir), timeout=60)
     params.update(args)
     args_file = tmp_path / "args.json"

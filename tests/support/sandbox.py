@@ -451,3 +451,16 @@ def gpu_sandbox(work: str, launcher: str, driver_root: str, runtime_conf: str = 
         path_prepend=path_prepend,
         env={"NVDOCKER_DRIVER_ROOT": driver_root, "NVDOCKER_RUNTIME_CONFIG": conf},
     )
+
+
+def cli_script(directory: str) -> str:
+    """An ``nvdocker-setup`` command for this tree and this interpreter (the venv's console script in
+    the PyPI pass; ``/usr/bin/python3 -m nvdocker_setup`` in the Debian pass, which installs none)."""
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    path = os.path.join(directory, "nvdocker-setup")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(path, "w") as handle:
+        handle.write('#!/bin/sh\nPYTHONPATH={repo}${{PYTHONPATH:+:$PYTHONPATH}} exec {python} -m nvdocker_setup "$@"\n'.format(
+            repo=repo, python=sys.executable))
+    os.chmod(path, 0o755)
+    return path
