@@ -127,7 +127,8 @@ BINARY_DIRS: Tuple[str, ...] = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/
 
 
 def parse_capabilities(value: Optional[str]) -> Tuple[str, ...]:
-    """``NVIDIA_DRIVER_CAPABILITIES`` as a sorted tuple; unset or empty means the default.
+    """``NVIDIA_DRIVER_CAPABILITIES`` as a sorted tuple; unset or empty means the default, ``none``
+    no capability at all (the GPUs' device nodes only).
 
     An unknown name is refused rather than ignored, so a typo does not silently start a container
     without the libraries it needs.
@@ -137,6 +138,8 @@ def parse_capabilities(value: Optional[str]) -> Tuple[str, ...]:
     names = [item.strip().lower() for item in value.split(",") if item.strip()]
     if "all" in names:
         return ALL_CAPABILITIES
+    if names == ["none"]:  # NVIDIA's: the device nodes only, no driver file
+        return ()
     unknown = [name for name in names if name not in ALL_CAPABILITIES]
     if unknown:
         raise GpuSetupError(

@@ -98,7 +98,7 @@ def common_edits(
     mounts = list(libraries)
     mounts += [Mount(host, container) for host, container in driver.binaries(capabilities)]
     mounts += [Mount(host, container) for host, container in driver.existing(caps.data_files_for(capabilities))]
-    firmware = driver.firmware()
+    firmware = driver.firmware() if capabilities else None  # capabilities none: the device nodes only
     if firmware is not None:
         mounts.append(Mount(*firmware))
     for host, container in driver.ipc_paths(capabilities):

@@ -7,9 +7,10 @@ one of ``cuda``, ``driver``, ``arch``, ``brand``. All variables must hold.
 
 The CUDA version a driver supports is what ``cuDriverGetVersion`` reports; without loading
 ``libcuda`` (tens of ms and a large mapping, on every create) it comes from NVIDIA's published
-table of the first driver of each CUDA release. ``arch`` and ``brand`` need NVML, which the
-runtime does not load: a condition on them counts as not met, so an alternative that needs one
-fails and the message says why (the usual images list ``cuda>=X`` first, which decides).
+table of the first driver of each CUDA release. ``brand`` and ``arch`` are each requested GPU's, from
+its model name (:mod:`nvdocker_setup.driver.gpu_models`, NVML loaded by nobody): a condition on them
+holds when it holds for every GPU the container gets; without a GPU (or for a model the tables do not
+know, brand ``unknown``, no arch) it does not, and the message says why.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from nvdocker_setup.driver.versions import version_tuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
-    from typing import Dict, List, Mapping, Optional, Tuple
+    from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 #: (first driver of the branch, CUDA version it reports), newest first (Linux, x86_64).
 CUDA_BY_DRIVER: Tuple[Tuple[Tuple[int, ...], str], ...] = (
@@ -103,13 +104,16 @@ def _compare(actual: Tuple[int, ...], operator: str, wanted: Tuple[int, ...]) ->
 
 
 class Facts:
-    """What conditions are checked against."""
+    """What conditions are checked against: the driver's version, its CUDA version and the
+    (brand, arch) of each GPU the container gets."""
 
-    __slots__ = ("driver_version", "cuda_version")
+    __slots__ = ("driver_version", "cuda_version", "gpus")
 
-    def __init__(self, driver_version: str, cuda_version: str) -> None:
+    def __init__(self, driver_version: str, cuda_version: str,
+                 gpus: Sequence[Tuple[str, Optional[str]]] = ()) -> None:
         self.driver_version = driver_version
         self.cuda_version = cuda_version
+        self.gpus = tuple(gpus)
 
 
 def condition_holds(condition: str, facts: Facts) -> Tuple[bool, Optional[str]]:
@@ -119,13 +123,37 @@ def condition_holds(condition: str, facts: Facts) -> Tuple[bool, Optional[str]]:
         raise GpuSetupError(
             "unknown requirement key {} in {}".format(quoted(key, 60), quoted(condition)), hint="keys are cuda, driver, arch, brand"
         )
-    if key in ("arch", "brand"):
-        return False, "{} cannot be checked without NVML".format(key)
+    if key == "brand":
+        return _per_gpu(condition, operator, facts, lambda brand, _arch: _compare_text(brand, operator, value.lower()))
+    if key == "arch":
+        wanted_arch = version_tuple(value)
+        if not wanted_arch:
+            raise GpuSetupError("{} is not an architecture in {}".format(quoted(value, 60), quoted(condition)))
+        return _per_gpu(condition, operator, facts,
+                        lambda _brand, arch: arch is not None and _compare(version_tuple(arch), operator, wanted_arch))
     actual = facts.cuda_version if key == "cuda" else facts.driver_version
     wanted = version_tuple(value)
     if not wanted:
         raise GpuSetupError("{} is not a version in {}".format(quoted(value, 60), quoted(condition)))
     return _compare(version_tuple(actual), operator, wanted), None
+
+
+def _compare_text(actual: str, operator: str, wanted: str) -> bool:
+    if operator in ("=", "=="):
+        return actual == wanted
+    if operator == "!=":
+        return actual != wanted
+    raise GpuSetupError("brand compares with =, == or != only, not {}".format(operator),
+                        hint="write brand=tesla (the brand names of CUDA images)")
+
+
+def _per_gpu(condition: str, operator: str, facts: Facts, holds) -> Tuple[bool, Optional[str]]:
+    if not facts.gpus:
+        return False, "no GPU to check {} against".format(condition.split(operator, 1)[0].strip())
+    if all(holds(brand, arch) for brand, arch in facts.gpus):
+        return True, None
+    shown = ", ".join("brand {} arch {}".format(brand, arch or "unknown") for brand, arch in facts.gpus[:4])
+    return False, "the GPUs are {}".format(shown)
 
 
 def check(env: Mapping[str, str], facts: Facts) -> None:

@@ -28,7 +28,7 @@ from nvdocker_setup.runtime import config as runtime_config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
-    from typing import List, Optional, Sequence
+    from typing import List, Optional, Sequence, Tuple
 
     from nvdocker_setup.driver.discovery import Driver
     from nvdocker_setup.driver.model import ContainerEdits
@@ -181,8 +181,6 @@ def _device_edits(wanted: GpuRequest, config: RuntimeConfig, driver: Driver, roo
     from nvdocker_setup.runtime.request import DRIVER_CAPABILITIES, VISIBLE_DEVICES
 
     capabilities = parse_capabilities(wanted.env.get(DRIVER_CAPABILITIES))
-    if not requirements.disabled(wanted.env):
-        requirements.check(wanted.env, requirements.Facts(driver.version, driver.cuda_version))
     if wanted.all_devices:
         if not driver.gpus:
             raise GpuSetupError(
@@ -198,7 +196,24 @@ def _device_edits(wanted: GpuRequest, config: RuntimeConfig, driver: Driver, roo
             else gpu_edits(driver, driver.find_gpu(selector))
             for selector in wanted.devices
         ]
+    if not requirements.disabled(wanted.env) and requirements.requirement_values(wanted.env):
+        requirements.check(wanted.env, requirements.Facts(driver.version, driver.cuda_version,
+                                                          _models(driver, wanted)))
     return common_edits(driver, capabilities, config.hook_command(), rootfs).merged(*devices)
+
+
+def _models(driver: Driver, wanted: GpuRequest) -> List[Tuple[str, Optional[str]]]:
+    """(brand, arch) of each GPU the request gets (a MIG device counts as its parent GPU)."""
+    from nvdocker_setup.driver.gpu_models import arch_of, brand_of
+    from nvdocker_setup.driver.mig import is_mig_selector
+
+    if wanted.all_devices:
+        gpus = list(driver.gpus)
+    else:
+        gpus = []
+        for selector in wanted.devices:
+            gpus.append(driver.mig.find(selector).gpu if is_mig_selector(selector) else driver.find_gpu(selector))
+    return [(brand_of(gpu.model), arch_of(gpu.model)) for gpu in gpus]
 
 
 def exec_runtime(real_runtime: str, argv: Sequence[str]) -> None:

@@ -122,6 +122,28 @@ def test_disable_require_skips_the_check(tmp_path, driver_root):
     assert "/dev/nvidia0" in [d["path"] for d in create(tmp_path / "b", driver_root)["linux"]["devices"]]
 
 
+def test_a_brand_alternative_lets_a_newer_cuda_image_run_on_the_datacenter_gpu(tmp_path, driver_root):
+    """The simulated GPUs are A100s (brand tesla, arch 8.0) on driver 550 (CUDA 12.4): a CUDA 12.5
+    image's `brand=tesla,driver>=550,driver<551` alternative holds (forward compatibility), the
+    geforce one does not, and arch>=9.0 is refused naming the GPUs."""
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=0",
+                                            "NVIDIA_REQUIRE_CUDA=cuda>=12.5 brand=tesla,driver>=550,driver<551"]))
+    assert "/dev/nvidia0" in [d["path"] for d in create(tmp_path / "b", driver_root)["linux"]["devices"]]
+    for env, fragment in ((["NVIDIA_REQUIRE_CUDA=cuda>=12.5 brand=geforce,driver>=550,driver<551"], "brand tesla"),
+                          (["NVIDIA_REQUIRE_ARCH=arch>=9.0"], "arch 8.0")):
+        write_bundle(tmp_path / "c", base_spec(["NVIDIA_VISIBLE_DEVICES=all"] + env))
+        with pytest.raises(GpuSetupError, match=fragment):
+            create(tmp_path / "c", driver_root)
+
+
+def test_capabilities_none_gives_the_device_nodes_only(tmp_path, driver_root):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_DRIVER_CAPABILITIES=none"]))
+    spec = create(tmp_path / "b", driver_root)
+    assert {"/dev/nvidia1", "/dev/nvidiactl"} <= {d["path"] for d in spec["linux"]["devices"]}
+    assert not [m for m in spec["mounts"] if m["destination"] != "/proc"]
+    assert not spec.get("hooks", {}).get("createContainer")
+
+
 def test_unknown_gpu_message_names_the_gpus(tmp_path, driver_root):
     write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=GPU-deadbeef"]))
     with pytest.raises(GpuSetupError) as caught:
