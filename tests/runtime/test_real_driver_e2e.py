@@ -151,6 +151,8 @@ EXPECTED = {
                  ("libGLX_nvidia.so.0", "libEGL_nvidia.so.0", "libnvidia-glcore.so.535.261.03", "libnvidia-egl-gbm.so.1",
                   "libnvidia-egl-wayland.so.1", "libnvoptix.so.1")),
     "video": (("/usr/lib/x86_64-linux-gnu/vdpau/libvdpau_nvidia.so.1",), ("libnvcuvid.so.1", "libnvidia-encode.so.1")),
+    "utility": (("/usr/bin/nvidia-smi",), ("libnvidia-ml.so.1",)),
+    "ngx": ((), ("libnvidia-ngx.so.1",)),
 }
 
 
