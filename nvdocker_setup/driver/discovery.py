@@ -307,6 +307,45 @@ class Driver:
             )
         return node
 
+    def drm_nodes(self, gpu: Gpu) -> List[DeviceNode]:
+        """The GPU's DRM nodes (``/dev/dri/card<N>``, ``/dev/dri/renderD<N>``), found through udev's
+        ``/dev/dri/by-path/pci-<bus id>-card`` / ``-render`` links: a link counts only when it is
+        root's and names ``../card<N>`` or ``../renderD<N>``, and a node only when it is root's own
+        character device with the major ``/proc/devices`` lists for ``drm`` (226). What fails is left
+        out (and noted in :attr:`refused`)."""
+        if self.wsl or not gpu.bus_id:
+            return []
+        from nvdocker_setup.driver.devices import read_proc_devices
+
+        drm_major = read_proc_devices(self.root)[1].get("drm")
+        by_path = os.path.join(self.dev_root, "dri", "by-path")
+        nodes: List[DeviceNode] = []
+        for kind, stem in (("card", "card"), ("render", "renderD")):
+            link = os.path.join(by_path, "pci-{}-{}".format(gpu.bus_id.lower(), kind))
+            try:
+                info = os.lstat(link)
+                target = os.readlink(link) if stat.S_ISLNK(info.st_mode) else ""
+            except OSError:
+                continue
+            name = target[3:] if target.startswith("../") else ""
+            number = name[len(stem):]
+            if info.st_uid != 0 or not name.startswith(stem) or not number.isdigit() or len(number) > 7:
+                note = "/dev/dri/by-path/{}: {}".format(os.path.basename(link), "owned by uid {}".format(info.st_uid)
+                                                        if info.st_uid != 0 else "not a link to ../{}<N>".format(stem))
+                if note not in self.refused:
+                    self.refused.append(note)
+                continue
+            node = self.device_node("/dev/dri/" + name)
+            if node is None:
+                continue
+            if drm_major is not None and node.major != drm_major:
+                note = "/dev/dri/{}: major {} but /proc/devices lists drm as {}".format(name, node.major, drm_major)
+                if note not in self.refused:
+                    self.refused.append(note)
+                continue
+            nodes.append(node)
+        return nodes
+
     def control_device_nodes(self) -> List[DeviceNode]:
         if self.wsl:  # /dev/dxg is all there is, and it is the GPU's node
             return []

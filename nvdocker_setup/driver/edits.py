@@ -68,9 +68,17 @@ class HookCommand:
         return Hook(LDCACHE_HOOK_POINT, self.path, argv, HOOK_ENV)
 
 
-def gpu_edits(driver: Driver, gpu: Gpu) -> ContainerEdits:
-    """What one GPU adds: its device node (and the cgroup rule that goes with it)."""
-    return ContainerEdits(device_nodes=[driver.gpu_device_node(gpu)])
+#: The capabilities whose libraries talk to the GPU through its DRM nodes (EGL, Vulkan, GBM, VA/VDPAU, Xorg).
+DRM_CAPABILITIES = (caps.GRAPHICS, caps.VIDEO, caps.DISPLAY)
+
+
+def gpu_edits(driver: Driver, gpu: Gpu, capabilities: Sequence[str] = ()) -> ContainerEdits:
+    """What one GPU adds: its device node (and the cgroup rule that goes with it), and with
+    graphics, video or display its DRM nodes (``/dev/dri/card<N>``, ``renderD<N>``)."""
+    nodes = [driver.gpu_device_node(gpu)]
+    if any(capability in DRM_CAPABILITIES for capability in capabilities):
+        nodes += driver.drm_nodes(gpu)
+    return ContainerEdits(device_nodes=nodes)
 
 
 def _word_sizes(capabilities: Sequence[str]) -> Tuple[int, ...]:
@@ -118,4 +126,4 @@ def request_edits(
     driver: Driver, gpus: Sequence[Gpu], capabilities: Sequence[str], hook: Optional[HookCommand], rootfs: Optional[str] = None
 ) -> ContainerEdits:
     """Everything a container that asked for ``gpus`` with ``capabilities`` gets."""
-    return common_edits(driver, capabilities, hook, rootfs).merged(*(gpu_edits(driver, gpu) for gpu in gpus))
+    return common_edits(driver, capabilities, hook, rootfs).merged(*(gpu_edits(driver, gpu, capabilities) for gpu in gpus))

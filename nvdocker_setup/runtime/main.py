@@ -188,12 +188,12 @@ def _device_edits(wanted: GpuRequest, config: RuntimeConfig, driver: Driver, roo
                 hint="check nvidia-smi -L on the host",
             )
         # as NVIDIA's all: every GPU and every MIG device
-        devices = [gpu_edits(driver, gpu) for gpu in driver.gpus]
+        devices = [gpu_edits(driver, gpu, capabilities) for gpu in driver.gpus]
         devices += [driver.mig.edits(device) for device in driver.mig.devices()]
     else:
         devices = [
             driver.mig.edits(driver.mig.find(selector)) if is_mig_selector(selector)
-            else gpu_edits(driver, driver.find_gpu(selector))
+            else gpu_edits(driver, driver.find_gpu(selector), capabilities)
             for selector in wanted.devices
         ]
     if not requirements.disabled(wanted.env) and requirements.requirement_values(wanted.env):

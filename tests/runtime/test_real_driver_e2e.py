@@ -172,3 +172,16 @@ def test_each_capability_gets_its_files_and_the_others_do_not(lab, layout, capab
     assert not (present - set(files)), "files of other capabilities: {}".format(sorted(present - set(files)))
     missing = [name for name in sonames if name not in cache]
     assert not missing, (missing, sorted(n for n in cache if "nv" in n.lower() or "cuda" in n))
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ("graphics", ["card2", "renderD129"]),
+    ("video", ["card2", "renderD129"]),
+    ("compute,utility", []),
+])
+def test_dev_dri_has_the_requested_gpus_nodes_for_graphics_and_video(lab, capability, expected):
+    lab.use("debian")
+    done = lab.run("--runtime", "nvidia", "-e", "NVIDIA_VISIBLE_DEVICES=1", "-e", "NVIDIA_DRIVER_CAPABILITIES=" + capability,
+                   IMAGE, "sh", "-c", "ls /dev/dri 2>/dev/null; true")
+    assert done.returncode == 0, done.stderr.decode()
+    assert sorted(done.stdout.decode().split()) == expected

@@ -14,7 +14,7 @@ import shutil
 import socket
 import stat
 import subprocess
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 DRIVER_VERSION = "550.54.14"
 LIB_DIR = "/usr/lib/x86_64-linux-gnu"
@@ -139,6 +139,39 @@ def add_mig_and_imex(path: str, gpus: Sequence["SimulatedGpu"]) -> Dict[str, Seq
                 listing += "  MIG 3g.20gb     Device  {}: (UUID: {})\n".format(index, uuid)
     _write(os.path.join(path, "etc/nvdocker/mig-uuids"), listing)
     return devices
+
+
+DRM_MAJOR = 226
+
+
+def drm_names(gpu: "SimulatedGpu") -> Tuple[str, str]:
+    """(card, render node) names of ``gpu`` in the DRM root (card0 is the BMC's VGA on a server)."""
+    return "card{}".format(gpu.minor + 1), "renderD{}".format(128 + gpu.minor)
+
+
+def add_drm(path: str, gpus: Sequence["SimulatedGpu"] = DEFAULT_GPUS) -> Dict[str, Tuple[str, str]]:
+    """What nvidia-drm and udev give a host (issue #20): per GPU ``dev/dri/card<N>`` (0660) and
+    ``renderD<N>`` (0666) with major 226, the ``dev/dri/by-path/pci-<bus>-card|render`` links, a card0
+    of another device (the BMC) and ``drm`` in ``proc/devices``. Returns bus id -> (card, render)."""
+    dri = os.path.join(path, "dev/dri")
+    os.makedirs(os.path.join(dri, "by-path"), exist_ok=True)
+    os.chmod(dri, 0o755)
+    _mknod(os.path.join(dri, "card0"), DRM_MAJOR, 0, 0o660)  # the BMC's VGA: no NVIDIA GPU
+    found = {}
+    for gpu in gpus:
+        card, render = drm_names(gpu)
+        _mknod(os.path.join(dri, card), DRM_MAJOR, gpu.minor + 1, 0o660)
+        _mknod(os.path.join(dri, render), DRM_MAJOR, 128 + gpu.minor, 0o666)
+        os.symlink("../" + card, os.path.join(dri, "by-path", "pci-{}-card".format(gpu.bus_id)))
+        os.symlink("../" + render, os.path.join(dri, "by-path", "pci-{}-render".format(gpu.bus_id)))
+        found[gpu.bus_id] = (card, render)
+    devices = os.path.join(path, "proc/devices")
+    text = open(devices).read() if os.path.exists(devices) else "Character devices:\n  1 mem\n{} nvidia\n{} nvidia-uvm\n\n".format(
+        NVIDIA_MAJOR, UVM_MAJOR)
+    if " drm\n" not in text:
+        text = text.replace("Character devices:\n", "Character devices:\n{} drm\n".format(DRM_MAJOR), 1)
+    _write(devices, text)
+    return found
 
 
 class DriverRoot(NamedTuple):

@@ -20,7 +20,8 @@ would make:
   the ICD files and firmware where the installer puts them.
 
 Both get the simulated kernel side for the same version (tests/support/driver_root.py
-``add_kernel_side``: proc files, device nodes; no GPU is attached here). A stamp file written last
+``add_kernel_side``: proc files, device nodes; ``add_drm``: nvidia-drm's ``/dev/dri`` nodes and
+udev's by-path links; no GPU is attached here). A stamp file written last
 marks a complete folder; an fcntl lock makes parallel runs download once.
 """
 
@@ -33,7 +34,7 @@ import subprocess
 import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from tests.support.driver_root import DEFAULT_GPUS, add_kernel_side
+from tests.support.driver_root import DEFAULT_GPUS, add_drm, add_kernel_side
 from tests.support.newer_docker import Docker26Unavailable, _apt_options, _lock, _run, cache_root, host_debian_mirror
 
 VERSION = "535.261.03"
@@ -52,7 +53,7 @@ PACKAGES = (
 )
 STAMP = ".nvdocker-real-driver.json"
 #: Bumped when the layouts made from the packages change (the folder's name carries it).
-LAYOUT_VERSION = "2"
+LAYOUT_VERSION = "3"
 #: update-alternatives' triplets, as nvidia-alternative's postinst lists them.
 TRIPLETS = ("/", "/i386-linux-gnu/", "/x86_64-linux-gnu/", "/aarch64-linux-gnu/", "/powerpc64le-linux-gnu/")
 
@@ -234,6 +235,7 @@ def _fetch_into(work: str) -> Dict[str, str]:
         _ld_conf(root)
         _call(["ldconfig", "-r", root], "ldconfig -r " + root)
         add_kernel_side(root, DEFAULT_GPUS, VERSION)
+        add_drm(root, DEFAULT_GPUS)
     return versions
 
 
@@ -261,6 +263,10 @@ def ensure_real_driver(cache: Optional[str] = None) -> RealDriver:
                         json.dump({"version": VERSION, "packages": versions,
                                    "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, handle, indent=2)
                     os.rename(os.path.join(work, "tree"), folder)
+                    for old in os.listdir(cache):  # another package list or layout: not used any more
+                        stale = os.path.join(cache, old)
+                        if old.startswith("real-driver-") and stale not in (folder, folder + ".lock", work):
+                            shutil.rmtree(stale, ignore_errors=True) if os.path.isdir(stale) else os.unlink(stale)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
         finally:
