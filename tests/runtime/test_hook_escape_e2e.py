@@ -213,24 +213,52 @@ def plant(rootfs, name, lab_marker, lab_host, python):
             handle.write("module INTERNAL EVIL// EVIL 1\nmodule EVIL// INTERNAL EVIL 1\nalias UTF-8// EVIL//\n")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory, driver_root, launcher):
+class SlashRoot:
+    """The production shape's driver root `/` (tests/support/production.py) as the tests see it from
+    outside its mount namespace: a path ``p`` of that host is ``/proc/<dockerd>/root/p`` here."""
+
+    path = "/"
+
+    def __init__(self, production):
+        self.production = production
+        self.version = production.sim.version
+        self.smi_listing = production.sim.smi_listing
+
+    def host(self, container_path):
+        return "/proc/{}/root/{}".format(self.production.pid, container_path.lstrip("/"))
+
+
+@pytest.fixture(scope="module", params=["temp-root", "driver-root-slash"])
+def lab(request, tmp_path_factory, driver_root, launcher):
+    """One private dockerd whose nvidia runtime is our launcher: on a simulated driver root in a temp
+    dir, and (issue #19) at driver root `/` in the production shape, where the hostile images must
+    hold just the same."""
     dockerd_or_skip()
     for tool in ("gcc", "nm", "readelf", "tar"):
         assert shutil.which(tool), tool + " is needed to build the payloads"
-    work = str(tmp_path_factory.mktemp("escape"))
-    os.chmod(work, 0o755)
+    production = None
+    if request.param == "driver-root-slash":
+        from tests.support.production import production_host
+
+        production = production_host()
+        work = os.path.join(production.work, "escape")  # outside /tmp: the namespace has its own
+        os.makedirs(work, mode=0o755)
+        sandbox, root = production.sandbox, SlashRoot(production)
+    else:
+        work = str(tmp_path_factory.mktemp("escape"))
+        os.chmod(work, 0o755)
+        sandbox, root = gpu_sandbox(work, launcher, driver_root.path, gpus_hook=True), driver_root
     marker = os.path.join(work, "marker")
     host = os.path.join(work, "host")
     for directory in (marker, host):
         os.makedirs(directory, mode=0o777)
         os.chmod(directory, 0o777)
-    sandbox = gpu_sandbox(work, launcher, driver_root.path, gpus_hook=True)
-    sandbox.start()
     try:
+        if production is None:
+            sandbox.start()
         assert "nvidia" in sandbox.info()["Runtimes"]
         python = os.path.realpath(sys.executable)  # what the hook runs on: the runtime's interpreter
-        lab = EscapeLab(sandbox, work, marker, host, python, driver_root)
+        lab = EscapeLab(sandbox, work, marker, host, python, root)
         for variant in VARIANTS:
             rootfs = tiny_rootfs(os.path.join(work, "image-" + variant.name))
             plant(rootfs, variant.name, marker, host, python)
@@ -240,7 +268,11 @@ def lab(tmp_path_factory, driver_root, launcher):
             lab.images[variant.name] = rootfs
         yield lab
     finally:
-        sandbox.close()
+        if production is not None:
+            production.close()
+            shutil.rmtree(production.work, ignore_errors=True)
+        else:
+            sandbox.close()
 
 
 def tag(variant, kind):
@@ -314,7 +346,8 @@ def layout(lab, name):
         shutil.copy2(sentinel, os.path.join(host, "lib", "keep"))
         os.makedirs(etc)
         os.symlink(os.path.join(host, "conf.d"), os.path.join(etc, "ld.so.conf.d"))
-        os.symlink(lab.driver_root.host("/etc/ld.so.cache"), os.path.join(etc, "ld.so.cache"))
+        # the driver root's cache as a path of the host the runtime runs on (at `/`: the host's own)
+        os.symlink(os.path.join(lab.driver_root.path, "etc/ld.so.cache"), os.path.join(etc, "ld.so.cache"))
         os.makedirs(os.path.join(rootfs, "usr", "lib"))
         os.symlink(os.path.join(host, "lib"), os.path.join(rootfs, LIB_DIR.lstrip("/")))
         os.makedirs(os.path.join(rootfs, "usr", "bin"))
