@@ -200,11 +200,14 @@ def _creation_hazards(
     writers = _writers(st.st_mode)
     if stat.S_ISDIR(st.st_mode) and writers is not None:
         who, spec = writers
+        # a shared directory (sticky: /tmp, /var/tmp) is meant to be writable: the fix is elsewhere
+        fix = ("install the runtime in a root-only directory such as /usr/local/bin instead (a shared directory "
+               "like {} must stay writable)".format(ancestor) if st.st_mode & stat.S_ISVTX else
+               "install the runtime first, or choose a root-only directory (fix: chmod {} {})".format(spec, ancestor))
         hazards.append(
             "{} does not exist yet and {} is writable by {} (mode {:04o}), so a non-root user could "
-            "create it and dockerd would run their program as root; install the runtime first, or "
-            "choose a root-only directory (fix: chmod {} {})".format(
-                final, ancestor, who, stat.S_IMODE(st.st_mode), spec, ancestor
+            "create it and dockerd would run their program as root; {}".format(
+                final, ancestor, who, stat.S_IMODE(st.st_mode), fix
             )
         )
     return list(dict.fromkeys(hazards))  # without repeats, in order

@@ -339,6 +339,9 @@ def test_missing_runtime_under_a_world_writable_directory_is_refused(cli, tmp_pa
     assert outcome.exit_code == ExitStatus.TRUST_CHECK_FAILED, outcome.stdout
     assert _error_id(outcome) == "runtime-hijackable"
     assert any(str(drop) in line for line in outcome.json["error"]["details"])
+    # the fix never makes a shared (sticky) directory unwritable: that would break the host (issue #24)
+    assert not any("chmod" in line for line in outcome.json["error"]["details"]), outcome.json["error"]["details"]
+    assert any("root-only directory such as /usr/local/bin" in line for line in outcome.json["error"]["details"])
     assert cli.config.read_bytes() == ORIGINAL
     assert cli("install", "--runtime-path", path, "--force", "--json").exit_code == ExitStatus.TRUST_CHECK_FAILED
     forced = cli("install", "--runtime-path", path, "--allow-unsafe-runtime", "--json")
