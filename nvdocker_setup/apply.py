@@ -133,6 +133,9 @@ class Decision:
     #: Names for messages: the daemon and its config file.
     daemon: str = "dockerd"
     config_name: str = "daemon.json"
+    #: Why the chosen method cannot take the change, when the engine knows it beforehand (a forced
+    #: reload of a removed default): the failure's hint then says the fix instead of "see its log".
+    known_cause: Optional[str] = None
 
 
 def worst_case_api_wait(timeout: float) -> float:
@@ -284,5 +287,6 @@ def _roll_back(decision: Decision, restore: Callable[[], None], failure: BaseExc
     raise ApplyFailed(
         "{} did not take the change; rolled back to the previous {} and {} is healthy".format(daemon, config_name, daemon),
         details=details + ["rollback: {} answers with the previous configuration".format(daemon)],
-        hint="see {} for {}'s own messages".format(_logs_where(service), daemon),
+        hint="{}: run it again with --apply auto (or --apply restart)".format(decision.known_cause)
+        if decision.known_cause else "see {} for {}'s own messages".format(_logs_where(service), daemon),
     )

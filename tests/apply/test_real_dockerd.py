@@ -128,6 +128,22 @@ def test_explicit_reload_never_restarts(tmp_path, sandbox, runtime_binary):
     assert read(sandbox) == ADMIN
 
 
+def test_a_forced_reload_that_cannot_forget_the_default_says_the_fix(tmp_path, sandbox, runtime_binary):
+    """`uninstall --apply reload` after `--default-runtime`: a reload cannot make dockerd forget a
+    removed default (issue #24); the failure's hint says so and names --apply auto, not "see its log"."""
+    ctx = context(tmp_path, sandbox)
+    operations.install(ctx, request(runtime_binary, set_default=True), config=sandbox.config_path,
+                       apply_options=ApplyOptions())
+    assert sandbox.info()["DefaultRuntime"] == "nvidia"
+    with pytest.raises(ApplyFailed) as caught:
+        operations.uninstall(ctx, "nvidia", config=sandbox.config_path,
+                             apply_options=ApplyOptions(mode="reload", reload_window=2))
+    hint = caught.value.hint or ""
+    assert "a reload cannot take this change" in hint and "--apply auto" in hint, hint
+    assert "default-runtime" in hint and "log" not in hint, hint
+    assert sandbox.info()["DefaultRuntime"] == "nvidia"  # rolled back: the entry is still there and loaded
+
+
 class InterruptingReporter(Reporter):
     """Sends this process a real SIGTERM while the apply waits for dockerd."""
 

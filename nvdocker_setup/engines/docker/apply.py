@@ -81,6 +81,11 @@ def decide(
             )
         decision.restart_allowed = True
     elif method == "reload":
+        if options.mode == "reload":  # forced: say beforehand when a reload cannot take this change
+            needed, why = choose_method("auto", before, after, hook)
+            if needed == "restart":
+                decision.known_cause = "a reload cannot take this change ({})".format(why)
+                report.notes.append(decision.known_cause + "; use --apply auto or --apply restart")
         # A fallback restart may be needed if the reload does not take; ask only then.
         decision.restart_allowed = options.mode == "auto" and service.can_restart and (stopped == 0 or options.assume_yes)
         decision.report.notes.extend([] if stopped == 0 else ["{} running container(s) keep running".format(stopped)])
