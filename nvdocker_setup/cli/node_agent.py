@@ -4,7 +4,7 @@ from typing import Optional
 
 import typer
 
-from nvdocker_setup.cli import common, options
+from nvdocker_setup.cli import common, options, output
 from nvdocker_setup.defaults import DEFAULT_RUNTIME_NAME
 from nvdocker_setup.node_agent import (
     DEFAULT_HOST_ROOT,
@@ -57,13 +57,20 @@ def node_agent(
     """Configure this node's engine from a Kubernetes pod, wait, undo it all on SIGTERM."""
     from nvdocker_setup import node_agent as agent
 
+    output.json_lines()  # a pod's log: every record, errors too, is one line
+    try:
+        _run_agent(agent, as_json, engine=engine, host_root=host_root, install_dir=install_dir, config=config,
+                   socket=socket, state_dir=state_dir, runtime_name=runtime_name, set_default=default_runtime, cdi=cdi,
+                   ready_file=ready_file, launcher=launcher, service_manager=service_manager,
+                   restart_command=restart_command, host_exec=host_exec, host_pid=host_pid, systemctl=systemctl,
+                   unit=unit, timeout=timeout, lock_timeout=lock_timeout)
+    finally:
+        output.json_lines(False)
+
+
+def _run_agent(agent, as_json: bool, **values) -> None:
     with common.reporting(as_json):
         stop = agent.Stop()
         stop.install()
-        opts = agent.AgentOptions(
-            engine=engine, host_root=host_root, install_dir=install_dir, config=config, socket=socket,
-            state_dir=state_dir, runtime_name=runtime_name, set_default=default_runtime, cdi=cdi, ready_file=ready_file,
-            launcher=launcher, service_manager=service_manager, restart_command=restart_command, host_exec=host_exec,
-            host_pid=host_pid, systemctl=systemctl, unit=unit, timeout=timeout, lock_timeout=lock_timeout,
-        )
+        opts = agent.AgentOptions(**values)
         raise typer.Exit(agent.NodeAgent(opts, agent.Log(as_json)).run(stop))

@@ -49,9 +49,23 @@ def json_value(value: Any) -> Any:
     raise TypeError("Object of type {} is not JSON serializable".format(type(value).__name__))
 
 
+#: One JSON object per line instead of indented blocks: set by verbs whose output is a log that
+#: line-oriented shippers read (node-agent, issue #22).
+_json_lines = False
+
+
+def json_lines(on: bool = True) -> None:
+    global _json_lines
+    _json_lines = on
+
+
 def print_json(payload: Dict[str, Any]) -> None:
     """The one writer of ``--json`` output: every verb's result, and every error."""
-    sys.stdout.write(json.dumps(envelope(payload), indent=2, ensure_ascii=False, default=json_value) + "\n")
+    if _json_lines:
+        text = json.dumps(envelope(payload), ensure_ascii=False, default=json_value, separators=(",", ":"))
+    else:
+        text = json.dumps(envelope(payload), indent=2, ensure_ascii=False, default=json_value)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 

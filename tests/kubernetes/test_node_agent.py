@@ -203,3 +203,20 @@ def test_cli_reports_a_usage_error_as_json(tmp_path):
     result = CliRunner().invoke(app, ["node-agent", "--json", "--engine", "podman", "--host-root", str(tmp_path)])
     assert result.exit_code == 2, result.output
     assert json.loads(result.output)["error"]["id"] == "usage"
+
+
+def test_node_agent_errors_are_one_json_line_and_other_verbs_stay_indented(tmp_path):
+    """A pod's log is read line by line (issue #22): the agent's error object is one line; the next
+    verb in the same process prints its indented JSON as before."""
+    from typer.testing import CliRunner
+
+    from nvdocker_setup.cli.main import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["node-agent", "--json", "--host-root", str(tmp_path), "--launcher",
+                                 str(tmp_path / "missing"), "--service-manager", "none"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["error"]["id"] == "usage", result.output
+    other = runner.invoke(app, ["show", "--json", "--config", str(tmp_path / "daemon.json")])
+    assert other.output.startswith("{\n  "), other.output
