@@ -60,7 +60,8 @@ def resolve_in_root(root: str, path: str) -> Optional[Tuple[str, str]]:
     return found
 
 
-def resolve_trusted(root: str, path: str) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
+def resolve_trusted(root: str, path: str,
+                    check_root: bool = True) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
     """``((host path, resolved path inside the root), None)`` when ``path`` exists under ``root`` and
     only root could have decided what it is; ``(None, None)`` when it does not exist; ``(None, why)``
     when a user could have: every directory looked in is root's and not group/other-writable (a sticky
@@ -68,8 +69,9 @@ def resolve_trusted(root: str, path: str) -> Tuple[Optional[Tuple[str, str]], Op
     followed inside the root, as if it were ``/``), and the file itself is root's and not
     group/other-writable (device nodes, sockets, FIFOs and sticky directories aside: their mode bits
     let nobody replace them). With driver root ``/`` this is what keeps a user's ``/tmp/nvidia-mps ->
-    /etc`` (or a real directory of theirs there) out of every GPU container."""
-    return _walk(root, path, True)
+    /etc`` (or a real directory of theirs there) out of every GPU container. ``check_root=False``
+    skips the driver root's own chain, for a caller that has checked it already."""
+    return _walk(root, path, True, check_root)
 
 
 def _unsafe(info: os.stat_result, final: bool) -> Optional[str]:
@@ -86,11 +88,12 @@ def _unsafe(info: os.stat_result, final: bool) -> Optional[str]:
     return None
 
 
-def _walk(root: str, path: str, trusted: bool) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
+def _walk(root: str, path: str, trusted: bool,
+          check_root: bool = True) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
     base = "/" if _is_host_root(root) else root
-    if trusted and not _is_host_root(root):
+    if trusted and check_root and not _is_host_root(root):
         # the driver root itself (a driver container's /run/nvidia/driver) must be root's alone too
-        _found, problem = _walk("/", root, True)
+        problem = _walk("/", root, True)[1]
         if problem is not None:
             return None, "the driver root " + problem
     pending = [part for part in path.split("/") if part]
@@ -219,6 +222,8 @@ class Driver:
         #: Host paths a container would have got but that failed the trust check (see
         #: :func:`resolve_trusted`): ``"<path>: <why>"``, for the runtime's log and ``doctor``.
         self.refused: List[str] = []
+        #: Why the driver root's own chain is not root's alone ("": it is; None: not checked yet).
+        self._root_problem: Optional[str] = None
         self.version = version
         self.gpus = list(gpus)
         self.proc_root = proc_root
@@ -284,9 +289,7 @@ class Driver:
         # the node and every directory above it are root's: nobody else chose its numbers
         _found, problem = resolve_trusted("/", host_path)
         if problem is not None:
-            note = "{}: {}".format(path, problem)
-            if note not in self.refused:
-                self.refused.append(note)
+            self._refuse(path, problem)
             return None
         return DeviceNode(
             path=path,
@@ -330,18 +333,14 @@ class Driver:
             name = target[3:] if target.startswith("../") else ""
             number = name[len(stem):]
             if info.st_uid != 0 or not name.startswith(stem) or not number.isdigit() or len(number) > 7:
-                note = "/dev/dri/by-path/{}: {}".format(os.path.basename(link), "owned by uid {}".format(info.st_uid)
-                                                        if info.st_uid != 0 else "not a link to ../{}<N>".format(stem))
-                if note not in self.refused:
-                    self.refused.append(note)
+                self._refuse("/dev/dri/by-path/" + os.path.basename(link), "owned by uid {}".format(info.st_uid)
+                             if info.st_uid != 0 else "not a link to ../{}<N>".format(stem))
                 continue
             node = self.device_node("/dev/dri/" + name)
             if node is None:
                 continue
             if drm_major is not None and node.major != drm_major:
-                note = "/dev/dri/{}: major {} but /proc/devices lists drm as {}".format(name, node.major, drm_major)
-                if note not in self.refused:
-                    self.refused.append(note)
+                self._refuse("/dev/dri/" + name, "major {} but /proc/devices lists drm as {}".format(node.major, drm_major))
                 continue
             nodes.append(node)
         return nodes
@@ -385,17 +384,18 @@ class Driver:
             self._cache = ldcache.read(found[0], wanted)
         return self._cache
 
+    def _refuse(self, what: str, why: str) -> None:
+        """Note a host path left out (once): the runtime logs these, ``doctor`` names them."""
+        note = "{}: {}".format(what, why)
+        if note not in self.refused:
+            self.refused.append(note)
+
     def locate(self, path: str) -> Optional[Tuple[str, str]]:
         """``(host path, container path)`` of a file in the driver root: the host path with every
         symlink resolved and the chain trusted (:func:`resolve_trusted`), the container path the one
         asked for, never the resolved one. None when it is missing or untrusted (then noted in
         :attr:`refused`)."""
-        found, problem = resolve_trusted(self.root, path)
-        if problem is not None:
-            note = "{}: {}".format(path, problem)
-            if note not in self.refused:
-                self.refused.append(note)
-            return None
+        found = self.locate_resolved(path)
         return (found[0], path) if found is not None else None
 
     def locate_library(self, path: str) -> Optional[Tuple[str, str]]:
@@ -414,11 +414,14 @@ class Driver:
         """``(host path, resolved path inside the root)``, trusted like :meth:`locate`: for library
         directories (the container gets files in them) and for WSL's folder, whose files must
         resolve inside it."""
-        found, problem = resolve_trusted(self.root, path)
+        if self._root_problem is None:  # the driver root's own chain: once per Driver, not once per path
+            self._root_problem = resolve_trusted("/", self.root)[1] or "" if not _is_host_root(self.root) else ""
+        if self._root_problem:
+            self._refuse(path, "the driver root " + self._root_problem)
+            return None
+        found, problem = resolve_trusted(self.root, path, check_root=False)
         if problem is not None:
-            note = "{}: {}".format(path, problem)
-            if note not in self.refused:
-                self.refused.append(note)
+            self._refuse(path, problem)
             return None
         return found
 
@@ -594,9 +597,7 @@ class Driver:
         except OSError as exc:
             why = exc.strerror or str(exc)
         if why is not None:
-            note = "{}: {}".format(self.mps_pipe_dir, why)
-            if note not in self.refused:
-                self.refused.append(note)
+            self._refuse(self.mps_pipe_dir, why)
             return None
         return located
 
