@@ -46,16 +46,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef NVDOCKER_PYTHON
-#define NVDOCKER_PYTHON "/usr/bin/python3"
-#endif
-#ifndef NVDOCKER_RUNTIME_SCRIPT
-#define NVDOCKER_RUNTIME_SCRIPT "/usr/lib/python3/dist-packages/nvdocker_setup/runtime/__main__.py"
-#endif
+#include "launcher.h"
+
 #define DEFAULT_CONFIG "/etc/nvdocker/runtime.conf"
 #define DEFAULT_RUNTIMES "runc crun"
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define REAL_RUNTIME_FLAG "--nvdocker-real-runtime="
+#define HOOK_FLAG "--nvdocker-hook="
 
 /* Global flags that take a value when written "--flag value" (runc's; crun's last two). */
 static const char *const global_value_flags[] = {"root", "log", "log-format", "criu", "rootless",
@@ -78,7 +75,7 @@ static const char *log_path;   /* runc's --log: where containerd looks for our e
 static const char *log_format; /* --log-format: json (containerd) or text */
 
 /* One write of `text` to stderr that cannot block (O_NONBLOCK for the call; EAGAIN loses it). */
-static void write_stderr_nonblocking(const char *text, size_t len)
+void write_stderr_nonblocking(const char *text, size_t len)
 {
 	int flags = fcntl(STDERR_FILENO, F_GETFL);
 
@@ -132,6 +129,16 @@ static void fail(const char *message, const char *detail)
 	text[len < sizeof(text) - 1 ? len : sizeof(text) - 2] = '\n';
 	write_stderr_nonblocking(text, len < sizeof(text) - 1 ? len + 1 : sizeof(text) - 1);
 	exit(1);
+}
+
+/* strdup that fails the call (with runc's log) instead of returning NULL. */
+static char *checked_strdup(const char *text)
+{
+	char *copy = strdup(text);
+
+	if (!copy)
+		fail("out of memory", NULL);
+	return copy;
 }
 
 /* For "--name", "-name", "--name=value": the name, its length and the value after '='. */
@@ -320,7 +327,10 @@ static char *configured_runtimes(void)
 			in_value = 0;
 		} else if (in_value && start != line) { /* indented: continues the value */
 			size_t size = strlen(found) + strlen(start) + 2;
-			found = realloc(found, size);
+			char *longer = realloc(found, size);
+			if (!longer)
+				fail("out of memory", NULL);
+			found = longer;
 			strcat(strcat(found, " "), start);
 		} else if (*start == '[' && end[-1] == ']') { /* "[ Runtime ]" counts too */
 			char *name = start + 1, *stop = end - 1;
@@ -342,7 +352,7 @@ static char *configured_runtimes(void)
 				value++;
 			if (key_stop - start == 8 && strncasecmp(start, "runtimes", 8) == 0) {
 				free(found);
-				found = strdup(value);
+				found = checked_strdup(value);
 				in_value = 1;
 			}
 		}
@@ -369,7 +379,7 @@ static char *real_runtime(void)
 	char self[PATH_MAX], candidate[PATH_MAX];
 	const char *self_ok = realpath("/proc/self/exe", self) ? self : NULL;
 	char *list = configured_runtimes();
-	char *names = strdup(list && *list ? list : DEFAULT_RUNTIMES);
+	char *names = checked_strdup(list && *list ? list : DEFAULT_RUNTIMES);
 	const char *search = getenv("PATH");
 
 	if (!search || !*search)
@@ -377,14 +387,14 @@ static char *real_runtime(void)
 	for (char *save = NULL, *name = strtok_r(names, " \t,", &save); name; name = strtok_r(NULL, " \t,", &save)) {
 		if (strchr(name, '/')) {
 			if (executable(name, self_ok))
-				return strdup(name);
+				return checked_strdup(name);
 			continue;
 		}
 		for (const char *dir = search; *dir;) {
 			size_t len = strcspn(dir, ":");
 			snprintf(candidate, sizeof(candidate), "%.*s/%s", (int)len, len ? dir : ".", name);
 			if (executable(candidate, self_ok))
-				return strdup(candidate);
+				return checked_strdup(candidate);
 			dir += len + (dir[len] == ':');
 		}
 	}
@@ -394,22 +404,37 @@ static char *real_runtime(void)
 
 int main(int argc, char **argv)
 {
-	const char *bundle = NULL;
+	const char *bundle = NULL, *base = strrchr(argv[0], '/');
+
+	if (strcmp(base ? base + 1 : argv[0], LDCACHE_HOOK_NAME) == 0)
+		return ldcache_hook_main(argc, argv);
 	int sub = skip_flags(argc, argv, 1, global_value_flags, NULL);
 	char *runtime = real_runtime();
 
 	if (sub < argc && strcmp(argv[sub], "create") == 0) {
 		skip_flags(argc, argv, sub + 1, create_value_flags, &bundle);
 		if (may_request_gpus(bundle)) {
-			char **args = calloc((size_t)argc + 5, sizeof(char *));
+			char self[PATH_MAX];
+			char **args = calloc((size_t)argc + 6, sizeof(char *));
 			char *flag = malloc(strlen(REAL_RUNTIME_FLAG) + strlen(runtime) + 1);
+			int at = 5;
+			if (!args || !flag)
+				fail("out of memory", NULL);
 			strcat(strcpy(flag, REAL_RUNTIME_FLAG), runtime);
 			args[0] = NVDOCKER_PYTHON;
 			args[1] = "-I";
 			args[2] = "-S";
 			args[3] = NVDOCKER_RUNTIME_SCRIPT;
 			args[4] = flag;
-			memcpy(args + 5, argv + 1, (size_t)(argc - 1) * sizeof(char *));
+			/* This binary is also the ld cache hook (LDCACHE_HOOK_NAME): no second interpreter
+			 * start per GPU container. Offered only when nobody but root could replace it. */
+			if (realpath("/proc/self/exe", self) && trusted_path(self)) {
+				char *hook = malloc(strlen(HOOK_FLAG) + strlen(self) + 1);
+				if (!hook)
+					fail("out of memory", NULL);
+				args[at++] = strcat(strcpy(hook, HOOK_FLAG), self);
+			}
+			memcpy(args + at, argv + 1, (size_t)(argc - 1) * sizeof(char *));
 			execv(args[0], args);
 			fail("cannot start the Python runtime " NVDOCKER_PYTHON " " NVDOCKER_RUNTIME_SCRIPT, NULL);
 		}

@@ -24,9 +24,9 @@ SEPARATOR = "::"
 #: The most links one hook creates: a driver has ~60 libraries, each with a SONAME link and maybe
 #: a development link; anything near this bound is not a driver.
 MAX_LINKS = 256
-#: Longest file name (NAME_MAX) and directory path we accept.
+#: Longest file name (NAME_MAX) and directory path we accept, in bytes (the C hook counts the same).
 MAX_NAME_BYTES = 255
-MAX_DIR_CHARS = 1024
+MAX_DIR_BYTES = 1024
 #: Links NVIDIA's toolkit creates whether or not the host has them, because applications
 #: ``dlopen`` these names (toolkit #944, #1456): link name -> SONAME prefix of the library it
 #: points at (the library's SONAME link, which the hook's ldconfig creates in any case).
@@ -50,7 +50,12 @@ def is_plain_name(name: object) -> bool:
 
 def is_plain_directory(path: object) -> bool:
     """An absolute, normalized directory path other than ``/``: plain names after ``/``."""
-    if not isinstance(path, str) or not path.startswith("/") or len(path) > MAX_DIR_CHARS:
+    if not isinstance(path, str) or not path.startswith("/"):
+        return False
+    try:
+        if len(os.fsencode(path)) > MAX_DIR_BYTES:
+            return False
+    except UnicodeError:
         return False
     return all(is_plain_name(part) for part in path[1:].split("/"))
 

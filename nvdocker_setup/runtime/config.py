@@ -11,7 +11,8 @@ and the C launcher can scan for ``runtimes`` in a few lines.
     # our own log (errors always; decisions too with debug = true); empty: none
     log = /var/log/nvdocker-runtime.log
     debug = false
-    # our hook for the ld cache (default: this Python running nvdocker_setup/hook)
+    # our hook for the ld cache (default: the C launcher itself when it started the create step
+    # and root alone could replace it, else this Python running nvdocker_setup/hook)
     hook-path =
     # the host's ldconfig the hook runs against the container root
     ldconfig = /sbin/ldconfig
@@ -109,7 +110,7 @@ class RuntimeConfig:
     """Settings after defaults, the file and the environment are applied."""
 
     __slots__ = ("path", "runtimes", "driver_root", "log", "debug", "hook_path", "ldconfig",
-                 "accept_envvar_unprivileged", "accept_volume_mounts", "mps_pipe_dir")
+                 "accept_envvar_unprivileged", "accept_volume_mounts", "mps_pipe_dir", "native_hook")
 
     def __init__(
         self,
@@ -134,6 +135,9 @@ class RuntimeConfig:
         self.accept_envvar_unprivileged = accept_envvar_unprivileged
         self.accept_volume_mounts = accept_volume_mounts
         self.mps_pipe_dir = mps_pipe_dir
+        #: The C launcher's path when it started us and is trusted (runtime/main.py
+        #: NATIVE_HOOK_FLAG): the same binary, started as NATIVE_HOOK_NAME, is the ld cache hook.
+        self.native_hook: Optional[str] = None
 
     def hook_command(self) -> HookCommand:
         """How the container's ``createContainer`` hook starts our hook program."""
@@ -141,7 +145,13 @@ class RuntimeConfig:
 
         if self.hook_path:
             return HookCommand(self.hook_path, [os.path.basename(self.hook_path)], self.ldconfig)
+        if self.native_hook:
+            return HookCommand(self.native_hook, [NATIVE_HOOK_NAME], self.ldconfig)
         return HookCommand(sys.executable, [sys.executable, "-I", "-S", hook_script()], self.ldconfig)
+
+
+#: argv[0] under which the C launcher is the ld cache hook (launcher/launcher.h LDCACHE_HOOK_NAME).
+NATIVE_HOOK_NAME = "nvdocker-ldcache"
 
 
 def hook_script() -> str:

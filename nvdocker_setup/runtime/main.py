@@ -39,6 +39,9 @@ if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
 PROGRAM = "nvdocker-runtime"
 #: How the C launcher hands over the real runtime it already resolved (first argument, removed).
 REAL_RUNTIME_FLAG = "--nvdocker-real-runtime="
+#: The C launcher's own path when it is trusted: it is also our ld cache hook
+#: (launcher/ldcache-hook.c, started as "nvdocker-ldcache"), which saves an interpreter start.
+NATIVE_HOOK_FLAG = "--nvdocker-hook="
 #: The longest error message we write anywhere: far below a pipe buffer (64 KiB, 4 KiB atomic).
 MAX_MESSAGE_CHARS = 2000
 
@@ -226,9 +229,11 @@ def exec_runtime(real_runtime: str, argv: Sequence[str]) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    real_runtime = None
+    real_runtime = native_hook = None
     if arguments and arguments[0].startswith(REAL_RUNTIME_FLAG):
         real_runtime = arguments.pop(0)[len(REAL_RUNTIME_FLAG):]
+    if arguments and arguments[0].startswith(NATIVE_HOOK_FLAG):
+        native_hook = arguments.pop(0)[len(NATIVE_HOOK_FLAG):] or None
     parsed = runtime_args.parse(arguments)
     log = Log(None, False)
     try:
@@ -239,6 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise
             config = runtime_config.RuntimeConfig()  # never block delete/kill over a config typo
         log = Log(config.log, config.debug)
+        config.native_hook = native_hook
         if real_runtime is None:
             real_runtime = runtime_config.find_real_runtime(config, os.environ, exclude=[sys.argv[0]])
         if parsed.is_create:

@@ -3,23 +3,14 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 
 from nvdocker_setup.driver import ldcache
 from nvdocker_setup.hook.main import nvidia_cli_argv, split_command
-from nvdocker_setup.runtime.config import hook_script
 
 LIB_DIR = "/usr/lib/x86_64-linux-gnu"
-
-
-def run_hook(args, stdin="", env=None):
-    return subprocess.run(
-        [sys.executable, "-I", "-S", hook_script()] + list(args), input=stdin, env=env if env is not None else {},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-    )
 
 
 @pytest.fixture
@@ -43,7 +34,7 @@ def check_indexed(root):
     assert os.readlink(str(root / LIB_DIR.lstrip("/") / "libcuda.so.1")) == "libcuda.so.550.54.14"
 
 
-def test_update_ldcache_with_rootfs_from_the_runtime(rootfs):
+def test_update_ldcache_with_rootfs_from_the_runtime(run_hook, rootfs):
     done = run_hook(["update-ldcache", "--ldconfig", "/sbin/ldconfig", "--rootfs", str(rootfs), "--folder", LIB_DIR])
     assert done.returncode == 0, done.stderr
     conf = (rootfs / "etc/ld.so.conf.d/00-nvdocker.conf").read_text()
@@ -51,14 +42,14 @@ def test_update_ldcache_with_rootfs_from_the_runtime(rootfs):
     check_indexed(rootfs)
 
 
-def test_update_ldcache_with_the_state_on_stdin_as_from_cdi(rootfs):
+def test_update_ldcache_with_the_state_on_stdin_as_from_cdi(run_hook, rootfs):
     state = json.dumps({"ociVersion": "1.0.2", "id": "c1", "status": "creating", "pid": 1, "bundle": str(rootfs.parent)})
     done = run_hook(["update-ldcache", "--folder=" + LIB_DIR], stdin=state)
     assert done.returncode == 0, done.stderr
     check_indexed(rootfs)
 
 
-def test_a_symlinked_conf_dir_is_never_followed_out_of_the_container(rootfs, tmp_path):
+def test_a_symlinked_conf_dir_is_never_followed_out_of_the_container(run_hook, rootfs, tmp_path):
     outside = tmp_path / "host-etc"
     outside.mkdir()
     (rootfs / "etc").mkdir()
@@ -79,18 +70,18 @@ def test_a_symlinked_conf_dir_is_never_followed_out_of_the_container(rootfs, tmp
         (["--folder"], "needs a value"),
     ],
 )
-def test_update_ldcache_failures_exit_1_with_a_message(rootfs, args, fragment):
+def test_update_ldcache_failures_exit_1_with_a_message(run_hook, rootfs, args, fragment):
     done = run_hook(["update-ldcache", "--rootfs", str(rootfs)] + args)
     assert done.returncode == 1 and fragment in done.stderr, done.stderr
 
 
-def test_bad_state_on_stdin():
+def test_bad_state_on_stdin(run_hook):
     done = run_hook(["update-ldcache", "--folder", LIB_DIR], stdin="not json")
     assert done.returncode == 1 and "not JSON" in done.stderr
 
 
 @pytest.mark.parametrize("args, status", [(["poststart"], 0), (["-debug", "poststop"], 0), (["bogus"], 2), ([], 2)])
-def test_other_commands(args, status):
+def test_other_commands(run_hook, args, status):
     assert run_hook(args).returncode == status
 
 
@@ -115,12 +106,12 @@ def isolated_env(tmp_path, path):
     return {"PATH": path, "NVDOCKER_RUNTIME_CONFIG": missing}
 
 
-def test_prestart_without_a_request_does_nothing(tmp_path):
+def test_prestart_without_a_request_does_nothing(run_hook, tmp_path):
     state, _ = gpu_bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=void"])
     assert run_hook(["prestart"], stdin=state, env=isolated_env(tmp_path, "/nonexistent")).returncode == 0
 
 
-def test_prestart_without_nvidia_container_cli_says_how_to_fix_it(tmp_path):
+def test_prestart_without_nvidia_container_cli_says_how_to_fix_it(run_hook, tmp_path):
     if shutil.which("nvidia-container-cli", path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"):
         pytest.skip("NVIDIA's nvidia-container-cli is installed here")
     state, _ = gpu_bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=all"])
@@ -129,7 +120,7 @@ def test_prestart_without_nvidia_container_cli_says_how_to_fix_it(tmp_path):
     assert "nvdocker-setup install --default-runtime" in done.stderr and "--runtime=nvidia" in done.stderr
 
 
-def test_prestart_delegates_to_nvidia_container_cli(tmp_path):
+def test_prestart_delegates_to_nvidia_container_cli(run_hook, tmp_path):
     record = tmp_path / "cli-argv.json"
     cli = tmp_path / "bin" / "nvidia-container-cli"
     cli.parent.mkdir()
@@ -146,7 +137,7 @@ def test_prestart_delegates_to_nvidia_container_cli(tmp_path):
     ]
 
 
-def test_prestart_hands_mig_and_imex_requests_to_nvidia_container_cli(tmp_path):
+def test_prestart_hands_mig_and_imex_requests_to_nvidia_container_cli(run_hook, tmp_path):
     """As NVIDIA's hook: MIG devices, IMEX channels and (privileged) MIG access go on as flags."""
     record = tmp_path / "cli-argv.json"
     cli = tmp_path / "bin" / "nvidia-container-cli"
@@ -160,7 +151,7 @@ def test_prestart_hands_mig_and_imex_requests_to_nvidia_container_cli(tmp_path):
     assert "--device=0:1" in argv and "--imex-channel=0" in argv
 
 
-def test_prestart_refuses_mig_access_in_an_unprivileged_container(tmp_path):
+def test_prestart_refuses_mig_access_in_an_unprivileged_container(run_hook, tmp_path):
     record = tmp_path / "cli-argv.json"
     cli = tmp_path / "bin" / "nvidia-container-cli"
     cli.parent.mkdir()

@@ -6,27 +6,18 @@ anything else leaves the container as it is."""
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
 from nvdocker_setup.driver import compat, ldcache
 from nvdocker_setup.hook import main as hook_main
-from nvdocker_setup.runtime.config import hook_script
 from tests.hook.test_hook_links import snapshot
 
 LIB_DIR = "/usr/lib/x86_64-linux-gnu"
 COMPAT_DIR = compat.COMPAT_DIR
 HOST_VERSION = "550.54.14"
 CONF = "etc/ld.so.conf.d/" + hook_main.LD_CONF_NAME
-
-
-def run_hook(args, timeout=30):
-    return subprocess.run(
-        [sys.executable, "-I", "-S", hook_script()] + list(args), input="", env={},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout,
-    )
 
 
 def hook_args(root, version=HOST_VERSION, ldconfig="/sbin/ldconfig"):
@@ -91,7 +82,7 @@ def test_versions_are_numeric_tuples_and_only_a_newer_branch_counts():
 # -- what it does ----------------------------------------------------------------------------------------
 
 
-def test_a_newer_compat_library_puts_the_compat_dir_first_in_conf_and_cache(rootfs):
+def test_a_newer_compat_library_puts_the_compat_dir_first_in_conf_and_cache(run_hook, rootfs):
     stub_library(compat_path(rootfs) / "libcuda.so.600.1")
     done = run_hook(hook_args(rootfs))
     assert done.returncode == 0, done.stderr
@@ -100,7 +91,7 @@ def test_a_newer_compat_library_puts_the_compat_dir_first_in_conf_and_cache(root
     assert libcuda_in_cache(rootfs) == [COMPAT_DIR, LIB_DIR]
 
 
-def test_control_without_the_compat_step_the_host_driver_comes_first(rootfs):
+def test_control_without_the_compat_step_the_host_driver_comes_first(run_hook, rootfs):
     stub_library(compat_path(rootfs) / "libcuda.so.600.1")
     done = run_hook(hook_args(rootfs)[:-4])
     assert done.returncode == 0, done.stderr
@@ -109,7 +100,7 @@ def test_control_without_the_compat_step_the_host_driver_comes_first(rootfs):
 
 
 @pytest.mark.parametrize("name", ["libcuda.so.500.1", "libcuda.so.550.54.14", "libcuda.so.550.100.1"])
-def test_an_older_equal_or_same_branch_compat_library_changes_nothing(rootfs, name):
+def test_an_older_equal_or_same_branch_compat_library_changes_nothing(run_hook, rootfs, name):
     stub_library(compat_path(rootfs) / name)
     done = run_hook(hook_args(rootfs))
     assert done.returncode == 0, done.stderr
@@ -138,7 +129,8 @@ def test_the_newest_of_several_is_taken_and_a_real_one_beside_decoys_counts(root
 
 
 @pytest.mark.parametrize("where", ["usr/local", "usr/local/cuda", "usr/local/cuda/compat"])
-def test_a_compat_dir_that_is_a_symlink_to_a_host_dir_is_left_alone_and_nothing_is_read_there(tmp_path, rootfs, where, monkeypatch):
+def test_a_compat_dir_that_is_a_symlink_to_a_host_dir_is_left_alone_and_nothing_is_read_there(
+        run_hook, tmp_path, rootfs, where, monkeypatch):
     host = tmp_path / "host"
     rest = os.path.relpath(COMPAT_DIR.lstrip("/"), where)
     (host / rest).mkdir(parents=True)
@@ -183,7 +175,7 @@ def test_a_compat_dir_that_is_a_symlink_to_a_host_dir_is_left_alone_and_nothing_
 
 
 @pytest.mark.parametrize("target", ["in_container", "on_host"])
-def test_a_compat_library_that_is_a_symlink_is_ignored(tmp_path, rootfs, target):
+def test_a_compat_library_that_is_a_symlink_is_ignored(run_hook, tmp_path, rootfs, target):
     if target == "in_container":
         stub_library(compat_path(rootfs) / "real.so")
         os.symlink("real.so", str(compat_path(rootfs) / "libcuda.so.999.1"))
@@ -196,14 +188,14 @@ def test_a_compat_library_that_is_a_symlink_is_ignored(tmp_path, rootfs, target)
 
 
 @pytest.mark.parametrize("content", [b"not an ELF file\n", b"\x7fELF", b"", b"\x7fELF\x02\x01" + b"\0" * 58])
-def test_a_compat_library_that_is_not_an_elf_shared_object_is_ignored(rootfs, content):
+def test_a_compat_library_that_is_not_an_elf_shared_object_is_ignored(run_hook, rootfs, content):
     (compat_path(rootfs) / "libcuda.so.600.1").write_bytes(content)
     done = run_hook(hook_args(rootfs))
     assert done.returncode == 0, done.stderr
     assert conf_folders(rootfs) == [LIB_DIR]
 
 
-def test_an_elf_executable_is_not_a_shared_object(rootfs):
+def test_an_elf_executable_is_not_a_shared_object(run_hook, rootfs):
     stub_library(compat_path(rootfs) / "libcuda.so.600.1", extra=("-no-pie",))
     done = run_hook(hook_args(rootfs))
     assert done.returncode == 0, done.stderr
@@ -211,7 +203,7 @@ def test_an_elf_executable_is_not_a_shared_object(rootfs):
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
-def test_odd_files_under_the_name_neither_block_nor_count(rootfs, kind):
+def test_odd_files_under_the_name_neither_block_nor_count(run_hook, rootfs, kind):
     path = str(compat_path(rootfs) / "libcuda.so.600.1")
     if kind == "fifo":
         os.mkfifo(path)
@@ -253,7 +245,7 @@ def test_the_scan_is_bounded(rootfs, monkeypatch):
     ["--cuda-compat-dir", COMPAT_DIR, "--host-driver-version", "550"],
     ["--cuda-compat-dir", COMPAT_DIR, "--host-driver-version", "9" * 5000 + ".1"],
 ])
-def test_bad_compat_options_are_one_line_and_exit_1(rootfs, args):
+def test_bad_compat_options_are_one_line_and_exit_1(run_hook, rootfs, args):
     done = run_hook(["update-ldcache", "--ldconfig", "/bin/true", "--rootfs", str(rootfs), "--folder", LIB_DIR] + args)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and len(done.stderr) < 400

@@ -9,7 +9,6 @@ whose procfs is mounted at ROOTFS/proc, as runc init's is) and run the real hook
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -17,7 +16,6 @@ from nvdocker_setup.hook.main import proc_mounts_below
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIB = "/usr/lib/x86_64-linux-gnu"
-HOOK = [sys.executable, "-I", "-S", os.path.join(REPO, "nvdocker_setup", "hook", "__main__.py")]
 
 
 @pytest.fixture
@@ -49,8 +47,8 @@ def in_container_moment(root, command):
                           timeout=60, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": REPO})
 
 
-def hook(root):
-    return HOOK + ["update-ldcache", "--rootfs", str(root), "--folder", LIB, "--ldconfig", "/sbin/ldconfig"]
+def hook(run_hook, root):
+    return run_hook.command(["update-ldcache", "--rootfs", str(root), "--folder", LIB, "--ldconfig", "/sbin/ldconfig"])
 
 
 def test_control_unconfined_ldconfig_follows_the_soname_out_of_the_root(lab, tmp_path):
@@ -60,20 +58,20 @@ def test_control_unconfined_ldconfig_follows_the_soname_out_of_the_root(lab, tmp
     assert os.readlink(str(host / "victim-link")) == "libevil.so.1.0", done.stderr  # the attack is live
 
 
-def test_a_soname_through_proc_1_root_changes_nothing_on_the_host(lab, tmp_path):
+def test_a_soname_through_proc_1_root_changes_nothing_on_the_host(run_hook, lab, tmp_path):
     root, host = lab
     evil_library(root, host, tmp_path)
-    done = in_container_moment(root, hook(root))
+    done = in_container_moment(root, hook(run_hook, root))
     assert done.returncode == 0, done.stderr
     assert os.readlink(str(host / "victim-link")) == "/bin/true"
     assert (root / "etc" / "ld.so.cache").exists()  # the container's own cache was still made
 
 
-def test_an_etc_linked_through_proc_1_root_leaves_the_host_cache_alone(lab):
+def test_an_etc_linked_through_proc_1_root_leaves_the_host_cache_alone(run_hook, lab):
     root, host = lab
     (root / "etc").rmdir()
     os.symlink("/proc/1/root{}/etc".format(host), str(root / "etc"))
-    done = in_container_moment(root, hook(root))
+    done = in_container_moment(root, hook(run_hook, root))
     assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
     assert (host / "etc" / "ld.so.cache").read_bytes() == b"HOSTCACHE\n"
     assert sorted(os.listdir(str(host / "etc"))) == ["ld.so.cache"]

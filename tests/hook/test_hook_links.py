@@ -7,15 +7,12 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 
 import pytest
 
 from nvdocker_setup.driver import ldcache
 from nvdocker_setup.driver.links import MAX_LINKS, format_link, parse_link
 from nvdocker_setup.hook import main as hook_main
-from nvdocker_setup.runtime.config import hook_script
 
 LIB_DIR = "/usr/lib/x86_64-linux-gnu"
 VERSION = "550.54.14"
@@ -26,13 +23,6 @@ LINKS = [
     ("libnvidia-ml.so.1", LIB_DIR, "libnvidia-ml.so"),
     ("libnvidia-ml.so." + VERSION, LIB_DIR, "libnvidia-ml.so.1"),
 ]
-
-
-def run_hook(args, stdin="", timeout=30):
-    return subprocess.run(
-        [sys.executable, "-I", "-S", hook_script()] + list(args), input=stdin, env={},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout,
-    )
 
 
 def link_args(links=LINKS):
@@ -75,7 +65,7 @@ def snapshot(top):
 # -- the links, and ldconfig indexing them -----------------------------------------------------------
 
 
-def test_links_are_created_before_ldconfig_so_the_cache_lists_libcuda_so(rootfs):
+def test_links_are_created_before_ldconfig_so_the_cache_lists_libcuda_so(run_hook, rootfs):
     done = run_hook(["update-ldcache", "--ldconfig", "/sbin/ldconfig", "--rootfs", str(rootfs), "--folder", LIB_DIR] + link_args())
     assert done.returncode == 0, done.stderr
     lib = rootfs / LIB_DIR.lstrip("/")
@@ -87,7 +77,7 @@ def test_links_are_created_before_ldconfig_so_the_cache_lists_libcuda_so(rootfs)
     assert entries["libcuda.so"] == LIB_DIR + "/libcuda.so" and entries["libnvidia-ml.so"] == LIB_DIR + "/libnvidia-ml.so"
 
 
-def test_links_from_a_cdi_hook_use_the_root_from_the_state(rootfs):
+def test_links_from_a_cdi_hook_use_the_root_from_the_state(run_hook, rootfs):
     state = json.dumps({"ociVersion": "1.0.2", "id": "c1", "status": "creating", "pid": 1, "bundle": str(rootfs.parent)})
     done = run_hook(["update-ldcache", "--ldconfig", "/bin/true", "--folder", LIB_DIR] + link_args(), stdin=state)
     assert done.returncode == 0, done.stderr
@@ -124,7 +114,7 @@ def test_a_library_directory_that_is_a_symlink_to_the_host_gets_nothing(tmp_path
     assert snapshot(tmp_path / "host") == before
 
 
-def test_the_whole_hook_with_a_symlinked_library_directory_leaves_the_host_alone(tmp_path):
+def test_the_whole_hook_with_a_symlinked_library_directory_leaves_the_host_alone(run_hook, tmp_path):
     host = tmp_path / "host-lib"
     host.mkdir()
     (host / "libcuda.so.1").write_text("not a library\n")
@@ -138,7 +128,7 @@ def test_the_whole_hook_with_a_symlinked_library_directory_leaves_the_host_alone
 
 
 @pytest.mark.parametrize("kind", ["symlink_to_host_file", "dangling_symlink_to_host", "directory", "fifo", "file", "device"])
-def test_whatever_the_image_has_under_the_name_is_left_alone_unopened(tmp_path, kind):
+def test_whatever_the_image_has_under_the_name_is_left_alone_unopened(run_hook, tmp_path, kind):
     host = tmp_path / "host"
     host.mkdir()
     (host / "sentinel").write_text("host file, must not change\n")
@@ -195,7 +185,7 @@ def test_whatever_the_image_has_under_the_name_is_left_alone_unopened(tmp_path, 
         "libcuda.so.1::/" + "d/" * 600 + "libcuda.so",
     ],
 )
-def test_bad_link_values_are_refused_before_anything_is_made(rootfs, value):
+def test_bad_link_values_are_refused_before_anything_is_made(run_hook, rootfs, value):
     assert parse_link(value) is None
     done = run_hook(["update-ldcache", "--ldconfig", "/bin/true", "--rootfs", str(rootfs), "--folder", LIB_DIR, "--link", value])
     assert done.returncode == 1 and "--link must be TARGET::/absolute/dir/NAME" in done.stderr, done.stderr
@@ -218,7 +208,7 @@ def test_format_and_parse_round_trip():
     assert parse_link(format_link("libcuda.so.1", LIB_DIR, "libcuda.so")) == ("libcuda.so.1", LIB_DIR, "libcuda.so")
 
 
-def test_too_many_links_are_refused(rootfs):
+def test_too_many_links_are_refused(run_hook, rootfs):
     links = [("t", LIB_DIR, "n{}".format(index)) for index in range(MAX_LINKS + 1)]
     done = run_hook(["update-ldcache", "--ldconfig", "/bin/true", "--rootfs", str(rootfs), "--folder", LIB_DIR] + link_args(links))
     assert done.returncode == 1 and "{} --link options; at most {} are accepted".format(MAX_LINKS + 1, MAX_LINKS) in done.stderr

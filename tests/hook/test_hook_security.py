@@ -3,6 +3,7 @@ the rootfs, malformed state on stdin, and the environment of what it starts."""
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -11,18 +12,10 @@ import pytest
 
 from nvdocker_setup.driver.errors import GpuSetupError
 from nvdocker_setup.hook import main as hook_main
-from nvdocker_setup.runtime.config import hook_script
 
 LIB_DIR = "/usr/lib/x86_64-linux-gnu"
 SAFE_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(hook_main.__file__))))
-
-
-def run_hook(args, stdin="", env=None, cwd=None, timeout=30):
-    return subprocess.run(
-        [sys.executable, "-I", "-S", hook_script()] + list(args), input=stdin, env=env if env is not None else {},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=cwd, timeout=timeout,
-    )
 
 
 def assert_clean_failure(done, fragment):
@@ -116,7 +109,7 @@ def test_a_symlinked_conf_file_is_replaced_and_its_target_untouched(tmp_path):
     assert not conf.is_symlink() and conf.read_text().splitlines()[1:] == [LIB_DIR]
 
 
-def test_a_fifo_at_the_conf_name_neither_blocks_nor_stays(tmp_path):
+def test_a_fifo_at_the_conf_name_neither_blocks_nor_stays(run_hook, tmp_path):
     directory = conf_dir(tmp_path / "root")
     os.mkfifo(str(directory / "00-nvdocker.conf"))
     # as a process with a timeout: opening a FIFO for writing would block forever
@@ -204,7 +197,7 @@ def bundle(tmp_path):
     ],
     ids=lambda value: json.dumps(value) if isinstance(value, dict) else None,
 )
-def test_malformed_state_is_a_clean_error(bundle, tmp_path, command, changes, fragment):
+def test_malformed_state_is_a_clean_error(run_hook, bundle, tmp_path, command, changes, fragment):
     args = [command] if command == "prestart" else [command, "--ldconfig", "/bin/true", "--folder", LIB_DIR]
     done = run_hook(args, stdin=state_with(bundle, changes), env={"PATH": str(tmp_path), "NVDOCKER_RUNTIME_CONFIG": os.devnull})
     assert_clean_failure(done, fragment)
@@ -217,7 +210,7 @@ def test_malformed_state_is_a_clean_error(bundle, tmp_path, command, changes, fr
     ("\xff\xfe", "not JSON"),
     ("", "not JSON"),
 ], ids=["deep_array", "deep_object", "array", "not_utf8", "empty"])
-def test_state_that_is_not_a_state_is_a_clean_error(stdin, fragment):
+def test_state_that_is_not_a_state_is_a_clean_error(run_hook, stdin, fragment):
     done = run_hook(["update-ldcache", "--folder", LIB_DIR], stdin=stdin)
     assert_clean_failure(done, fragment)
 
@@ -231,7 +224,7 @@ def test_state_that_is_not_a_state_is_a_clean_error(stdin, fragment):
     "deep",
 ], ids=["root_string", "path_object", "env_and_args_objects", "process_list", "array", "deep"])
 @pytest.mark.parametrize("command", ["update-ldcache", "prestart"])
-def test_malformed_spec_is_a_clean_error_or_no_request(bundle, tmp_path, spec, command):
+def test_malformed_spec_is_a_clean_error_or_no_request(run_hook, bundle, tmp_path, spec, command):
     text = "[" * 200000 + "]" * 200000 if spec == "deep" else json.dumps(spec)
     (bundle / "config.json").write_text(text)
     args = [command] if command == "prestart" else [command, "--ldconfig", "/bin/true", "--folder", LIB_DIR]
@@ -241,7 +234,7 @@ def test_malformed_spec_is_a_clean_error_or_no_request(bundle, tmp_path, spec, c
         assert len(done.stderr.splitlines()) == 1
 
 
-def test_an_oversized_request_in_prestart_is_refused_briefly(bundle, tmp_path):
+def test_an_oversized_request_in_prestart_is_refused_briefly(run_hook, bundle, tmp_path):
     (bundle / "config.json").write_text(json.dumps({"root": {"path": "rootfs"},
             "process": {"env": ["NVIDIA_VISIBLE_DEVICES=" + "0," * 50000]}}))
     done = run_hook(["prestart"], stdin=state_with(bundle), env={"PATH": str(tmp_path), "NVDOCKER_RUNTIME_CONFIG": os.devnull})
@@ -261,7 +254,7 @@ def recording_cli(directory, record):
     return cli
 
 
-def test_prestart_execs_nvidia_container_cli_with_a_clean_env_by_absolute_path(bundle, tmp_path):
+def test_prestart_execs_nvidia_container_cli_with_a_clean_env_by_absolute_path(run_hook, bundle, tmp_path):
     record = tmp_path / "record.json"
     cli = recording_cli(tmp_path / "bin", record)
     env = {"PATH": str(cli.parent), "NVDOCKER_RUNTIME_CONFIG": os.devnull, "LD_PRELOAD": "", "SECRET": "x", "PYTHONPATH": "/x"}
@@ -274,7 +267,7 @@ def test_prestart_execs_nvidia_container_cli_with_a_clean_env_by_absolute_path(b
     assert seen["cwd"] == "/"
 
 
-def test_prestart_ignores_relative_path_entries(bundle, tmp_path):
+def test_prestart_ignores_relative_path_entries(run_hook, bundle, tmp_path):
     record = tmp_path / "record.json"
     recording_cli(bundle / "rootfs", record)  # ./nvidia-container-cli, from a working directory
     done = run_hook(["prestart"], stdin=state_with(bundle), env={"PATH": ".:",
@@ -292,7 +285,7 @@ def test_find_nvidia_cli_takes_absolute_directories_only(tmp_path, monkeypatch):
     assert hook_main.find_nvidia_cli({"PATH": "bin:" + str(cli.parent)}) == str(cli)
 
 
-def test_ldconfig_runs_with_an_explicit_env(tmp_path):
+def test_ldconfig_runs_with_an_explicit_env(run_hook, tmp_path):
     record = tmp_path / "env.txt"
     fake = tmp_path / "ldconfig"
     fake.write_text("#!/bin/sh\nenv > {}\n".format(record))
@@ -305,3 +298,110 @@ def test_ldconfig_runs_with_an_explicit_env(tmp_path):
     names = {line.split("=", 1)[0] for line in record.read_text().splitlines()}
     assert "LD_PRELOAD" not in names and "SECRET" not in names
     assert SAFE_PATH in record.read_text().splitlines()
+
+
+# -- the same, as whole processes, for both implementations (the C hook has no in-process seam) ----
+
+
+def run_ldcache(run_hook, root, ldconfig="/bin/true", timeout=20):
+    return run_hook(["update-ldcache", "--ldconfig", ldconfig, "--rootfs", str(root), "--folder", LIB_DIR], timeout=timeout)
+
+
+def test_process_a_symlinked_conf_file_is_replaced_and_its_target_untouched(run_hook, tmp_path):
+    host_file = tmp_path / "host-file"
+    host_file.write_text("host\n")
+    directory = conf_dir(tmp_path / "root")
+    os.symlink(str(host_file), str(directory / "00-nvdocker.conf"))
+    done = run_ldcache(run_hook, tmp_path / "root")
+    assert done.returncode == 0, done.stderr
+    assert host_file.read_text() == "host\n"
+    conf = directory / "00-nvdocker.conf"
+    assert not conf.is_symlink() and conf.read_text().splitlines() == [
+        "# written by nvdocker-runtime-hook for the NVIDIA driver libraries", LIB_DIR]
+
+
+def test_process_a_device_node_at_the_conf_name_is_replaced_unopened(run_hook, tmp_path):
+    directory = conf_dir(tmp_path / "root")
+    os.mknod(str(directory / "00-nvdocker.conf"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    done = run_ldcache(run_hook, tmp_path / "root")
+    assert done.returncode == 0, done.stderr
+    assert stat.S_ISREG(os.lstat(str(directory / "00-nvdocker.conf")).st_mode)
+
+
+def test_process_a_directory_at_the_conf_name_is_left_alone(run_hook, tmp_path):
+    directory = conf_dir(tmp_path / "root")
+    (directory / "00-nvdocker.conf").mkdir()
+    (directory / "00-nvdocker.conf" / "keep").write_text("x")
+    done = run_ldcache(run_hook, tmp_path / "root")
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(str(directory)) == ["00-nvdocker.conf"]
+    assert (directory / "00-nvdocker.conf" / "keep").read_text() == "x"
+
+
+def test_process_a_planted_temp_name_is_not_followed(run_hook, tmp_path):
+    """In a new pid namespace the hook is pid 1, so the image knows its temp name in advance."""
+    host_file = tmp_path / "host-file"
+    host_file.write_text("host\n")
+    directory = conf_dir(tmp_path / "root")
+    os.symlink(str(host_file), str(directory / ".00-nvdocker.conf.1.tmp"))
+    command = run_hook.command(["update-ldcache", "--ldconfig", "/bin/true", "--rootfs", str(tmp_path / "root"),
+                                "--folder", LIB_DIR])
+    done = subprocess.run([shutil.which("unshare"), "-p", "-f"] + command, env={}, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert host_file.read_text() == "host\n"
+    assert sorted(os.listdir(str(directory))) == ["00-nvdocker.conf"]
+
+
+@pytest.mark.parametrize("what", ["etc", "ld.so.conf.d"])
+@pytest.mark.parametrize("kind", ["symlink", "file"])
+def test_process_odd_directories_on_the_way_are_left_alone(run_hook, tmp_path, what, kind):
+    outside = tmp_path / "host-dir"
+    (outside / "ld.so.conf.d").mkdir(parents=True)
+    root = tmp_path / "root"
+    parent = root if what == "etc" else root / "etc"
+    parent.mkdir(parents=True)
+    if kind == "symlink":
+        os.symlink(str(outside if what == "etc" else outside / "ld.so.conf.d"), str(parent / what))
+    else:
+        (parent / what).write_text("a file\n")
+    done = run_ldcache(run_hook, root)
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(str(outside / "ld.so.conf.d")) == []
+
+
+@pytest.mark.parametrize("kind", ["slash", "dot_dot", "symlink", "trailing", "bind_mount"])
+def test_process_the_host_root_is_refused_before_anything_is_written_or_run(run_hook, tmp_path, kind):
+    """In a private mount namespace with a tmpfs over the host's /etc/ld.so.conf.d: a regression
+    would write there (and run the recording ldconfig), not on this machine."""
+    rootfs = {"slash": "/", "dot_dot": "/usr/..", "trailing": "//", "symlink": str(tmp_path / "to-root"),
+              "bind_mount": str(tmp_path / "mnt")}[kind]
+    if kind == "symlink":
+        os.symlink("/", rootfs)
+    marker = tmp_path / "ldconfig-ran"
+    fake = tmp_path / "ldconfig"
+    fake.write_text("#!/bin/sh\ntouch {}\n".format(marker))
+    os.chmod(str(fake), 0o755)
+    setup = 'mount -t tmpfs tmpfs /etc/ld.so.conf.d && '
+    if kind == "bind_mount":
+        os.mkdir(rootfs)
+        setup += 'mount --bind / "$0" && '
+    command = run_hook.command(["update-ldcache", "--ldconfig", str(fake), "--rootfs", rootfs, "--folder", LIB_DIR])
+    done = subprocess.run([shutil.which("unshare"), "-m", "--propagation", "private", "/bin/sh", "-c",
+                           setup + 'exec "$@"; echo; ls -A /etc/ld.so.conf.d', rootfs] + command,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=30)
+    assert_clean_failure(done, "host's root directory")
+    assert not marker.exists()
+
+
+def test_process_ldconfig_starts_in_slash_whatever_the_hook_was_started_in(run_hook, tmp_path):
+    record = tmp_path / "cwd.txt"
+    fake = tmp_path / "ldconfig"
+    fake.write_text("#!/bin/sh\npwd > {}\n".format(record))
+    os.chmod(str(fake), 0o755)
+    root = tmp_path / "root"
+    root.mkdir()
+    done = run_hook(["update-ldcache", "--ldconfig", str(fake), "--rootfs", str(root), "--folder", LIB_DIR], cwd=str(root))
+    assert done.returncode == 0, done.stderr
+    assert record.read_text().strip() == "/"

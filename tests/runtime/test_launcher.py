@@ -215,3 +215,33 @@ def test_a_mig_access_request_alone_reaches_python_and_is_refused_unprivileged(l
     assert "{} asks for".format(env[0].replace("=", "='", 1) + "'") in message and "only a privileged" in message, message
     assert "nvdocker-runtime:" in done.stderr and name in done.stderr
     assert (tmp_path / "b" / "config.json").read_bytes() == data
+
+
+def test_the_launcher_offers_itself_as_the_hook_only_when_trusted(launcher, fake_runtime, driver_root, tmp_path):
+    """The C launcher is also the ld cache hook (no second interpreter start), named in the
+    spec by its real path; a copy that a user could replace (a world-writable directory) is not
+    offered, and the spec gets the Python hook instead."""
+    from nvdocker_setup.runtime.config import NATIVE_HOOK_NAME, hook_script
+
+    def hook_of(binary, name):
+        bundle = tmp_path / name
+        write_bundle(bundle, base_spec(["NVIDIA_VISIBLE_DEVICES=all"]))
+        done = run(binary, ["create", "--bundle", str(bundle), name], fake_runtime, driver_root)
+        assert done.returncode == 0, done.stderr
+        hooks = read_config(bundle)["hooks"]["createContainer"]
+        assert len(hooks) == 1 and hooks[0]["env"] == ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+        return hooks[0]
+
+    trusted = hook_of(launcher, "trusted")
+    assert trusted["path"] == os.path.realpath(launcher) and trusted["args"][:2] == [NATIVE_HOOK_NAME, "update-ldcache"]
+    if os.geteuid() != 0:
+        return  # as another user, every path is as trusted as the caller: nothing more to tell apart
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(str(shared), 0o777)
+    copy = shared / "nvdocker-runtime"
+    copy.write_bytes(open(launcher, "rb").read())
+    os.chmod(str(copy), 0o755)
+    untrusted = hook_of(str(copy), "untrusted")
+    assert untrusted["path"] != str(copy) and NATIVE_HOOK_NAME not in untrusted["args"]
+    assert untrusted["args"][untrusted["args"].index(hook_script()) + 1] == "update-ldcache"
