@@ -167,21 +167,44 @@ def _write_spec(path: str, data: bytes) -> bool:
 @app.command("list")
 def list_devices(
     spec_path: Optional[str] = typer.Option(
-        None, "--spec", metavar="PATH", help="the spec to read (default: the generate default, /etc/cdi/nvdocker.yaml)"
+        None, "--spec", metavar="PATH", help="list this one spec file instead of every spec directory"
+    ),
+    spec_dirs: Optional[List[str]] = typer.Option(  # noqa: B008 (typer.Option)
+        None, "--spec-dir", metavar="DIR",
+        help="a spec directory to read, in priority order (repeatable; default: /etc/cdi, /var/run/cdi and the "
+             "directories the engines' configs name)",
     ),
     driver_root: Optional[str] = driver_root_option(),
+    root: Optional[str] = typer.Option(
+        None, "--root", metavar="DIR", hidden=True,
+        help="read the spec directories and engine configs under DIR: a simulated host, or a host mounted there",
+    ),
     as_json: bool = options.json_option(),
 ) -> None:
-    """Show the devices of the CDI spec, and whether it is stale for the installed driver."""
+    """Show every CDI device name the spec directories define, which file a consumer takes it from (a later
+    directory wins a name), then the nvidia.com/gpu spec's devices and whether it is stale for the installed driver."""
     with common.reporting(as_json):
+        from nvdocker_setup.cdi import listing
         from nvdocker_setup.cdi import spec as cdi_spec
         from nvdocker_setup.driver.discovery import discover
         from nvdocker_setup.driver.errors import GpuSetupError
 
-        path = spec_path or DEFAULT_OUTPUT
-        _spec_exists(path)
+        ctx = common.make_context(None)
+        if root:
+            import dataclasses
+
+            ctx = dataclasses.replace(ctx, root=os.path.abspath(root))
+        if spec_path:
+            _spec_exists(spec_path)
+            searched: List[Tuple[str, str]] = []
+            files = [_read_spec_file(spec_path, os.path.dirname(spec_path), 0, spec_path)]
+        else:
+            searched = [(directory, "--spec-dir") for directory in spec_dirs] if spec_dirs else _spec_dirs(ctx)
+            files = _spec_files(ctx, searched)
+        names = listing.resolve(files)
+        path = spec_path or _primary_spec(files, names, searched)
         with gpu_errors():
-            spec, header = cdi_spec.load_document(path)
+            spec, header = cdi_spec.load_document(ctx.host_path(path) if not spec_path else path)
             config = _runtime_config(driver_root)
         recorded = cdi_spec.recorded_driver_version(spec, header)
         driver = None
@@ -193,16 +216,21 @@ def list_devices(
         stale = bool(recorded and current and recorded != current)
         devices = _devices(spec)
         common_edits = _common_edits(spec)
-        imex = _imex_listing(path, driver)
+        imex = _imex_listing(ctx.host_path(path) if not spec_path else path, driver)
         if as_json:
             output.print_json({
                 "ok": True, "spec": path, "cdiVersion": spec.get("cdiVersion"), "driver_version": recorded,
                 "current_driver_version": current, "stale": stale, "devices": devices, "common": common_edits,
-                "imex": imex,
+                "imex": imex, "spec_dirs": [{"path": directory, "source": source} for directory, source in searched],
+                "spec_files": [spec_file.to_json() for spec_file in files], "names": [name.to_json() for name in names],
             })
             return
         out = output.console()
         unicode = out.is_terminal and out.encoding.lower().startswith("utf")
+        if searched:
+            for line in name_table(searched, names):
+                out.print(line, highlight=False, markup=False, soft_wrap=not out.is_terminal)
+            out.print("")
         title = "{} (cdiVersion {}, generated for driver {})".format(path, spec.get("cdiVersion"), recorded or "unknown")
         for line in device_tree(title, devices, common_edits, unicode=unicode):
             out.print(line, highlight=False, markup=False, soft_wrap=not out.is_terminal)
@@ -210,16 +238,142 @@ def list_devices(
             title = "{} (IMEX channels, cdiVersion {})".format(imex["spec"], imex["cdiVersion"])
             for line in device_tree(title, imex["devices"], None, unicode=unicode):
                 out.print(line, highlight=False, markup=False, soft_wrap=not out.is_terminal)
+        warnings = output.console(stderr=True)
+        from rich.markup import escape
+
+        for spec_file in files:
+            if spec_file.error is not None:
+                warnings.print("[bold yellow]warning:[/] {} is not a readable CDI spec: {}".format(
+                    escape(spec_file.path), escape(spec_file.error)), highlight=False)
+        for name in names:
+            if name.conflict:
+                warnings.print("[bold yellow]warning:[/] {} is defined by {} in one directory: CDI consumers drop it "
+                               "(\"conflicting device\"); remove one of them".format(
+                                   escape(name.name), escape(" and ".join(name.conflict))), highlight=False)
         if stale:
-            output.console(stderr=True).print(
+            warnings.print(
                 "[bold yellow]warning:[/] the spec is stale: the driver is now {}; run nvdocker-setup cdi generate".format(current)
             )
         if imex is not None and imex["stale"]:
-            from rich.markup import escape
-
-            output.console(stderr=True).print(
+            warnings.print(
                 "[bold yellow]warning:[/] the IMEX spec {} is stale: {}; run nvdocker-setup cdi generate".format(
                     escape(imex["spec"]), escape(imex["stale_reason"])), highlight=False)
+
+
+def _spec_dirs(ctx: Any) -> List[Tuple[str, str]]:
+    """CDI's default directories, then those the engines' own configs add (dockerd's
+    ``cdi-spec-dirs``, containerd's ``cdi_spec_dirs``, podman's containers.conf), each once."""
+    from nvdocker_setup.cdi import listing
+
+    found: List[Tuple[str, str]] = [(directory, "CDI's default") for directory in listing.DEFAULT_SPEC_DIRS]
+    for directory, source in _engine_spec_dirs(ctx) + _podman_spec_dirs(ctx):
+        if directory.startswith("/") and all(os.path.normpath(directory) != os.path.normpath(known) for known, _ in found):
+            found.append((directory, source))
+    return found
+
+
+def _engine_spec_dirs(ctx: Any) -> List[Tuple[str, str]]:
+    """What each registered engine's config sets (doctor reads them the same way); an engine that
+    is not installed or whose config cannot be read adds nothing."""
+    from nvdocker_setup import engines
+    from nvdocker_setup.doctor import cdi as doctor_cdi
+    from nvdocker_setup.doctor.facts import DoctorOptions, Facts
+
+    found: List[Tuple[str, str]] = []
+    for name in engines.REGISTRY:
+        try:
+            directories, source = doctor_cdi.spec_dirs(Facts(ctx, DoctorOptions(engine=name)))
+        except Exception:  # noqa: BLE001 - a missing or broken engine config only means no extra directory
+            continue
+        if not source.startswith("CDI's default"):
+            found += [(directory, source) for directory in directories]
+    return found
+
+
+#: podman's containers.conf, the distribution's then the admin's (the admin's wins).
+PODMAN_CONFS = ("/usr/share/containers/containers.conf", "/etc/containers/containers.conf")
+
+
+def _podman_spec_dirs(ctx: Any) -> List[Tuple[str, str]]:
+    import tomlkit
+
+    found: List[Tuple[str, str]] = []
+    for conf in PODMAN_CONFS:
+        try:
+            with open(ctx.host_path(conf), encoding="utf-8") as handle:
+                value = tomlkit.parse(handle.read()).get("engine", {}).get("cdi_spec_dirs")
+        except Exception:  # noqa: BLE001 - no podman, or a file podman itself would refuse
+            continue
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            found = [(str(item), "cdi_spec_dirs in " + conf) for item in value]
+    return found
+
+
+def _read_spec_file(shown: str, directory: str, priority: int, host_path: str) -> Any:
+    from nvdocker_setup.cdi import listing
+    from nvdocker_setup.cdi import spec as cdi_spec
+    from nvdocker_setup.driver.errors import GpuSetupError
+
+    try:
+        value, _ = cdi_spec.load_document(host_path)
+    except GpuSetupError as error:
+        return listing.SpecFile(shown, directory, priority, None, error.message)
+    except Exception as exc:  # noqa: BLE001 - a YAML or decoding error of whatever parser read it
+        return listing.SpecFile(shown, directory, priority, None, "not valid JSON or YAML: {}".format(exc))
+    if not isinstance(value, dict):
+        return listing.SpecFile(shown, directory, priority, None, "not a JSON object")
+    return listing.SpecFile(shown, directory, priority, value, None)
+
+
+def _spec_files(ctx: Any, searched: List[Tuple[str, str]]) -> List[Any]:
+    from nvdocker_setup.cdi import listing
+
+    files = []
+    for priority, (directory, _) in enumerate(searched):
+        try:
+            names = os.listdir(ctx.host_path(directory))
+        except OSError:
+            continue
+        for name in listing.spec_file_names(names):
+            shown = os.path.join(directory, name)
+            files.append(_read_spec_file(shown, directory, priority, ctx.host_path(shown)))
+    return files
+
+
+def _primary_spec(files: List[Any], names: List[Any], searched: List[Tuple[str, str]]) -> str:
+    """The spec whose GPU devices a consumer uses: the one that provides ``nvidia.com/gpu=all``,
+    else the first readable spec of that kind. None: the error naming where we looked."""
+    from nvdocker_setup.cdi import spec as cdi_spec
+    from nvdocker_setup.errors import NotFound
+
+    for name in names:
+        if name.name == cdi_spec.KIND + "=all" and name.spec is not None:
+            return name.spec
+    for spec_file in files:
+        if spec_file.kind == cdi_spec.KIND:
+            return spec_file.path
+    raise NotFound(
+        "there is no CDI spec for {} in {}".format(cdi_spec.KIND, ", ".join(directory for directory, _ in searched)),
+        reference="cdi-spec-missing",
+        hint="write one with nvdocker-setup cdi generate (to /etc/cdi/nvdocker.yaml; the nvdocker-cdi-refresh "
+             "service keeps /run/cdi/nvdocker.yaml current instead), or name a directory with --spec-dir",
+    )
+
+
+def name_table(searched: List[Tuple[str, str]], names: List[Any]) -> List[str]:
+    """Each device name, the file consumers take it from and what it shadows or conflicts with."""
+    lines = ["CDI spec directories, in priority order (a later one wins a name): " + ", ".join(
+        "{} ({})".format(directory, source) for directory, source in searched)]
+    width = max([len(name.name) for name in names] + [4])
+    for name in names:
+        if name.conflict:
+            where = "none: conflict between {}".format(" and ".join(name.conflict))
+        else:
+            where = str(name.spec)
+        if name.shadowed:
+            where += " (shadows {})".format(", ".join(name.shadowed))
+        lines.append("{}  {}".format(name.name.ljust(width), where))
+    return lines
 
 
 def _devices(spec: Dict[str, Any]) -> List[Dict[str, Any]]:

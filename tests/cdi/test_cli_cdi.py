@@ -169,3 +169,83 @@ def test_list_is_a_tree_of_gpus_their_nodes_and_what_every_container_gets(cli, t
     report = json.loads(cli("cdi", "list", "--spec", str(out), "--json").stdout)
     assert "/dev/nvidiactl" in report["common"]["device_nodes"]
     assert "/usr/bin/nvidia-smi" in report["common"]["mounts"]
+
+
+# -- every spec directory (issue #23, item 1) ------------------------------------------------------
+
+
+def host_with_specs(cli, tmp_path, *paths):
+    """A host root with our generated spec at each of ``paths`` (host paths)."""
+    host = tmp_path / "host"
+    for path in paths:
+        target = host / path.lstrip("/")
+        assert cli("cdi", "generate", "-o", str(target)).exit_code == 0
+    return host
+
+
+def test_list_finds_the_refresh_units_spec_in_run_cdi(cli, tmp_path):
+    """What the refresh unit writes is what `cdi list` shows (it used to say there was no spec)."""
+    host = host_with_specs(cli, tmp_path, "/var/run/cdi/nvdocker.yaml")
+    done = cli("cdi", "list", "--root", str(host), "--json")
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["spec"] == "/var/run/cdi/nvdocker.yaml" and report["stale"] is False
+    assert [d["path"] for d in report["spec_dirs"]][:2] == ["/etc/cdi", "/var/run/cdi"]
+    assert {n["name"]: n["spec"] for n in report["names"]}["nvidia.com/gpu=all"] == "/var/run/cdi/nvdocker.yaml"
+
+
+def test_list_names_which_file_wins_and_what_it_shadows(cli, tmp_path):
+    host = host_with_specs(cli, tmp_path, "/etc/cdi/nvdocker.yaml", "/var/run/cdi/nvdocker.yaml")
+    (host / "etc/cdi/other.json").write_text(json.dumps({"cdiVersion": "0.5.0", "kind": "example.com/fpga", "devices": [
+        {"name": "f0", "containerEdits": {"deviceNodes": [{"path": "/dev/fpga0"}]}}]}))
+    (host / "etc/cdi/broken.yaml").write_text("{not: [valid")
+    done = cli("cdi", "list", "--root", str(host))
+    assert done.exit_code == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("CDI spec directories, in priority order (a later one wins a name): "
+                               "/etc/cdi (CDI's default), /var/run/cdi (CDI's default)")
+    gpu0 = next(line for line in lines if line.startswith("nvidia.com/gpu=0 "))
+    assert gpu0.split()[1:] == ["/var/run/cdi/nvdocker.yaml", "(shadows", "/etc/cdi/nvdocker.yaml)"]
+    assert next(line for line in lines if line.startswith("example.com/fpga=f0")).split()[1] == "/etc/cdi/other.json"
+    assert "/var/run/cdi/nvdocker.yaml (cdiVersion" in done.stdout  # the tree is of the winning spec
+    assert "/etc/cdi/broken.yaml is not a readable CDI spec" in done.stderr
+
+
+def test_two_specs_of_one_directory_defining_a_name_are_a_conflict(cli, tmp_path):
+    host = host_with_specs(cli, tmp_path, "/etc/cdi/nvdocker.yaml", "/etc/cdi/nvidia.yaml")
+    done = cli("cdi", "list", "--root", str(host), "--json")
+    assert done.exit_code == 0, done.stderr
+    names = {n["name"]: n for n in json.loads(done.stdout)["names"]}
+    assert names["nvidia.com/gpu=0"]["spec"] is None
+    assert names["nvidia.com/gpu=0"]["conflict"] == ["/etc/cdi/nvdocker.yaml", "/etc/cdi/nvidia.yaml"]
+    plain = cli("cdi", "list", "--root", str(host))
+    assert "conflicting device" in plain.stderr and "none: conflict between" in plain.stdout
+
+
+def test_no_spec_in_any_directory_names_them_and_both_ways_to_get_one(cli, tmp_path):
+    (tmp_path / "host").mkdir()
+    done = cli("cdi", "list", "--root", str(tmp_path / "host"))
+    assert done.exit_code == ExitStatus.NOT_FOUND and "cdi-spec-missing" in done.stderr
+    assert "/etc/cdi, /var/run/cdi" in done.stderr and "/run/cdi/nvdocker.yaml" in done.stderr
+
+
+def test_dockerds_and_podmans_configured_spec_dirs_are_read_too(cli, tmp_path):
+    host = host_with_specs(cli, tmp_path, "/opt/cdi/nvdocker.yaml")
+    (host / "etc/docker").mkdir(parents=True)
+    (host / "etc/docker/daemon.json").write_text(json.dumps({"cdi-spec-dirs": ["/etc/cdi", "/opt/cdi"]}))
+    (host / "etc/containers").mkdir(parents=True)
+    (host / "etc/containers/containers.conf").write_text('[engine]\ncdi_spec_dirs = ["/srv/podman-cdi"]\n')
+    done = cli("cdi", "list", "--root", str(host), "--json")
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [(d["path"], d["source"]) for d in report["spec_dirs"]] == [
+        ("/etc/cdi", "CDI's default"), ("/var/run/cdi", "CDI's default"), ("/opt/cdi", "cdi-spec-dirs in daemon.json"),
+        ("/srv/podman-cdi", "cdi_spec_dirs in /etc/containers/containers.conf")]
+    assert report["spec"] == "/opt/cdi/nvdocker.yaml"
+
+
+def test_spec_dir_replaces_the_default_directories(cli, tmp_path):
+    host = host_with_specs(cli, tmp_path, "/etc/cdi/nvdocker.yaml", "/mine/nvdocker.yaml")
+    done = cli("cdi", "list", "--root", str(host), "--spec-dir", "/mine", "--json")
+    report = json.loads(done.stdout)
+    assert report["spec_dirs"] == [{"path": "/mine", "source": "--spec-dir"}] and report["spec"] == "/mine/nvdocker.yaml"
