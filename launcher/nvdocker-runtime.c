@@ -69,7 +69,7 @@ static const char *const request_markers[] = {"NVIDIA_VISIBLE_DEVICES", "nvidia-
 					      "nvidia-container-toolkit", "cdi.k8s.io",
 					      "NVIDIA_IMEX_CHANNELS", "NVIDIA_MIG_CONFIG_DEVICES",
 					      "NVIDIA_MIG_MONITOR_DEVICES", "\\u",
-					      "nvidia-container-devices", NULL};
+					      "nvidia-container-devices", "CUDA_VERSION", NULL};
 
 static const char *log_path;   /* runc's --log: where containerd looks for our error */
 static const char *log_format; /* --log-format: json (containerd) or text */

@@ -40,6 +40,7 @@ LIBRARIES: Dict[str, Tuple[str, ...]] = {
         "libnvidia-pkcs11.so",
         "libnvidia-pkcs11-openssl3.so",
         "libnvidia-nvvm.so",
+        "libnvidia-tileiras.so",  # CUDA 13's tile IR compiler (580+ drivers)
     ),
     VIDEO: ("libvdpau_nvidia.so", "libnvidia-encode.so", "libnvidia-opticalflow.so", "libnvcuvid.so"),
     GRAPHICS: (
@@ -67,7 +68,7 @@ LIBRARIES: Dict[str, Tuple[str, ...]] = {
 
 #: Executables, searched in the driver root's bin directories and mounted at the same path.
 BINARIES: Dict[str, Tuple[str, ...]] = {
-    UTILITY: ("nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nv-fabricmanager"),
+    UTILITY: ("nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nv-fabricmanager", "nvidia-imex", "nvidia-imex-ctl"),
     COMPUTE: ("nvidia-cuda-mps-control", "nvidia-cuda-mps-server"),
 }
 
@@ -122,6 +123,12 @@ IPC_PATHS: Dict[str, Tuple[str, ...]] = {
 #: runs MPS elsewhere says so with ``mps-pipe-directory`` in runtime.conf or CUDA_MPS_PIPE_DIRECTORY
 #: in the engine's environment.
 MPS_PIPE_DIR = "/tmp/nvidia-mps"
+
+#: A library of the driver that none of the lists above names (a newer driver's, such as 580's
+#: ``libnvidia-tileiras`` was): a ``lib*.so.<driver version>`` file in a directory that holds a
+#: library of the lists. It comes with this capability (most new driver libraries are CUDA's), so
+#: that a driver upgrade never silently leaves a library out; NVIDIA's CDI mounts them all too.
+UNLISTED_LIBRARIES_CAPABILITY = COMPUTE
 
 BINARY_DIRS: Tuple[str, ...] = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin", "/usr/local/sbin")
 

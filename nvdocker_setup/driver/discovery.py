@@ -43,8 +43,25 @@ WSL_BINARY_DIR = "/usr/bin"
 #: The driver version when none can be read (WSL2 names no library after it): NVIDIA_REQUIRE_*
 #: checks are then skipped (see :func:`nvdocker_setup.driver.requirements.check`).
 UNKNOWN_VERSION = "unknown"
+#: Opt-in devices NVIDIA's runtime gives a GPU container whose image sets the variable to
+#: ``enabled``: (directory, names; ``*`` a prefix) of their nodes. GPUDirect Storage, the RDMA stack
+#: (MOFED), NVSwitch and GDRCopy.
+GATED_DEVICES = {
+    "NVIDIA_GDS": (("/dev", ("nvidia-fs*",)),),
+    "NVIDIA_MOFED": (("/dev/infiniband", ("uverbs*", "rdma_cm", "umad*", "issm*")),),
+    "NVIDIA_NVSWITCH": (("/dev", ("nvidia-nvswitchctl", "nvidia-nvswitch*")),),
+    "NVIDIA_GDRCOPY": (("/dev", ("gdrdrv",)),),
+}
+_MAX_GATED_NODES = 4096
 #: At most this many entries of the WSL library directory are looked at (it is Windows' folder).
 _MAX_WSL_ENTRIES = 256
+#: At most this many entries of a driver library directory are looked at for unlisted libraries
+#: (a multiarch directory of a full desktop install has a few thousand).
+_MAX_LIBRARY_DIR_ENTRIES = 20000
+#: The kernel's firmware search path after ``firmware_class.path``: where the GSP firmware of the
+#: driver version is looked for, first found first (``{release}``: the running kernel's).
+FIRMWARE_DIRS = ("/lib/firmware/updates/{release}", "/lib/firmware/updates", "/lib/firmware/{release}", "/lib/firmware")
+FIRMWARE_CLASS_PATH = "/sys/module/firmware_class/parameters/path"
 
 
 def _is_host_root(root: str) -> bool:
@@ -301,6 +318,25 @@ class Driver:
             gid=info.st_gid,
         )
 
+    def gated_device_nodes(self, feature: str) -> List[DeviceNode]:
+        """The device nodes of an opt-in feature (:data:`GATED_DEVICES`: ``NVIDIA_GDS``,
+        ``NVIDIA_MOFED``, ``NVIDIA_NVSWITCH``, ``NVIDIA_GDRCOPY`` = ``enabled``): root's own
+        character devices only, as every node (:meth:`device_node`); a directory is listed at
+        most :data:`_MAX_GATED_NODES` entries deep."""
+        nodes: List[DeviceNode] = []
+        for directory, prefixes in GATED_DEVICES[feature]:
+            try:
+                with os.scandir(os.path.join(self.dev_root, os.path.relpath(directory, "/dev"))) as entries:
+                    names = sorted(entry.name for _, entry in zip(range(_MAX_GATED_NODES), entries))
+            except OSError:
+                continue
+            for name in names:
+                if any(name == prefix or (prefix.endswith("*") and name.startswith(prefix[:-1])) for prefix in prefixes):
+                    node = self.device_node(posixpath.join(directory, name))
+                    if node is not None:
+                        nodes.append(node)
+        return nodes
+
     def gpu_device_node(self, gpu: Gpu) -> DeviceNode:
         node = self.device_node(gpu.device_path)
         if node is None:
@@ -434,6 +470,7 @@ class Driver:
         """
         if self.wsl:
             return self._wsl_libraries(capabilities) if word_size == 64 else []
+        capabilities = tuple(capabilities)
         prefixes = caps.libraries_for(capabilities)
         found: Dict[str, Tuple[str, str]] = {}
         for entry in self.cache_entries():
@@ -444,7 +481,57 @@ class Driver:
             located = self.locate_library(entry.path)
             if located is not None:
                 found.setdefault(located[1], located)
+        if capabilities:
+            for located in self.directory_libraries(list(found.values()), capabilities):
+                found.setdefault(located[1], located)
         return [found[key] for key in sorted(found)]
+
+    def directory_libraries(self, listed: List[Tuple[str, str]], capabilities: Sequence[str]) -> List[Tuple[str, str]]:
+        """``(host path, container path)`` of the driver's libraries the ld cache did not give: the
+        regular files ``lib*.so.<driver version>`` in the host directories of the ``listed``
+        libraries (Debian's ``nvidia/current`` too), mounted in the container directory those go
+        to: one of ``capabilities``' lists, or one no list names, with
+        :data:`~nvdocker_setup.driver.capabilities.UNLISTED_LIBRARIES_CAPABILITY` (a library a newer
+        driver adds). Each passes the trust rules as every other file does."""
+        if self.wsl or not self.version_known:
+            return []
+        suffix = ".so." + self.version
+        known = caps.libraries_for(caps.ALL_CAPABILITIES)
+        wanted = caps.libraries_for(capabilities)
+        unlisted = caps.UNLISTED_LIBRARIES_CAPABILITY in capabilities
+        # (a library the ld cache names is mounted from its entry; a driver upgrade without ldconfig,
+        # or a library the lists do not know, is found here)
+        directories: Dict[str, str] = {}  # host directory -> container directory
+        for host, container in listed:
+            directories.setdefault(posixpath.dirname(host), posixpath.dirname(container))
+        found: List[Tuple[str, str]] = []
+        for host_dir, container_dir in sorted(directories.items()):
+            inner = host_dir if _is_host_root(self.root) else host_dir[len(self.root.rstrip("/")):]
+            try:
+                with os.scandir(host_dir) as entries:
+                    names = sorted(entry.name for index, entry in zip(range(_MAX_LIBRARY_DIR_ENTRIES), entries)
+                                   if entry.name.startswith("lib") and entry.name.endswith(suffix))
+            except OSError:
+                continue
+            for name in names:
+                prefix = next((prefix for prefix in known if _matches(name, prefix)), None)
+                if prefix is not None:
+                    # a listed library comes from here only when the ld cache has no entry of it at all:
+                    # where it has one, that entry decided (and may have been refused for its link)
+                    if prefix not in wanted or any(_matches(entry.name, prefix) for entry in self.cache_entries()):
+                        continue
+                elif not unlisted:
+                    continue
+                located = self.locate_resolved(posixpath.join(inner or "/", name))
+                if located is None:
+                    continue
+                try:
+                    regular = stat.S_ISREG(os.stat(located[0]).st_mode)
+                except OSError:
+                    regular = False
+                if regular:
+                    found.append((located[0], posixpath.join(container_dir, name)))
+        return found
 
     def library_links(self, capabilities: Iterable[str], word_size: int = 64) -> List[Tuple[str, str, str]]:
         """``(target, container directory, name)`` of the links that go next to the libraries for
@@ -562,10 +649,23 @@ class Driver:
         return list(found.values())
 
     def firmware(self) -> Optional[Tuple[str, str]]:
-        """The GSP firmware directory of this driver version, when the driver has one."""
+        """The GSP firmware directory of this driver version, when the driver has one: the first
+        ``<dir>/nvidia/<version>`` on the kernel's firmware search path (``firmware_class.path``,
+        then :data:`FIRMWARE_DIRS`), mounted at that same path."""
         if self.wsl or not self.version_known:
             return None
-        return self.locate("/lib/firmware/nvidia/" + self.version)
+        release = os.uname().release
+        custom = (_read_text(os.path.join(self.root, FIRMWARE_CLASS_PATH.lstrip("/"))) or "").strip()
+        bases = ([custom.rstrip("/")] if custom.startswith("/") and "\0" not in custom else [])
+        bases += [base.format(release=release) for base in FIRMWARE_DIRS]
+        for base in bases:
+            path = posixpath.normpath("{}/nvidia/{}".format(base, self.version))
+            if not os.path.lexists(os.path.join(self.root, path.lstrip("/"))):
+                continue
+            located = self.locate(path)
+            if located is not None:
+                return located
+        return None
 
     def ipc_paths(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
         """The daemons' sockets for ``capabilities``, and with ``compute`` the MPS pipe directory."""

@@ -541,7 +541,8 @@ def find_nvidia_cli(environ: Dict[str, str]) -> Optional[str]:
     return None
 
 
-def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, driver_root: str, ldconfig: str) -> Optional[List[str]]:
+def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, driver_root: str, ldconfig: str,
+                    disable_require: bool = False) -> Optional[List[str]]:
     """The ``nvidia-container-cli configure`` command NVIDIA's hook would run; None: no request."""
     from nvdocker_setup.driver import requirements
     from nvdocker_setup.driver.capabilities import parse_capabilities
@@ -569,7 +570,7 @@ def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, drive
         if value is not None:
             argv.append("{}={}".format(flag, ",".join(value)))
     argv += ["--{}".format(capability) for capability in parse_capabilities(env.get(DRIVER_CAPABILITIES))]
-    if not requirements.disabled(env):
+    if not disable_require and not requirements.disabled(env):
         argv += ["--require={}".format(value) for _, value in requirements.requirement_values(env)]
     argv += ["--pid={}".format(pid), rootfs]
     return argv
@@ -586,7 +587,7 @@ def prestart(stdin, environ: Dict[str, str]) -> int:
     config = load(environ)
     pid = state.get("pid") or 0
     rootfs = rootfs_of(bundle, spec)
-    argv = nvidia_cli_argv(cli or CLI_NAME, spec, pid, rootfs, config.driver_root, config.ldconfig)
+    argv = nvidia_cli_argv(cli or CLI_NAME, spec, pid, rootfs, config.driver_root, config.ldconfig, config.disable_require)
     if argv is None:
         return 0  # not a GPU container (NVIDIA_VISIBLE_DEVICES unset, empty or void)
     checked_rootfs(rootfs)

@@ -27,6 +27,9 @@ and the C launcher can scan for ``runtimes`` in a few lines.
     # compute containers when root owns it; CUDA_MPS_PIPE_DIRECTORY in the engine's environment
     # overrides it; default /tmp/nvidia-mps
     mps-pipe-directory =
+    # true: no NVIDIA_REQUIRE_* check for any container (NVIDIA's disable-require; one image can
+    # set NVIDIA_DISABLE_REQUIRE=true instead)
+    disable-require = false
 
 Format, shared with ``launcher/nvdocker-runtime.c``: ``[section]`` lines, ``key = value`` or
 ``key: value``, ``#``/``;`` comment lines, indented lines continue the previous value. Keys
@@ -65,6 +68,9 @@ DEFAULT_RUNTIMES = ("runc", "crun")
 DEFAULT_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENVVAR_UNPRIVILEGED_KEY = "accept-envvar-when-unprivileged"
 VOLUME_MOUNTS_KEY = "accept-device-list-as-volume-mounts"
+#: NVIDIA's ``disable-require``: true skips every NVIDIA_REQUIRE_* check, as the image's
+#: NVIDIA_DISABLE_REQUIRE does for one container.
+DISABLE_REQUIRE_KEY = "disable-require"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -110,7 +116,7 @@ class RuntimeConfig:
     """Settings after defaults, the file and the environment are applied."""
 
     __slots__ = ("path", "runtimes", "driver_root", "log", "debug", "hook_path", "ldconfig",
-                 "accept_envvar_unprivileged", "accept_volume_mounts", "mps_pipe_dir", "native_hook")
+                 "accept_envvar_unprivileged", "accept_volume_mounts", "mps_pipe_dir", "native_hook", "disable_require")
 
     def __init__(
         self,
@@ -124,6 +130,7 @@ class RuntimeConfig:
         accept_envvar_unprivileged: bool = True,
         accept_volume_mounts: bool = False,
         mps_pipe_dir: Optional[str] = None,
+        disable_require: bool = False,
     ) -> None:
         self.path = path
         self.runtimes: List[str] = list(runtimes)
@@ -135,6 +142,7 @@ class RuntimeConfig:
         self.accept_envvar_unprivileged = accept_envvar_unprivileged
         self.accept_volume_mounts = accept_volume_mounts
         self.mps_pipe_dir = mps_pipe_dir
+        self.disable_require = disable_require
         #: The C launcher's path when it started us and is trusted (runtime/main.py
         #: NATIVE_HOOK_FLAG): the same binary, started as NATIVE_HOOK_NAME, is the ld cache hook.
         self.native_hook: Optional[str] = None
@@ -195,6 +203,7 @@ def load(environ: Mapping[str, str] = os.environ) -> RuntimeConfig:
         accept_envvar_unprivileged=_boolean(
             values.get(ENVVAR_UNPRIVILEGED_KEY, "true"), ENVVAR_UNPRIVILEGED_KEY, source),
         accept_volume_mounts=_boolean(values.get(VOLUME_MOUNTS_KEY, ""), VOLUME_MOUNTS_KEY, source),
+        disable_require=_boolean(values.get(DISABLE_REQUIRE_KEY, ""), DISABLE_REQUIRE_KEY, source),
     )
     if environ.get(DRIVER_ROOT_ENV):
         config.driver_root = environ[DRIVER_ROOT_ENV]

@@ -171,9 +171,20 @@ def edits_for(wanted: GpuRequest, config: RuntimeConfig, rootfs: Optional[str] =
         extra.append(driver.mig.access_edits("monitor", wanted.mig_monitor))
     if wanted.imex_channels is not None:
         extra.append(driver.mig.imex_edits(wanted.imex_channels))
+    if wanted.wants_driver:
+        extra += _gated_edits(wanted, driver)
     if refused is not None:
         refused.extend(driver.refused)
     return edits.merged(*extra)
+
+
+def _gated_edits(wanted: GpuRequest, driver: Driver) -> List[ContainerEdits]:
+    """NVIDIA's opt-in devices (GDS, MOFED, NVSwitch, GDRCopy) the image enabled, for a GPU request."""
+    from nvdocker_setup.driver.discovery import GATED_DEVICES
+    from nvdocker_setup.driver.model import ContainerEdits
+
+    return [ContainerEdits(device_nodes=driver.gated_device_nodes(feature))
+            for feature in GATED_DEVICES if wanted.env.get(feature, "").strip().lower() == "enabled"]
 
 
 def _device_edits(wanted: GpuRequest, config: RuntimeConfig, driver: Driver, rootfs: Optional[str]) -> ContainerEdits:
@@ -199,7 +210,7 @@ def _device_edits(wanted: GpuRequest, config: RuntimeConfig, driver: Driver, roo
             else gpu_edits(driver, driver.find_gpu(selector), capabilities)
             for selector in wanted.devices
         ]
-    if not requirements.disabled(wanted.env) and requirements.requirement_values(wanted.env):
+    if not config.disable_require and not requirements.disabled(wanted.env) and requirements.requirement_values(wanted.env):
         requirements.check(wanted.env, requirements.Facts(driver.version, driver.cuda_version,
                                                           _models(driver, wanted)))
     return common_edits(driver, capabilities, config.hook_command(), rootfs).merged(*devices)

@@ -68,6 +68,11 @@ MAX_DEVICE_LIST_MOUNTS = 64
 IMEX_MOUNT_DIR = "imex"
 #: Capability that makes a container "privileged" for accept-envvar-when-unprivileged (NVIDIA's test).
 PRIVILEGED_CAPABILITY = "CAP_SYS_ADMIN"
+#: A legacy CUDA image (before NVIDIA_REQUIRE_CUDA, CUDA < 9): ``CUDA_VERSION`` set and no
+#: ``NVIDIA_REQUIRE_CUDA``. NVIDIA's runtime gives it every GPU and every capability when it names
+#: none, and requires ``cuda>=<major.minor of CUDA_VERSION>``; so do we.
+LEGACY_CUDA_VERSION = "CUDA_VERSION"
+REQUIRE_CUDA = "NVIDIA_REQUIRE_CUDA"
 ALL = "all"
 REQUIRE_PREFIX = "NVIDIA_REQUIRE_"
 #: The longest request value read: 16 GPU UUIDs are ~700 characters, the NVIDIA_REQUIRE_CUDA of
@@ -98,8 +103,23 @@ _NOTHING = ("", "void", "none")
 #: passed as mounts has no other marker; its "/"s may be written "\/"). launcher/nvdocker-runtime.c request_markers = these.
 REQUEST_MARKERS = (
     (VISIBLE_DEVICES,) + NVIDIA_HOOK_NAMES + (CDI_ANNOTATION_PREFIX.rstrip("/"),)
-    + tuple(name for name, _ in EXTRA_REQUESTS) + ("\\u", DEVICE_LIST_ROOT.rsplit("/", 1)[1])
+    + tuple(name for name, _ in EXTRA_REQUESTS) + ("\\u", DEVICE_LIST_ROOT.rsplit("/", 1)[1], LEGACY_CUDA_VERSION)
 )
+
+
+def legacy_defaults(env: Dict[str, str]) -> Dict[str, str]:
+    """``env`` with a legacy CUDA image's defaults (:data:`LEGACY_CUDA_VERSION`): every GPU when
+    it names no device variable, every capability when it names none, and the CUDA requirement of
+    its ``CUDA_VERSION``; any other env as it is."""
+    if not env.get(LEGACY_CUDA_VERSION, "").strip() or REQUIRE_CUDA in env:
+        return env
+    env = dict(env)
+    env.setdefault(VISIBLE_DEVICES, ALL)
+    env.setdefault(DRIVER_CAPABILITIES, ALL)
+    parts = env[LEGACY_CUDA_VERSION].strip().split(".")
+    if len(parts) >= 2 and all(part.isdigit() and part.isascii() and len(part) <= 4 for part in parts[:2]):
+        env[REQUIRE_CUDA] = "cuda>={}.{}".format(int(parts[0]), int(parts[1]))
+    return env
 
 
 class GpuRequest:
@@ -437,6 +457,7 @@ def resolve(
     The two flags are runtime.conf's policy; ``notes`` collects why a request was ignored."""
     env = environment(spec)
     check_request_sizes(env, spec)
+    env = legacy_defaults(env)
     imex, mig_config, mig_monitor = extra_requests(env, spec, accept_envvar_unprivileged, notes)
     hook_indexes = nvidia_hook_indexes(spec)
     sources: List[str] = []

@@ -211,3 +211,94 @@ def test_a_config_typo_blocks_create_but_never_delete(tmp_path, fake_runtime, dr
     write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=0"]))
     done = run_python_runtime(["create", "--bundle", str(tmp_path / "b"), "c1"], fake_runtime, driver_root)
     assert done.returncode == 1 and "debug must be true or false" in done.stderr
+
+
+# -- legacy CUDA images and runtime.conf's disable-require (issue #20) --------------------------------
+
+
+def test_runtime_conf_disable_require_skips_every_check(tmp_path, driver_root):
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda>=13.0"]))
+    with pytest.raises(GpuSetupError, match="cuda>=13.0"):
+        create(tmp_path / "b", driver_root)
+    write_bundle(tmp_path / "c", base_spec(["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda>=13.0"]))
+    assert "/dev/nvidia0" in [d["path"] for d in create(tmp_path / "c", driver_root, disable_require=True)["linux"]["devices"]]
+
+
+def test_a_legacy_cuda_image_gets_every_gpu_and_capability_and_its_cuda_requirement(tmp_path, driver_root):
+    """CUDA_VERSION and no NVIDIA_REQUIRE_CUDA (CUDA < 9 images): NVIDIA's defaults."""
+    write_bundle(tmp_path / "b", base_spec(["CUDA_VERSION=8.0.61"]))
+    spec = create(tmp_path / "b", driver_root)
+    assert {"/dev/nvidia0", "/dev/nvidia1"} <= {d["path"] for d in spec["linux"]["devices"]}
+    mounted = {m["destination"] for m in spec["mounts"]}
+    assert LIB + "libGLX_nvidia.so.550.54.14" in mounted and LIB + "libcuda.so.550.54.14" in mounted  # all capabilities
+    write_bundle(tmp_path / "c", base_spec(["CUDA_VERSION=13.0.1"]))  # newer than the 550 driver's 12.4
+    with pytest.raises(GpuSetupError, match="cuda>=13.0"):
+        create(tmp_path / "c", driver_root)
+
+
+@pytest.mark.parametrize("env", [
+    ["CUDA_VERSION=8.0.61", "NVIDIA_REQUIRE_CUDA=cuda>=8.0"],  # a modern image: its own variables decide
+    ["CUDA_VERSION=8.0.61", "NVIDIA_VISIBLE_DEVICES=void"],
+    ["CUDA_VERSION="],
+])
+def test_what_is_not_a_legacy_request_stays_untouched(tmp_path, driver_root, env):
+    before = write_bundle(tmp_path / "b", base_spec(env))
+    create(tmp_path / "b", driver_root)
+    assert (tmp_path / "b" / "config.json").read_bytes() == before
+
+
+def test_a_legacy_image_in_an_unprivileged_container_follows_the_envvar_policy(tmp_path, driver_root):
+    before = write_bundle(tmp_path / "b", base_spec(["CUDA_VERSION=8.0.61"]))
+    create(tmp_path / "b", driver_root, accept_envvar_unprivileged=False)
+    assert (tmp_path / "b" / "config.json").read_bytes() == before
+
+
+# -- opt-in devices: NVIDIA_GDS, NVIDIA_MOFED, NVIDIA_NVSWITCH, NVIDIA_GDRCOPY = enabled (issue #20) --------
+
+
+@pytest.fixture
+def gated_root(tmp_path):
+    import stat
+
+    from tests.support.driver_root import build_driver_root, missing_tools
+
+    if os.geteuid() != 0 or missing_tools():
+        pytest.skip("the simulated root needs root, gcc and ldconfig")
+    root = build_driver_root(str(tmp_path / "root"))
+    nodes = {"nvidia-fs0": (241, 0), "nvidia-fs1": (241, 1), "infiniband/uverbs0": (231, 192), "infiniband/rdma_cm": (10, 58),
+             "infiniband/umad0": (231, 0), "nvidia-nvswitchctl": (240, 255), "nvidia-nvswitch0": (240, 0), "gdrdrv": (238, 0)}
+    for name, (major, minor) in nodes.items():
+        path = os.path.join(root.path, "dev", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+    return root
+
+
+@pytest.mark.parametrize("feature, expected", [
+    ("NVIDIA_GDS", {"/dev/nvidia-fs0", "/dev/nvidia-fs1"}),
+    ("NVIDIA_MOFED", {"/dev/infiniband/uverbs0", "/dev/infiniband/rdma_cm", "/dev/infiniband/umad0"}),
+    ("NVIDIA_NVSWITCH", {"/dev/nvidia-nvswitchctl", "/dev/nvidia-nvswitch0"}),
+    ("NVIDIA_GDRCOPY", {"/dev/gdrdrv"}),
+])
+def test_an_enabled_opt_in_feature_gets_its_device_nodes_and_only_then(tmp_path, gated_root, feature, expected):
+    every = {"/dev/nvidia-fs0", "/dev/nvidia-fs1", "/dev/infiniband/uverbs0", "/dev/infiniband/rdma_cm",
+             "/dev/infiniband/umad0", "/dev/nvidia-nvswitchctl", "/dev/nvidia-nvswitch0", "/dev/gdrdrv"}
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=0", feature + "=enabled"]))
+    spec = create(tmp_path / "b", gated_root)
+    devices = {d["path"] for d in spec["linux"]["devices"]}
+    assert devices & every == expected
+    allowed = {(r.get("major"), r.get("minor")) for r in spec["linux"]["resources"]["devices"] if r.get("allow")}
+    assert all((d["major"], d["minor"]) in allowed for d in spec["linux"]["devices"] if d["path"] in expected)
+    write_bundle(tmp_path / "c", base_spec(["NVIDIA_VISIBLE_DEVICES=0", feature + "=disabled"]))
+    assert not {d["path"] for d in create(tmp_path / "c", gated_root)["linux"]["devices"]} & every
+    before = write_bundle(tmp_path / "d", base_spec([feature + "=enabled"]))  # no GPU request: nothing at all
+    create(tmp_path / "d", gated_root)
+    assert (tmp_path / "d" / "config.json").read_bytes() == before
+
+
+def test_an_opt_in_node_a_user_owns_or_a_symlink_is_not_given(tmp_path, gated_root):
+    os.chown(os.path.join(gated_root.path, "dev/nvidia-fs1"), 65534, 65534)
+    os.symlink("/dev/sda", os.path.join(gated_root.path, "dev/nvidia-fs2"))
+    write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_GDS=enabled"]))
+    devices = {d["path"] for d in create(tmp_path / "b", gated_root)["linux"]["devices"]}
+    assert "/dev/nvidia-fs0" in devices and not {"/dev/nvidia-fs1", "/dev/nvidia-fs2"} & devices
