@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -66,7 +67,7 @@
 #ifndef LDCONFIG_DEADLINE_S
 #define LDCONFIG_DEADLINE_S 60
 #endif
-#define MOUNTINFO_LIMIT (16 << 20)
+#define PROC_SUPER_MAGIC 0x9fa0
 
 #ifdef NVDOCKER_SANITIZE
 /* The sanitizer build the tests run (tests/support/hooks.py): a finding is exit status 99, which
@@ -87,6 +88,12 @@ struct link {
 struct version {
 	int parts;
 	long value[MAX_VERSION_PARTS];
+};
+
+/* --dri-link NODE::NAME: /dev/dri/by-path/NAME -> ../NODE (hook/main.py parse_dri_links). */
+struct dri_link {
+	char *node;
+	const char *name;
 };
 
 /* One bounded line "nvdocker-runtime-hook: MESSAGE[ (hint: HINT)]" on stderr, then status 1. */
@@ -228,6 +235,29 @@ int parse_link(const char *value, struct link *link)
 	return 1;
 }
 
+/* hook/main.py parse_dri_links: NODE is card<N> or renderD<N> (1 to 7 ASCII digits), NAME plain. */
+int parse_dri_link(const char *value, struct dri_link *link)
+{
+	const char *sep = strstr(value, "::"), *digits;
+	size_t stem, len;
+
+	if (!sep)
+		return 0;
+	stem = strncmp(value, "renderD", 7) == 0 ? 7 : 4;
+	if (strncmp(value, stem == 7 ? "renderD" : "card", stem) != 0)
+		return 0;
+	digits = value + stem;
+	len = (size_t)(sep - digits);
+	if (sep < digits || len == 0 || len > 7 || strspn(digits, "0123456789") != len ||
+	    !is_plain_name(sep + 2, strlen(sep + 2)))
+		return 0;
+	link->node = strndup(value, (size_t)(sep - value));
+	if (!link->node)
+		hook_fail(NULL, "out of memory");
+	link->name = sep + 2;
+	return 1;
+}
+
 /* compat.parse_version: 2 to 4 parts of 1 to 8 ASCII digits, at most 32 characters. */
 int parse_version(const char *text, struct version *version)
 {
@@ -346,6 +376,42 @@ static void create_links(const char *rootfs, struct link *links, int count)
 	if (fd >= 0)
 		close(fd);
 	close(root_fd);
+}
+
+/* hook/main.py create_dri_links_in: /dev and /dev/dri must be plain directories (runc made them),
+ * by-path is created when missing; O_NOFOLLOW per step, symlinkat, an existing name stays. */
+static void create_dri_links(const char *rootfs, struct dri_link *links, int count)
+{
+	static const char *const path[] = {"dev", "dri", "by-path"};
+	char target[24]; /* "../renderD" and at most 7 digits */
+	int fds[4], opened = 0;
+
+	if (count == 0)
+		return;
+	fds[opened++] = open_root(rootfs);
+	for (int i = 0; i < 3; i++) {
+		if (i == 2 && mkdirat(fds[opened - 1], path[i], 0755) != 0 && errno != EEXIST)
+			goto failed;
+		int fd = existing_directory_in(fds[opened - 1], path[i]);
+		if (fd < 0) {
+			if (errno)
+				goto failed;
+			goto done;
+		}
+		fds[opened++] = fd;
+	}
+	for (int i = 0; i < count; i++) {
+		if (snprintf(target, sizeof(target), "../%s", links[i].node) >= (int)sizeof(target))
+			hook_fail(NULL, "--dri-link node %s is too long", quoted(links[i].node));
+		if (symlinkat(target, fds[opened - 1], links[i].name) != 0 && errno != EEXIST)
+			goto failed;
+	}
+done:
+	while (opened > 0)
+		close(fds[--opened]);
+	return;
+failed:
+	hook_fail(NULL, "cannot create the /dev/dri/by-path links in the container: %s", strerror(errno));
 }
 
 /* compat.is_elf_shared_object: an ELF header (either class and byte order) of type ET_DYN. */
@@ -499,6 +565,9 @@ static void unescape_mountinfo(char *field)
 	*out = '\0';
 }
 
+/* The whole of /proc/self/mountinfo (the kernel writes it; a host can have tens of thousands of
+ * mounts, and the container's procfs, mounted last, is at the end: a reader that stopped early
+ * would miss exactly that line and leave ldconfig a way out, so there is no cap but memory). */
 static char *read_mountinfo(void)
 {
 	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
@@ -512,18 +581,25 @@ static char *read_mountinfo(void)
 			close(fd);
 		return NULL;
 	}
-	while ((n = read(fd, data + size, capacity - size)) > 0) {
+	while ((n = read(fd, data + size, capacity - size)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
 		size += (size_t)n;
 		if (size == capacity) {
-			char *bigger = capacity < MOUNTINFO_LIMIT ? realloc(data, capacity * 2 + 1) : NULL;
-			if (!bigger)
+			char *bigger = capacity < ((size_t)1 << 40) ? realloc(data, capacity * 2 + 1) : NULL;
+			if (!bigger) {
+				n = -1;
 				break;
+			}
 			data = bigger;
 			capacity *= 2;
 		}
 	}
 	close(fd);
-	if (n < 0) {
+	if (n < 0) { /* unreadable or out of memory: no answer, so the caller fails closed */
 		free(data);
 		return NULL;
 	}
@@ -614,6 +690,14 @@ static const char *confine_mounts(const char *rootfs)
 	}
 	free(points);
 	free(buffer);
+	/* the backstop: whatever mountinfo said, the container's /proc must not be a procfs now */
+	char proc[PATH_MAX + 8];
+	struct statfs fs;
+	snprintf(proc, sizeof(proc), "%s/proc", real);
+	if (statfs(proc, &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC) {
+		snprintf(reason, sizeof(reason), "procfs still mounted at %s", proc);
+		return reason;
+	}
 	return NULL;
 }
 
@@ -666,8 +750,8 @@ static int run_ldconfig(char **argv)
 struct options {
 	const char *ldconfig, *rootfs, *compat_dir, *host_version;
 	char **folders;
-	const char **link_values;
-	int folder_count, link_count;
+	const char **link_values, **dri_values;
+	int folder_count, link_count, dri_count;
 };
 
 /* hook/main.py parse_options: "--name value" / "--name=value", any number of leading dashes. */
@@ -678,7 +762,8 @@ static void parse_options(int argc, char **argv, int index, struct options *opti
 
 	options->folders = calloc((size_t)argc, sizeof(char *));
 	options->link_values = calloc((size_t)argc, sizeof(char *));
-	if (!options->folders || !options->link_values)
+	options->dri_values = calloc((size_t)argc, sizeof(char *));
+	if (!options->folders || !options->link_values || !options->dri_values)
 		hook_fail(NULL, "out of memory");
 	while (index < argc) {
 		const char *arg = argv[index], *name = arg + strspn(arg, "-"), *eq = strchr(name, '='), *value;
@@ -688,6 +773,8 @@ static void parse_options(int argc, char **argv, int index, struct options *opti
 			repeated = 1;
 		else if (len == 4 && strncmp(name, "link", 4) == 0)
 			repeated = 2;
+		else if (len == 8 && strncmp(name, "dri-link", 8) == 0)
+			repeated = 3;
 		for (int i = 0; i < 4 && !repeated; i++)
 			if (strlen(single[i]) == len && strncmp(single[i], name, len) == 0)
 				slot = i;
@@ -705,6 +792,8 @@ static void parse_options(int argc, char **argv, int index, struct options *opti
 			options->folders[options->folder_count++] = (char *)value;
 		else if (repeated == 2)
 			options->link_values[options->link_count++] = value;
+		else if (repeated == 3)
+			options->dri_values[options->dri_count++] = value;
 		else
 			*slots[slot] = value;
 	}
@@ -729,6 +818,15 @@ static int update_ldcache(int argc, char **argv, int index)
 				  "--link must be TARGET::/absolute/dir/NAME with plain names (no '/', '..' or NUL in TARGET and "
 				  "NAME), got %s",
 				  quoted(options.link_values[i]));
+	if (options.dri_count > MAX_LINKS)
+		hook_fail(NULL, "%d --dri-link options; at most %d are accepted", options.dri_count, MAX_LINKS);
+	struct dri_link *dri = calloc((size_t)options.dri_count + 1, sizeof(struct dri_link));
+	if (!dri)
+		hook_fail(NULL, "out of memory");
+	for (int i = 0; i < options.dri_count; i++)
+		if (!parse_dri_link(options.dri_values[i], &dri[i]))
+			hook_fail(NULL, "--dri-link must be card<N>::NAME or renderD<N>::NAME with a plain NAME, got %s",
+				  quoted(options.dri_values[i]));
 	if (!options.compat_dir != !options.host_version)
 		hook_fail(NULL, "--cuda-compat-dir and --host-driver-version go together");
 	if (options.compat_dir && !is_plain_directory(options.compat_dir, strlen(options.compat_dir)))
@@ -750,6 +848,7 @@ static int update_ldcache(int argc, char **argv, int index)
 		return -1; /* the state on stdin: the Python hook reads it */
 	check_rootfs(options.rootfs);
 	create_links(options.rootfs, links, options.link_count); /* first: ldconfig indexes them too */
+	create_dri_links(options.rootfs, dri, options.dri_count);
 	if (options.folder_count == 0)
 		return 0;
 	if (options.compat_dir && uses_compat_dir(options.rootfs, options.compat_dir, &host)) {

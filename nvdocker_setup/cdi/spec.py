@@ -154,7 +154,7 @@ def generate(driver: Driver, hook: Optional[HookCommand], cdi_version: Optional[
     if driver.wsl:  # one /dev/dxg for every GPU: only "all" names what a container gets
         devices.append({"name": ALL_DEVICE, "containerEdits": gpu_edits(driver, driver.gpus[0]).to_cdi()})
     for gpu in [] if driver.wsl else driver.gpus:
-        edits = gpu_edits(driver, gpu, ALL_CAPABILITIES)  # the spec carries every capability's files
+        edits = gpu_edits(driver, gpu, ALL_CAPABILITIES, hook)  # the spec carries every capability's files
         per_gpu.append(edits)
         devices.append({"name": str(gpu.index), "containerEdits": edits.to_cdi()})
         devices.append({"name": gpu.uuid, "containerEdits": edits.to_cdi()})

@@ -38,6 +38,16 @@ WSL_DEVICE = "/dev/dxg"
 WSL_LIB_DIR = "/usr/lib/wsl/lib"
 #: What a WSL2 container gets besides the capabilities' libraries: libcuda and libnvidia-ml load it.
 WSL_LIBRARIES = ("libdxcore.so",)
+#: WSL2's driver store: the Windows driver package's folder (``nv*.inf_amd64_<hash>``), from which
+#: the libraries of /usr/lib/wsl/lib load the rest of the driver (their loaders, the CUDA kernels).
+WSL_DRIVER_STORE = "/usr/lib/wsl/drivers"
+#: What a container needs of the driver store, at its own path (NVIDIA's WSL CDI gives the same),
+#: by capability; ``nvidia-smi`` also goes to /usr/bin when /usr/lib/wsl/lib has none.
+WSL_STORE_FILES = {
+    caps.UTILITY: ("libnvidia-ml.so.1", "libnvidia-ml_loader.so", "nvidia-smi"),
+    caps.COMPUTE: ("libcuda.so.1.1", "libcuda_loader.so", "libnvidia-ptxjitcompiler.so.1", "libnvdxgdmal.so.1",
+                   "nvcubins.bin"),
+}
 #: Where the WSL2 tools (nvidia-smi) go in the container: they are on no PATH in /usr/lib/wsl/lib.
 WSL_BINARY_DIR = "/usr/bin"
 #: The driver version when none can be read (WSL2 names no library after it): NVIDIA_REQUIRE_*
@@ -613,6 +623,36 @@ class Driver:
                 found.setdefault(located[1], located)
         return [found[key] for key in sorted(found)]
 
+    def wsl_store_files(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
+        """WSL2: ``(host path, container path)`` of the driver store's files for ``capabilities``
+        (:data:`WSL_STORE_FILES`), each at its own path: the folders ``nv*.inf_amd64_*`` of
+        :data:`WSL_DRIVER_STORE`, at most 256 entries looked at, regular files only, trusted as
+        every other path."""
+        if not self.wsl:
+            return []
+        wanted = [name for capability in capabilities for name in WSL_STORE_FILES.get(capability, ())]
+        if not wanted:
+            return []
+        store = self.locate_resolved(WSL_DRIVER_STORE)
+        if store is None:
+            return []
+        try:
+            folders = sorted(os.listdir(store[0]))[:_MAX_WSL_ENTRIES]
+        except OSError:
+            return []
+        found: Dict[str, Tuple[str, str]] = {}
+        for folder in folders:
+            if not (folder.startswith("nv") and ".inf_amd64_" in folder) or "/" in folder:
+                continue
+            for name in wanted:
+                path = "{}/{}/{}".format(WSL_DRIVER_STORE, folder, name)
+                if not os.path.lexists(os.path.join(self.root, path.lstrip("/"))):
+                    continue
+                located = self.locate(path)
+                if located is not None and os.path.isfile(located[0]):
+                    found.setdefault(located[1], located)
+        return [found[key] for key in sorted(found)]
+
     def _wsl_libraries(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
         """The WSL library files for ``capabilities`` (``libcuda.so.1`` and ``libcuda.so.1.1``
         both: Windows' folder has no links), plus :data:`WSL_LIBRARIES`."""
@@ -625,8 +665,11 @@ class Driver:
 
     def binaries(self, capabilities: Iterable[str]) -> List[Tuple[str, str]]:
         found: List[Tuple[str, str]] = []
-        if self.wsl:  # nvidia-smi is in Windows' folder: it goes where images look for it
+        if self.wsl:  # nvidia-smi is in Windows' folder (or the driver store): it goes where images look for it
+            capabilities = tuple(capabilities)
             shared = {container.rpartition("/")[2]: host for host, container in self.wsl_files()}
+            for host, container in self.wsl_store_files(capabilities):
+                shared.setdefault(container.rpartition("/")[2], host)
             for name in caps.binaries_for(capabilities):
                 if name in shared:
                     found.append((shared[name], WSL_BINARY_DIR + "/" + name))

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
     from typing import Iterable, List, Optional, Sequence, Tuple
 
     from nvdocker_setup.driver.discovery import Driver, Gpu
+    from nvdocker_setup.driver.model import DeviceNode
 
 #: The OCI lifecycle point our ld cache hook runs at: after the mounts, before pivot_root.
 LDCACHE_HOOK_POINT = "createContainer"
@@ -67,18 +68,46 @@ class HookCommand:
             argv += ["--link", format_link(target, directory, name)]
         return Hook(LDCACHE_HOOK_POINT, self.path, argv, HOOK_ENV)
 
+    def dri_link_hook(self, dri_links: Iterable[Tuple[str, str]], rootfs: Optional[str] = None) -> Hook:
+        """The hook entry that makes udev's ``/dev/dri/by-path`` links (``(node, name)``: NAME ->
+        ../NODE) in the container; without ``--folder`` it runs no ldconfig."""
+        argv = self.args + ["update-ldcache", "--ldconfig", self.ldconfig]
+        if rootfs is not None:
+            argv += ["--rootfs", rootfs]
+        for node, name in dri_links:
+            argv += ["--dri-link", "{}::{}".format(node, name)]
+        return Hook(LDCACHE_HOOK_POINT, self.path, argv, HOOK_ENV)
+
 
 #: The capabilities whose libraries talk to the GPU through its DRM nodes (EGL, Vulkan, GBM, VA/VDPAU, Xorg).
 DRM_CAPABILITIES = (caps.GRAPHICS, caps.VIDEO, caps.DISPLAY)
 
 
-def gpu_edits(driver: Driver, gpu: Gpu, capabilities: Sequence[str] = ()) -> ContainerEdits:
+def gpu_edits(driver: Driver, gpu: Gpu, capabilities: Sequence[str] = (), hook: Optional[HookCommand] = None,
+              rootfs: Optional[str] = None) -> ContainerEdits:
     """What one GPU adds: its device node (and the cgroup rule that goes with it), and with
-    graphics, video or display its DRM nodes (``/dev/dri/card<N>``, ``renderD<N>``)."""
+    graphics, video or display its DRM nodes (``/dev/dri/card<N>``, ``renderD<N>``) and, with a
+    ``hook``, the hook that makes their ``/dev/dri/by-path`` links."""
     nodes = [driver.gpu_device_node(gpu)]
+    hooks = []
     if any(capability in DRM_CAPABILITIES for capability in capabilities):
-        nodes += driver.drm_nodes(gpu)
-    return ContainerEdits(device_nodes=nodes)
+        drm = driver.drm_nodes(gpu)
+        nodes += drm
+        links = drm_links(gpu, drm)
+        if hook is not None and links:
+            hooks.append(hook.dri_link_hook(links, rootfs))
+    return ContainerEdits(device_nodes=nodes, hooks=hooks)
+
+
+def drm_links(gpu: Gpu, drm_nodes: Sequence[DeviceNode]) -> List[Tuple[str, str]]:
+    """``(node, by-path name)`` of udev's links to ``drm_nodes`` of ``gpu``:
+    ``pci-<bus id>-card -> ../card<N>``, ``pci-<bus id>-render -> ../renderD<N>``."""
+    found = []
+    for node in drm_nodes:
+        name = node.path.rpartition("/")[2]
+        kind = "render" if name.startswith("renderD") else "card"
+        found.append((name, "pci-{}-{}".format(gpu.bus_id.lower(), kind)))
+    return found
 
 
 def _word_sizes(capabilities: Sequence[str]) -> Tuple[int, ...]:
@@ -106,6 +135,7 @@ def common_edits(
     mounts = list(libraries)
     mounts += [Mount(host, container) for host, container in driver.binaries(capabilities)]
     mounts += [Mount(host, container) for host, container in driver.existing(caps.data_files_for(capabilities))]
+    mounts += [Mount(host, container) for host, container in driver.wsl_store_files(capabilities)]
     firmware = driver.firmware() if capabilities else None  # capabilities none: the device nodes only
     if firmware is not None:
         mounts.append(Mount(*firmware))

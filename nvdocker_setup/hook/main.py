@@ -1,7 +1,7 @@
 """nvdocker-runtime-hook: OCI hooks for GPU containers, reading the container state on stdin.
 
 ``update-ldcache [--ldconfig PATH] [--rootfs DIR] --folder DIR... [--link TARGET::/DIR/NAME...]
-[--cuda-compat-dir DIR --host-driver-version X.Y.Z]``
+[--dri-link card<N>::NAME...] [--cuda-compat-dir DIR --host-driver-version X.Y.Z]``
     Our ``createContainer`` hook. It runs after the driver files are mounted and before
     pivot_root, in the container's mount namespace: it creates the library links the host has
     (``libcuda.so -> libcuda.so.1``, which applications ``dlopen``; NVIDIA's ``create-symlinks``
@@ -11,7 +11,9 @@
     runtime passes ``--rootfs``; from a CDI spec it comes from the state on stdin. With
     ``--cuda-compat-dir``, an image's CUDA forward-compatibility ``libcuda.so.<version>`` of a
     newer driver branch than the host's puts that directory first (NVIDIA's
-    ``enable-cuda-compat`` hook, folded in too; see :mod:`nvdocker_setup.driver.compat`).
+    ``enable-cuda-compat`` hook, folded in too; see :mod:`nvdocker_setup.driver.compat`). With
+    ``--dri-link card1::pci-0000:01:00.0-card``, udev's ``/dev/dri/by-path`` link of a GPU's DRM node
+    (NVIDIA's CDI makes these with its ``create-symlinks`` hook).
 
 ``prestart`` (installed as ``nvidia-container-runtime-hook``)
     dockerd registers ``docker run --gpus`` only when a program of that name is on its PATH, and
@@ -158,8 +160,47 @@ def run(argv: Sequence[str]) -> int:
         pid = os.posix_spawn(argv[0], list(argv), SAFE_ENV)
     except OSError as exc:
         raise GpuSetupError("cannot run {}: {}".format(argv[0], exc.strerror or exc)) from None
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    return os.waitstatus_to_exitcode(_wait(pid, argv[0]))
+
+
+#: ldconfig over a container root takes milliseconds; a minute means something is wrong (the C
+#: hook's LDCONFIG_DEADLINE_S too).
+DEADLINE_S = 60.0
+
+
+def _wait(pid: int, what: str, deadline_s: Optional[float] = None) -> int:
+    """The wait status of ``pid``, which is killed at ``deadline_s`` (default :data:`DEADLINE_S`;
+    then a one-line error)."""
+    import select
+
+    deadline_s = DEADLINE_S if deadline_s is None else deadline_s
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    import time
+
+    end = time.monotonic() + deadline_s
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return status
+            left = end - time.monotonic()
+            if left <= 0:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise GpuSetupError("{} did not finish within {:.0f} s and was killed".format(what, deadline_s),
+                                    hint="the container's ld cache could not be refreshed")
+            if pidfd is not None:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                poller.poll(min(left, 1.0) * 1000)
+            else:
+                time.sleep(min(left, 0.005))
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 # -- ldconfig, confined -----------------------------------------------------------------------------
@@ -204,8 +245,10 @@ def _encodable(text: str) -> bool:
 def proc_mounts_below(root: str, mountinfo: Optional[bytes] = None) -> List[bytes]:
     """Mount points of procfs at or below ``root`` (a real path), deepest first."""
     if mountinfo is None:
+        # all of it: the container's procfs is mounted last, at the end of a table that a host (or a
+        # user making FUSE mounts) can grow past any cap; a cut-off read would miss exactly that line
         with open("/proc/self/mountinfo", "rb") as handle:
-            mountinfo = handle.read(16 << 20)
+            mountinfo = handle.read()
     top = os.fsencode(root.rstrip("/") or "/")
     points = []
     for line in mountinfo.split(b"\n"):
@@ -254,6 +297,23 @@ def _confine_mounts(root: str) -> None:
     left = proc_mounts_below(root)
     if left:
         raise OSError(errno.EBUSY, "procfs still mounted at {}".format(os.fsdecode(left[0])))
+    if _is_procfs(os.path.join(root, "proc")):  # the backstop, whatever mountinfo said
+        raise OSError(errno.EBUSY, "procfs still mounted at {}".format(os.path.join(root, "proc")))
+
+
+_PROC_SUPER_MAGIC = 0x9FA0
+
+
+def _is_procfs(path: str) -> bool:
+    """Whether ``path`` is a procfs mount (statfs's f_type), where /proc/1/root leads out of any
+    chroot. ``ctypes`` is imported here only: this runs once per hook, after the namespace is made."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on 64-bit Linux
+    if libc.statfs(os.fsencode(path), buffer) != 0:
+        return False
+    return ctypes.c_long.from_buffer(buffer).value == _PROC_SUPER_MAGIC
 
 
 def run_confined(argv: Sequence[str], root: str) -> int:
@@ -383,6 +443,61 @@ def create_links_in(rootfs: str, wanted: Sequence[Tuple[str, str, str]]) -> int:
     return created
 
 
+#: Where udev's links to the DRM nodes live; ``--dri-link NODE::NAME`` makes NAME there -> ../NODE.
+DRI_BY_PATH = ("dev", "dri", "by-path")
+
+
+def parse_dri_links(values: Sequence[str]) -> List[Tuple[str, str]]:
+    """``--dri-link NODE::NAME`` values: ``(NODE, NAME)``, NODE ``card<N>`` or ``renderD<N>``."""
+    from nvdocker_setup.driver import links
+
+    if len(values) > links.MAX_LINKS:
+        raise GpuSetupError("{} --dri-link options; at most {} are accepted".format(len(values), links.MAX_LINKS))
+    parsed = []
+    for value in values:
+        node, sep, name = value.partition(links.SEPARATOR)
+        stem = "renderD" if node.startswith("renderD") else "card"
+        number = node[len(stem):]
+        if (not sep or not node.startswith(stem) or not number.isdigit() or not number.isascii() or len(number) > 7
+                or not links.is_plain_name(name)):
+            raise GpuSetupError("--dri-link must be card<N>::NAME or renderD<N>::NAME with a plain NAME, got {}".format(
+                quoted(value, 120)))
+        parsed.append((node, name))
+    return parsed
+
+
+def create_dri_links_in(rootfs: str, wanted: Sequence[Tuple[str, str]]) -> int:
+    """udev's ``/dev/dri/by-path/NAME -> ../NODE`` links in the container: ``/dev`` and ``/dev/dri``
+    must be plain directories already (runc made them for the DRM nodes), ``by-path`` is created
+    when missing; every step is O_NOFOLLOW from the root's fd, the link is made by ``symlinkat`` and
+    whatever has its name is left alone. How many were made."""
+    if not wanted:
+        return 0
+    try:
+        opened = [os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+    except OSError as exc:
+        raise GpuSetupError("cannot open the container root {}: {}".format(quoted(rootfs), exc.strerror or exc)) from None
+    created = 0
+    try:
+        for name in DRI_BY_PATH:
+            fd = (_open_directory_in if name == "by-path" else _existing_directory_in)(opened[-1], name)
+            if fd is None:
+                return 0  # no /dev/dri (or an odd one): nothing to link to
+            opened.append(fd)
+        for node, link in wanted:
+            try:
+                os.symlink("../" + node, link, dir_fd=opened[-1])
+                created += 1
+            except FileExistsError:
+                pass
+    except OSError as exc:
+        raise GpuSetupError("cannot create the /dev/dri/by-path links in the container: {}".format(exc.strerror or exc)) from None
+    finally:
+        for fd in opened:
+            os.close(fd)
+    return created
+
+
 def parse_links(values: Sequence[str]) -> List[Tuple[str, str, str]]:
     """``--link TARGET::/dir/NAME`` values, checked and bounded."""
     from nvdocker_setup.driver import links
@@ -494,9 +609,10 @@ def parse_compat_options(directory: Optional[str], version: Optional[str]) -> Op
 
 def update_ldcache(argv: Sequence[str], stdin) -> int:
     options = parse_options(
-        argv, repeated=("folder", "link"), single=("ldconfig", "rootfs", "cuda-compat-dir", "host-driver-version"))
+        argv, repeated=("folder", "link", "dri-link"), single=("ldconfig", "rootfs", "cuda-compat-dir", "host-driver-version"))
     folders: List[str] = options["folder"]
     links = parse_links(options["link"])
+    dri_links = parse_dri_links(options["dri-link"])
     compat = parse_compat_options(options.get("cuda-compat-dir"), options.get("host-driver-version"))
     for folder in folders:
         if not folder.startswith("/") or ".." in folder.split("/") or not _encodable(folder):
@@ -510,6 +626,7 @@ def update_ldcache(argv: Sequence[str], stdin) -> int:
         rootfs = rootfs_of(bundle, spec)
     rootfs = checked_rootfs(rootfs)
     create_links_in(rootfs, links)  # first: ldconfig then indexes the new names too
+    create_dri_links_in(rootfs, dri_links)
     if not folders:
         return 0
     if compat is not None:

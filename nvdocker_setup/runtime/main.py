@@ -190,8 +190,9 @@ def _gated_edits(wanted: GpuRequest, driver: Driver) -> List[ContainerEdits]:
 def _device_edits(wanted: GpuRequest, config: RuntimeConfig, driver: Driver, rootfs: Optional[str]) -> ContainerEdits:
     from nvdocker_setup.driver import requirements
     from nvdocker_setup.driver.capabilities import parse_capabilities
-    from nvdocker_setup.driver.edits import common_edits, gpu_edits
+    from nvdocker_setup.driver.edits import common_edits, drm_links, gpu_edits
     from nvdocker_setup.driver.mig import is_mig_selector
+    from nvdocker_setup.driver.model import ContainerEdits
     from nvdocker_setup.runtime.request import DRIVER_CAPABILITIES, VISIBLE_DEVICES
 
     capabilities = parse_capabilities(wanted.env.get(DRIVER_CAPABILITIES))
@@ -202,18 +203,26 @@ def _device_edits(wanted: GpuRequest, config: RuntimeConfig, driver: Driver, roo
                 hint="check nvidia-smi -L on the host",
             )
         # as NVIDIA's all: every GPU and every MIG device
-        devices = [gpu_edits(driver, gpu, capabilities) for gpu in driver.gpus]
-        devices += [driver.mig.edits(device) for device in driver.mig.devices()]
+        gpus = list(driver.gpus)
+        devices = [driver.mig.edits(device) for device in driver.mig.devices()]
     else:
-        devices = [
-            driver.mig.edits(driver.mig.find(selector)) if is_mig_selector(selector)
-            else gpu_edits(driver, driver.find_gpu(selector), capabilities)
-            for selector in wanted.devices
-        ]
+        gpus, devices = [], []
+        for selector in wanted.devices:
+            if is_mig_selector(selector):
+                devices.append(driver.mig.edits(driver.mig.find(selector)))
+            else:
+                gpus.append(driver.find_gpu(selector))
     if not config.disable_require and not requirements.disabled(wanted.env) and requirements.requirement_values(wanted.env):
         requirements.check(wanted.env, requirements.Facts(driver.version, driver.cuda_version,
                                                           _models(driver, wanted)))
-    return common_edits(driver, capabilities, config.hook_command(), rootfs).merged(*devices)
+    hook = config.hook_command()
+    per_gpu = [gpu_edits(driver, gpu, capabilities) for gpu in gpus]
+    # every GPU's /dev/dri/by-path links in one hook run
+    links = [link for gpu, edits in zip(gpus, per_gpu)
+             for link in drm_links(gpu, [node for node in edits.device_nodes if node.path.startswith("/dev/dri/")])]
+    if links:
+        per_gpu.append(ContainerEdits(hooks=[hook.dri_link_hook(links, rootfs)]))
+    return common_edits(driver, capabilities, hook, rootfs).merged(*(per_gpu + devices))
 
 
 def _models(driver: Driver, wanted: GpuRequest) -> List[Tuple[str, Optional[str]]]:

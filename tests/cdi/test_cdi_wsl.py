@@ -65,3 +65,51 @@ def test_cdi_all_equals_the_runtimes_edits(generated, wsl_root):
     from_cdi.env = [e for e in from_cdi.env if e not in cdi_spec.CDI_ONLY_ENV]
     assert from_cdi.device_nodes == runtime_edits.device_nodes
     assert from_cdi.mounts == runtime_edits.mounts and from_cdi.hooks == runtime_edits.hooks
+
+
+# -- the driver store (issue #20) ----------------------------------------------------------------------
+
+STORE = "/usr/lib/wsl/drivers/nvlti.inf_amd64_3ab2c1d0e9f8a7b6"
+
+
+@pytest.fixture
+def store_root(tmp_path):
+    root = wsl_root_or_skip(str(tmp_path / "root"))
+    folder = root.host(STORE)
+    import os
+
+    os.makedirs(folder)
+    os.makedirs(root.host("/usr/lib/wsl/drivers/u0398252.inf_amd64_0f0e0d0c0b0a0908"))  # another vendor's
+    for name in ("libcuda.so.1.1", "libcuda_loader.so", "libnvidia-ml.so.1", "libnvidia-ml_loader.so",
+                 "libnvidia-ptxjitcompiler.so.1", "nvcubins.bin", "nvidia-smi", "nvlddmkm.sys"):
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(b"x")
+    with open(root.host("/usr/lib/wsl/drivers/u0398252.inf_amd64_0f0e0d0c0b0a0908/libcuda_loader.so"), "wb") as handle:
+        handle.write(b"x")
+    return root
+
+
+def mounted(root, capabilities):
+    return {m.container_path for m in request_edits(discover(root.path), [], capabilities, HOOK).mounts}
+
+
+def test_the_driver_stores_files_are_mounted_at_their_own_path_per_capability(store_root):
+    compute = mounted(store_root, ("compute",))
+    assert {STORE + "/libcuda.so.1.1", STORE + "/libcuda_loader.so", STORE + "/libnvidia-ptxjitcompiler.so.1",
+            STORE + "/nvcubins.bin"} <= compute
+    assert not {p for p in compute if "ml_loader" in p or p.endswith("nvlddmkm.sys") or "u0398252" in p}
+    utility = mounted(store_root, ("utility",))
+    assert {STORE + "/libnvidia-ml.so.1", STORE + "/libnvidia-ml_loader.so", STORE + "/nvidia-smi"} <= utility
+    assert not {p for p in utility if "cuda" in p or "nvcubins" in p}
+    # the ld cache hook indexes /usr/lib/wsl/lib, never the store (its libcuda.so.1.1 is loaded by path)
+    edits = request_edits(discover(store_root.path), [], ("compute", "utility"), HOOK)
+    assert all(STORE not in arg for hook in edits.hooks for arg in hook.args)
+
+
+def test_a_driver_store_file_a_user_could_replace_is_left_out(store_root):
+    import os
+
+    os.chown(store_root.host(STORE + "/nvcubins.bin"), 65534, 65534)
+    driver = discover(store_root.path)
+    assert STORE + "/nvcubins.bin" not in {c for _, c in driver.wsl_store_files(("compute",))}
+    assert any(note.startswith(STORE + "/nvcubins.bin") for note in driver.refused)

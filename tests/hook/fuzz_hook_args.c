@@ -23,7 +23,13 @@ struct version {
 	long value[4];
 };
 
+struct dri_link {
+	char *node;
+	const char *name;
+};
+
 int parse_link(const char *value, struct link *link);
+int parse_dri_link(const char *value, struct dri_link *link);
 int parse_version(const char *text, struct version *version);
 
 void write_stderr_nonblocking(const char *text, size_t len)
@@ -76,6 +82,16 @@ int main(void)
 				print_hex(link.name);
 				free(link.directory);
 				free((char *)link.target);
+			} else {
+				putchar('-');
+			}
+		} else if (strcmp(kind, "dri") == 0) {
+			struct dri_link link;
+			if (parse_dri_link(value, &link)) {
+				print_hex(link.node);
+				putchar(' ');
+				print_hex(link.name);
+				free(link.node);
 			} else {
 				putchar('-');
 			}

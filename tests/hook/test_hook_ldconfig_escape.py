@@ -88,3 +88,30 @@ def test_proc_mounts_below_reads_mountinfo():
     )
     assert proc_mounts_below("/run/c/rootfs", mountinfo) == [
         b"/run/c/rootfs/with space/proc", b"/run/c/rootfs/proc/sys", b"/run/c/rootfs/proc"]
+
+
+BLOAT = r'''
+set -e
+mkdir -p "$WORK/bloat" && mount -t tmpfs bloat "$WORK/bloat"
+space=$(printf '%*s' 250 ''); d="$WORK/bloat"; for i in $(seq 15); do d="$d/$space"; done
+mkdir -p "$d"; source=$(printf '%*s' 4000 '')
+for i in $(seq 600); do mount -t tmpfs "$source" "$d"; done
+echo "mountinfo $(wc -c < /proc/self/mountinfo)"
+unshare -m -p -f --propagation private sh -c 'mount -t proc proc "$0/proc" && "$@"' "$ROOT" "$@"
+'''
+
+
+def test_a_mount_table_past_16_mib_does_not_hide_the_containers_proc(run_hook, lab, tmp_path):
+    """Found by an attacker's review: a reader capped at 16 MiB missed the container's procfs (the
+    last line), and ldconfig ran with /proc/1/root in reach. A local user can grow the table that
+    far (FUSE mounts through set-uid fusermount3; here tmpfs mounts with long escaped names)."""
+    root, host = lab
+    evil_library(root, host, tmp_path)
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "bash", "-c", BLOAT, "bloat"] + hook(run_hook, root),
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "WORK": str(tmp_path), "ROOT": str(root), "PYTHONPATH": REPO},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    size = int(done.stdout.split("mountinfo ", 1)[1].split()[0])
+    assert size > 16 << 20, size  # the table really is past the old cap
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert os.readlink(str(host / "victim-link")) == "/bin/true"

@@ -222,3 +222,64 @@ def test_links_are_never_made_in_the_host_root(tmp_path, monkeypatch):
     monkeypatch.setattr(hook_main, "create_links_in", forbidden)
     with pytest.raises(hook_main.GpuSetupError, match="host's root directory"):
         hook_main.update_ldcache(["--rootfs", "/", "--folder", LIB_DIR] + link_args(), None)
+
+
+# -- /dev/dri/by-path links (--dri-link NODE::NAME, issue #20) -------------------------------------------
+
+DRI = ["--dri-link", "card1::pci-0000:3b:00.0-card", "--dri-link", "renderD128::pci-0000:3b:00.0-render"]
+
+
+def dri_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "dev" / "dri").mkdir(parents=True)
+    return root
+
+
+def test_dri_links_are_made_in_by_path(run_hook, tmp_path):
+    root = dri_root(tmp_path)
+    done = run_hook(["update-ldcache", "--ldconfig", "/bin/false", "--rootfs", str(root)] + DRI)
+    assert done.returncode == 0, done.stderr  # no --folder: links only, ldconfig never runs
+    by_path = root / "dev" / "dri" / "by-path"
+    assert sorted(os.listdir(str(by_path))) == ["pci-0000:3b:00.0-card", "pci-0000:3b:00.0-render"]
+    assert os.readlink(str(by_path / "pci-0000:3b:00.0-card")) == "../card1"
+    assert os.readlink(str(by_path / "pci-0000:3b:00.0-render")) == "../renderD128"
+
+
+@pytest.mark.parametrize("where", ["dev", "dri", "by-path"])
+def test_dri_links_never_go_through_an_images_symlink(run_hook, tmp_path, where):
+    host = tmp_path / "host"
+    host.mkdir()
+    root = tmp_path / "root"
+    parent = {"dev": root, "dri": root / "dev", "by-path": root / "dev" / "dri"}[where]
+    parent.mkdir(parents=True)
+    os.symlink(str(host), str(parent / where))
+    done = run_hook(["update-ldcache", "--rootfs", str(root)] + DRI)
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(str(host)) == []
+
+
+def test_no_dev_dri_means_no_links_and_no_error(run_hook, tmp_path):
+    (tmp_path / "root" / "dev").mkdir(parents=True)
+    done = run_hook(["update-ldcache", "--rootfs", str(tmp_path / "root")] + DRI)
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(str(tmp_path / "root" / "dev")) == []
+
+
+def test_what_the_image_has_under_a_dri_link_name_stays(run_hook, tmp_path):
+    root = dri_root(tmp_path)
+    by_path = root / "dev" / "dri" / "by-path"
+    by_path.mkdir()
+    os.symlink("/etc/shadow", str(by_path / "pci-0000:3b:00.0-card"))
+    done = run_hook(["update-ldcache", "--rootfs", str(root)] + DRI)
+    assert done.returncode == 0, done.stderr
+    assert os.readlink(str(by_path / "pci-0000:3b:00.0-card")) == "/etc/shadow"
+    assert os.readlink(str(by_path / "pci-0000:3b:00.0-render")) == "../renderD128"
+
+
+@pytest.mark.parametrize("value", ["card1", "card::x", "card1::a/b", "card1::..", "render1::x", "card1/..::x",
+                                   "../../etc::x", "renderD12345678::x", "card1::"])
+def test_bad_dri_links_are_refused_before_anything_is_made(run_hook, tmp_path, value):
+    root = dri_root(tmp_path)
+    done = run_hook(["update-ldcache", "--rootfs", str(root), "--dri-link", value])
+    assert done.returncode == 1 and "--dri-link must be" in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert os.listdir(str(root / "dev" / "dri")) == []

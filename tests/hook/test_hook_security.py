@@ -405,3 +405,13 @@ def test_process_ldconfig_starts_in_slash_whatever_the_hook_was_started_in(run_h
     done = run_hook(["update-ldcache", "--ldconfig", str(fake), "--rootfs", str(root), "--folder", LIB_DIR], cwd=str(root))
     assert done.returncode == 0, done.stderr
     assert record.read_text().strip() == "/"
+
+
+def test_the_python_hooks_ldconfig_has_a_deadline_too(monkeypatch):
+    import time
+
+    monkeypatch.setattr(hook_main, "DEADLINE_S", 1.0)
+    started = time.monotonic()
+    with pytest.raises(GpuSetupError, match="did not finish within 1 s and was killed"):
+        hook_main.run(["/bin/sleep", "30"])
+    assert time.monotonic() - started < 10

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from nvdocker_setup.driver import compat, links
-from nvdocker_setup.hook.main import _encodable
+from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.hook.main import _encodable, parse_dri_links
 from tests.support.hooks import REPO, SANITIZE_CFLAGS, HookRunner, build_launcher
 
 LIB_DIR = "/usr/lib/x86_64-linux-gnu"
@@ -37,6 +38,12 @@ def python_verdict(kind, raw):
     if kind == "link":
         parsed = links.parse_link(text)
         return "-" if parsed is None else " ".join(os.fsencode(part).hex() for part in parsed)
+    if kind == "dri":
+        try:
+            ((node, name),) = parse_dri_links([text])
+        except GpuSetupError:
+            return "-"
+        return "{} {}".format(os.fsencode(node).hex(), os.fsencode(name).hex())
     if kind == "version":
         parsed = compat.parse_version(text)
         return "-" if parsed is None else ".".join(str(part) for part in parsed)
@@ -59,6 +66,9 @@ def corpus(seed, count):
         ("version", b"550.54.14"), ("version", b"1.2.3.4"), ("version", b"1.2.3.4.5"), ("version", b"550"),
         ("version", b"12345678.1"), ("version", b"123456789.1"), ("version", b"1..2"), ("version", b".1.2"),
         ("version", b"1.2."), ("version", b"\xd9\xa1.2"), ("version", b"+1.2"), ("version", b" 1.2"), ("version", b"1.2" + b"0" * 30),
+        ("dri", b"card1::pci-0000:01:00.0-card"), ("dri", b"renderD128::pci-0000:01:00.0-render"), ("dri", b"card::x"),
+        ("dri", b"card12345678::x"), ("dri", b"renderD::x"), ("dri", b"render1::x"), ("dri", b"card1::a/b"), ("dri", b"card1::.."),
+        ("dri", b"card1:::x"), ("dri", b"card1::a::b"), ("dri", b"cardx::y"), ("dri", b"card\xd9\xa1::y"),
         ("elf", b"\x7fELF\x02\x01" + b"\0" * 10 + b"\x03\x00"), ("elf", b"\x7fELF\x02\x02" + b"\0" * 10 + b"\x00\x03"),
         ("elf", b"\x7fELF\x02\x01" + b"\0" * 10 + b"\x02\x00"), ("elf", b"\x7fELF\x03\x01" + b"\0" * 10 + b"\x03\x00"),
         ("elf", b"\x7fELF\x01\x01" + b"\0" * 9 + b"\x03\x00"),
@@ -66,7 +76,7 @@ def corpus(seed, count):
     cases += [("utf8", case) for case in (b"\xc0\x80", b"\xe0\x80\x80", b"\xed\x9f\xbf", b"\xed\xa0\x80", b"\xf4\x8f\xbf\xbf",
                                           b"\xf4\x90\x80\x80", b"\xc3", b"\xc3\xa9", b"\xf0\x9f\x98\x80")]
     for _ in range(count):
-        kind = rng.choice(["link", "link", "dir", "version", "utf8", "elf"])
+        kind = rng.choice(["link", "link", "dir", "version", "utf8", "elf", "dri"])
         if kind == "elf":  # a valid ET_DYN header of either class and byte order, then mutated
             order = rng.choice([1, 2])
             header = bytearray(b"\x7fELF" + bytes([rng.choice([1, 2]), order]) + bytes(58))
@@ -74,6 +84,10 @@ def corpus(seed, count):
             for _ in range(rng.choice([0, 0, 1, 2])):
                 header[rng.randrange(0, 18)] = rng.choice([0, 1, 2, 3, 0x7f, rng.randrange(256)])
             raw = bytes(header[:rng.choice([64, 64, 18, 17, rng.randrange(0, 64)])])
+        elif kind == "dri":
+            raw = rng.choice([b"card", b"renderD", b"render", b"", b"cardD"]) + b"".join(
+                rng.choice([b"0", b"1", b"9", b"12345", b"x", b":", b"::", b"/", b".", b"..", b"\xc3\xa9", b"\xd9\xa1"])
+                for _ in range(rng.randrange(0, 10)))
         elif kind == "version":
             raw = b"".join(rng.choice([b"0", b"1", b"9", b"12", b"550", b"12345678", b".", b".", b"a", b"\xd9\xa1", b"-"])
                            for _ in range(rng.randrange(0, 12)))

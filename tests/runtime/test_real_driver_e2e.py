@@ -174,14 +174,22 @@ def test_each_capability_gets_its_files_and_the_others_do_not(lab, layout, capab
     assert not missing, (missing, sorted(n for n in cache if "nv" in n.lower() or "cuda" in n))
 
 
-@pytest.mark.parametrize("capability, expected", [
-    ("graphics", ["card2", "renderD129"]),
-    ("video", ["card2", "renderD129"]),
-    ("compute,utility", []),
+BY_PATH = ["pci-0000:86:00.0-card -> ../card2", "pci-0000:86:00.0-render -> ../renderD129"]  # GPU 1's
+
+
+@pytest.mark.parametrize("capability, expected, links", [
+    ("graphics", ["by-path", "card2", "renderD129"], BY_PATH),
+    ("video", ["by-path", "card2", "renderD129"], BY_PATH),
+    ("compute,utility", [], []),
 ])
-def test_dev_dri_has_the_requested_gpus_nodes_for_graphics_and_video(lab, capability, expected):
+def test_dev_dri_has_the_requested_gpus_nodes_for_graphics_and_video(lab, capability, expected, links):
+    """The nodes and udev's by-path links to them (found by bus id: what Vulkan and EGL device
+    selection read), made by our hook inside the container."""
     lab.use("debian")
     done = lab.run("--runtime", "nvidia", "-e", "NVIDIA_VISIBLE_DEVICES=1", "-e", "NVIDIA_DRIVER_CAPABILITIES=" + capability,
-                   IMAGE, "sh", "-c", "ls /dev/dri 2>/dev/null; true")
+                   IMAGE, "sh", "-c", "ls /dev/dri 2>/dev/null; echo ==; for f in /dev/dri/by-path/*; do "
+                   "[ -L \"$f\" ] || continue; echo \"${f##*/} -> $(readlink \"$f\")\"; test -c \"$f\" || exit 3; done; true")
     assert done.returncode == 0, done.stderr.decode()
-    assert sorted(done.stdout.decode().split()) == expected
+    nodes, _, by_path = done.stdout.decode().partition("==\n")
+    assert sorted(nodes.split()) == expected
+    assert sorted(by_path.splitlines()) == links
