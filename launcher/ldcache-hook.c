@@ -34,6 +34,8 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -424,15 +426,186 @@ int is_elf_shared_object(const unsigned char *header, size_t len)
 	return kind == 3;
 }
 
-/* Whether regular file `name` under `dir_fd` starts with an ELF shared object header: opened
- * only when lstat says it is a regular file, never through a symlink, never blocking. */
-static int is_shared_object_in(int dir_fd, const char *name)
+#define NOTE_SECTION ".note.cuda.fwd_compatibility"
+#define NOTE_OWNER "NVIDIA Corporation"
+#define SHT_NOTE_TYPE 7
+#define MAX_SECTIONS 4096
+#define MAX_SECTION_BYTES (64 << 10)
+#define MAX_DRIVER_BRANCHES 64
+
+static int json_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* compat.parse_driver_branches: the "Driver": [N, ...] list of the note's description; the
+ * number of branches, -1 when missing or malformed. */
+int parse_driver_branches(const unsigned char *text, size_t len, long *branches)
+{
+	size_t at = 0, count = 0;
+
+	/* the first "driver" key (any ASCII case, as Go's encoding/json matches it) followed by ':' */
+	for (;; at++) {
+		while (at + 8 <= len && strncasecmp((const char *)text + at, "\"driver\"", 8) != 0)
+			at++;
+		if (at + 8 > len)
+			return -1;
+		size_t after = at + 8;
+		while (after < len && json_space(text[after]))
+			after++;
+		if (after < len && text[after] == ':') {
+			at = after;
+			break;
+		}
+	}
+	for (at++; at < len && json_space(text[at]); at++)
+		;
+	if (at >= len || text[at] != '[')
+		return -1;
+	for (at++; at < len && json_space(text[at]); at++)
+		;
+	if (at < len && text[at] == ']')
+		return 0;
+	for (;;) {
+		size_t start = at;
+		long value = 0;
+		while (at < len && text[at] >= '0' && text[at] <= '9' && at - start < 10)
+			value = value * 10 + (text[at++] - '0');
+		if (at - start < 1 || at - start > 9 || count >= MAX_DRIVER_BRANCHES)
+			return -1;
+		branches[count++] = value;
+		while (at < len && json_space(text[at]))
+			at++;
+		if (at < len && text[at] == ']')
+			return (int)count;
+		if (at >= len || text[at] != ',')
+			return -1;
+		for (at++; at < len && json_space(text[at]); at++)
+			;
+	}
+}
+
+static uint64_t read_uint(const unsigned char *p, int size, int little)
+{
+	uint64_t value = 0;
+
+	for (int i = 0; i < size; i++)
+		value |= (uint64_t)p[little ? i : size - 1 - i] << (8 * i);
+	return value;
+}
+
+static uint64_t align_up(uint64_t size, uint64_t to)
+{
+	if (to == 0 || (to & (to - 1)) != 0 || to > 4096)
+		to = 1;
+	return (size + to - 1) & ~(to - 1);
+}
+
+/* compat._trimmed: data[start:start+length] (Go's bounds) without leading/trailing NULs. */
+static const unsigned char *trimmed(const unsigned char *data, size_t len, uint64_t start, uint64_t length, size_t *out)
+{
+	if (len == 0)
+		return *out = 0, data;
+	if (start > len - 1)
+		start = len - 1;
+	uint64_t end = length > len - start ? len : start + length;
+	while (start < end && data[start] == 0)
+		start++;
+	while (end > start && data[end - 1] == 0)
+		end--;
+	*out = (size_t)(end - start);
+	return data + start;
+}
+
+static ssize_t pread_all(int fd, void *buffer, size_t size, uint64_t offset)
+{
+	size_t got = 0;
+
+	if (offset > (uint64_t)INT64_MAX)
+		return -1;
+	while (got < size) {
+		ssize_t n = pread(fd, (char *)buffer + got, size - got, (off_t)(offset + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* compat.note_branches: the driver branches of the forward-compatibility note of the ELF file
+ * `fd` (`header`: its first bytes), -1 when it has none usable. Bounded like the Python. */
+int note_branches(int fd, const unsigned char *header, size_t header_len, long *branches)
+{
+	int wide = header[4] == 2, little = header[5] == 1, result = -1;
+	uint64_t shoff, entsize, count, names_index;
+	unsigned char *table = NULL, *names = NULL, *data = NULL;
+
+	if (header_len < (size_t)(wide ? 64 : 52))
+		return -1;
+	shoff = wide ? read_uint(header + 0x28, 8, little) : read_uint(header + 0x20, 4, little);
+	entsize = read_uint(header + (wide ? 0x3A : 0x2E), 2, little);
+	count = read_uint(header + (wide ? 0x3C : 0x30), 2, little);
+	names_index = read_uint(header + (wide ? 0x3E : 0x32), 2, little);
+	if (entsize != (wide ? 64u : 40u) || count == 0 || count > MAX_SECTIONS || names_index >= count)
+		return -1;
+	table = malloc(entsize * count);
+	if (!table || pread_all(fd, table, entsize * count, shoff) != (ssize_t)(entsize * count))
+		goto done;
+#define SECTION_FIELD(index, wide_at, narrow_at, narrow_size)                                                  \
+	read_uint(table + (index) * entsize + (wide ? (wide_at) : (narrow_at)), wide ? ((wide_at) == 0 || (wide_at) == 4 ? 4 : 8) : (narrow_size), little)
+	uint64_t names_offset = SECTION_FIELD(names_index, 24, 16, 4), names_size = SECTION_FIELD(names_index, 32, 20, 4);
+	size_t names_len = names_size < MAX_SECTION_BYTES ? (size_t)names_size : MAX_SECTION_BYTES;
+	names = malloc(names_len + 1);
+	ssize_t names_got = names ? pread_all(fd, names, names_len, names_offset) : -1;
+	if (names_got < 0)
+		goto done;
+	for (uint64_t index = 0; index < count; index++) {
+		uint64_t name = SECTION_FIELD(index, 0, 0, 4), kind = SECTION_FIELD(index, 4, 4, 4);
+		uint64_t offset = SECTION_FIELD(index, 24, 16, 4), size = SECTION_FIELD(index, 32, 20, 4);
+		uint64_t align = SECTION_FIELD(index, 48, 32, 4);
+		if (kind != SHT_NOTE_TYPE || name >= (uint64_t)names_got ||
+		    (uint64_t)names_got - name < sizeof(NOTE_SECTION) ||
+		    memcmp(names + name, NOTE_SECTION, sizeof(NOTE_SECTION)) != 0) /* with its NUL */
+			continue;
+		if (size > MAX_SECTION_BYTES || size < 12)
+			goto done;
+		data = malloc((size_t)size);
+		ssize_t got = data ? pread_all(fd, data, (size_t)size, offset) : -1;
+		if (got < 12)
+			goto done;
+		uint64_t name_size = read_uint(data, 4, little), description_size = read_uint(data + 4, 4, little);
+		size_t owner_len, description_len;
+		if (name_size == 0 || description_size == 0)
+			goto done;
+		const unsigned char *owner = trimmed(data, (size_t)got, 12, align_up(name_size, align), &owner_len);
+		if (owner_len != sizeof(NOTE_OWNER) - 1 || memcmp(owner, NOTE_OWNER, owner_len) != 0)
+			goto done;
+		const unsigned char *description =
+			trimmed(data, (size_t)got, 12 + align_up(name_size, align), description_size, &description_len);
+		result = parse_driver_branches(description, description_len, branches);
+		goto done;
+	}
+#undef SECTION_FIELD
+done:
+	free(table);
+	free(names);
+	free(data);
+	return result;
+}
+
+/* compat._read_library: whether regular file `name` under `dir_fd` is an ELF shared object
+ * (opened only when lstat says it is a regular file, never through a symlink, never blocking,
+ * checked again on the fd), and the driver branches of its note (-1: none usable). */
+static int read_library(int dir_fd, const char *name, int *branch_count, long *branches)
 {
 	unsigned char header[ELF_HEADER_BYTES];
 	struct stat before, found;
 	ssize_t got;
-	int fd;
+	int fd, shared = 0;
 
+	*branch_count = -1;
 	if (fstatat(dir_fd, name, &before, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(before.st_mode))
 		return 0;
 	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
@@ -440,14 +613,19 @@ static int is_shared_object_in(int dir_fd, const char *name)
 		return 0;
 	got = fstat(fd, &found) == 0 && S_ISREG(found.st_mode) && found.st_dev == before.st_dev &&
 			      found.st_ino == before.st_ino
-		      ? pread(fd, header, sizeof(header), 0)
+		      ? pread_all(fd, header, sizeof(header), 0)
 		      : -1;
+	if (got > 0 && is_elf_shared_object(header, (size_t)got)) {
+		shared = 1;
+		*branch_count = note_branches(fd, header, (size_t)got, branches);
+	}
 	close(fd);
-	return got > 0 && is_elf_shared_object(header, (size_t)got);
+	return shared;
 }
 
 /* hook/main.py cuda_compat_dir_in + compat.compat_library_in: whether `compat_dir` in the
- * container has a libcuda.so.<version> of a newer driver branch than the host's. */
+ * container has a libcuda.so.<version> newer than the host's driver and usable on it (the host's
+ * branch in its note's list; without a usable note, a newer branch). */
 static int uses_compat_dir(const char *rootfs, const char *compat_dir, const struct version *host)
 {
 	struct version best = {0, {0}}, version;
@@ -467,6 +645,8 @@ static int uses_compat_dir(const char *rootfs, const char *compat_dir, const str
 	errno = 0;
 	while ((entry = readdir(dir)) != NULL) {
 		const char *name = entry->d_name;
+		long branches[MAX_DRIVER_BRANCHES];
+		int branch_count, usable = 0;
 		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 			continue;
 		if (count++ >= COMPAT_MAX_ENTRIES)
@@ -474,12 +654,19 @@ static int uses_compat_dir(const char *rootfs, const char *compat_dir, const str
 		if (strncmp(name, COMPAT_LIBRARY_PREFIX, strlen(COMPAT_LIBRARY_PREFIX)) != 0 ||
 		    !parse_version(name + strlen(COMPAT_LIBRARY_PREFIX), &version))
 			continue;
-		/* compat.uses_compat: newer and of a newer branch (the second implies the first) */
-		if (version.value[0] <= host->value[0] || (found && compare_versions(&version, &best) <= 0))
+		if (compare_versions(&version, host) <= 0 || (found && compare_versions(&version, &best) <= 0))
 			continue;
-		if (is_shared_object_in(dirfd(dir), name)) {
-			best = version;
-			found = 1;
+		if (read_library(dirfd(dir), name, &branch_count, branches)) {
+			if (branch_count >= 0) {
+				for (int i = 0; i < branch_count; i++)
+					usable |= branches[i] == host->value[0];
+			} else {
+				usable = version.value[0] > host->value[0];
+			}
+			if (usable) {
+				best = version;
+				found = 1;
+			}
 		}
 		errno = 0;
 	}

@@ -30,6 +30,7 @@ struct dri_link {
 
 int parse_link(const char *value, struct link *link);
 int parse_dri_link(const char *value, struct dri_link *link);
+int parse_driver_branches(const unsigned char *text, size_t len, long *branches);
 int parse_version(const char *text, struct version *version);
 
 void write_stderr_nonblocking(const char *text, size_t len)
@@ -95,6 +96,13 @@ int main(void)
 			} else {
 				putchar('-');
 			}
+		} else if (strcmp(kind, "note") == 0) {
+			long branches[64];
+			int count = parse_driver_branches((const unsigned char *)value, len, branches);
+			if (count < 0)
+				putchar('-');
+			for (int i = 0; i < count; i++)
+				printf("%s%ld", i ? "," : "", branches[i]);
 		} else if (strcmp(kind, "version") == 0) {
 			struct version version;
 			if (parse_version(value, &version))

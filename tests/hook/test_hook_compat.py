@@ -224,8 +224,8 @@ def test_the_scan_is_bounded(rootfs, monkeypatch):
     for index in range(compat.MAX_ENTRIES * 3):
         (compat_path(rootfs) / "libcuda.so.600.{}".format(index)).write_bytes(b"x")
     read = []
-    real = compat._read_header
-    monkeypatch.setattr(compat, "_read_header", lambda fd, name: read.append(name) or real(fd, name))
+    real = compat._read_library
+    monkeypatch.setattr(compat, "_read_library", lambda fd, name: read.append(name) or real(fd, name))
     fd = os.open(str(compat_path(rootfs)), os.O_RDONLY | os.O_DIRECTORY)
     try:
         assert compat.compat_library_in(fd, (550, 54, 14)) is None
@@ -250,3 +250,93 @@ def test_bad_compat_options_are_one_line_and_exit_1(run_hook, rootfs, args):
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and len(done.stderr) < 400
     assert not (rootfs / CONF).exists()
+
+
+# -- NVIDIA's forward-compatibility note (.note.cuda.fwd_compatibility) --------------------------------------
+
+
+def noted_library(path, description, owner="NVIDIA Corporation", bits=64):
+    """A shared object with a ``.note.cuda.fwd_compatibility`` note as NVIDIA's compat libcuda
+    carries (owner, then a JSON description), built by gcc from assembly."""
+    def asm_string(data):
+        return "".join("\\\\{:03o}".format(byte) for byte in data)
+
+    description_bytes = description.encode() + b"\0"
+    owner_bytes = owner.encode() + b"\0"
+    note = (".section .note.cuda.fwd_compatibility,\\\"a\\\",@note\\n.balign 4\\n.long {}\\n.long {}\\n.long 1\\n"
+            ".ascii \\\"{}\\\"\\n.balign 4\\n.ascii \\\"{}\\\"\\n.balign 4\\n.previous\\n").format(
+                len(owner_bytes), len(description_bytes), asm_string(owner_bytes), asm_string(description_bytes))
+    source = str(path) + ".c"
+    with open(source, "w") as handle:
+        handle.write('__asm__("{}");\nint cuInit(unsigned int flags) {{ return (int)flags; }}\n'.format(note))
+    extra = ["-m32"] if bits == 32 else []
+    done = subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(path), source] + extra,
+                          stderr=subprocess.PIPE, universal_newlines=True)
+    os.unlink(source)
+    assert done.returncode == 0, done.stderr
+
+
+def readelf_note(path):
+    return subprocess.run(["readelf", "-p", ".note.cuda.fwd_compatibility", str(path)], stdout=subprocess.PIPE,
+                          universal_newlines=True).stdout
+
+
+NOTE = '{"format":1,"CUDA version":"13.1","driver":[535,550,570,575,580,590],"device":[1,2,7,8,9]}'
+
+
+def test_the_note_is_read_as_nvidias_hook_reads_it(tmp_path):
+    noted_library(tmp_path / "libcuda.so.590.44.01", NOTE)
+    assert '"driver":[535,550,570' in readelf_note(tmp_path / "libcuda.so.590.44.01")  # a real note, as readelf sees it
+    fd = os.open(str(tmp_path / "libcuda.so.590.44.01"), os.O_RDONLY)
+    try:
+        assert compat.note_branches(fd, os.pread(fd, 64, 0)) == [535, 550, 570, 575, 580, 590]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("name, note, used", [
+    # the note lists the host's branch (550): used, a newer build of the host's own branch included
+    ("libcuda.so.590.44.01", NOTE, True),
+    ("libcuda.so.550.100.1", '{"driver":[550]}', True),
+    # the note leaves the host's branch out: not used, though the major rule would have
+    ("libcuda.so.590.44.01", '{"driver":[570,575,580,590]}', False),
+    ("libcuda.so.590.44.01", '{"driver":[]}', False),
+    # no usable note (another owner, no driver list, malformed): the major-version rule decides
+    ("libcuda.so.590.44.01", '{"CUDA version":"13.1"}', True),
+    ("libcuda.so.550.100.1", '{"driver":[535,550,}', False),
+])
+def test_the_notes_driver_branches_decide_when_the_library_has_them(run_hook, rootfs, name, note, used):
+    noted_library(compat_path(rootfs) / name, note)
+    done = run_hook(hook_args(rootfs))
+    assert done.returncode == 0, done.stderr
+    assert conf_folders(rootfs) == ([COMPAT_DIR, LIB_DIR] if used else [LIB_DIR])
+
+
+def test_a_note_of_another_owner_counts_as_none(run_hook, rootfs):
+    noted_library(compat_path(rootfs) / "libcuda.so.550.100.1", '{"driver":[550]}', owner="Someone Else")
+    done = run_hook(hook_args(rootfs))
+    assert done.returncode == 0, done.stderr
+    assert conf_folders(rootfs) == [LIB_DIR]  # the major rule: same branch, not used
+
+
+@pytest.mark.parametrize("damage", ["section_table_offset", "section_count", "names_index", "note_size"])
+def test_a_damaged_elf_never_breaks_the_hook(run_hook, rootfs, damage):
+    path = compat_path(rootfs) / "libcuda.so.590.44.01"
+    noted_library(path, NOTE)
+    data = bytearray(path.read_bytes())
+    if damage == "section_table_offset":
+        data[0x28:0x30] = (0x7FFFFFFFFFFFFFF0).to_bytes(8, "little")
+    elif damage == "section_count":
+        data[0x3C:0x3E] = (65535).to_bytes(2, "little")
+    elif damage == "names_index":
+        data[0x3E:0x40] = (65534).to_bytes(2, "little")
+    else:  # every section's size huge
+        shoff = int.from_bytes(data[0x28:0x30], "little")
+        count = int.from_bytes(data[0x3C:0x3E], "little")
+        for index in range(count):
+            base = shoff + index * 64 + 32
+            data[base:base + 8] = (1 << 40).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    done = run_hook(hook_args(rootfs))
+    assert done.returncode == 0, done.stderr
+    assert conf_folders(rootfs) == [COMPAT_DIR, LIB_DIR]  # no usable note: the major rule, 590 > 550

@@ -44,6 +44,9 @@ def python_verdict(kind, raw):
         except GpuSetupError:
             return "-"
         return "{} {}".format(os.fsencode(node).hex(), os.fsencode(name).hex())
+    if kind == "note":
+        branches = compat.parse_driver_branches(raw)
+        return "-" if branches is None else ",".join(str(branch) for branch in branches)
     if kind == "version":
         parsed = compat.parse_version(text)
         return "-" if parsed is None else ".".join(str(part) for part in parsed)
@@ -66,6 +69,10 @@ def corpus(seed, count):
         ("version", b"550.54.14"), ("version", b"1.2.3.4"), ("version", b"1.2.3.4.5"), ("version", b"550"),
         ("version", b"12345678.1"), ("version", b"123456789.1"), ("version", b"1..2"), ("version", b".1.2"),
         ("version", b"1.2."), ("version", b"\xd9\xa1.2"), ("version", b"+1.2"), ("version", b" 1.2"), ("version", b"1.2" + b"0" * 30),
+        ("note", b'{"format":1,"CUDA version":"13.1","driver":[535,550,570,575,580,590],"device":[1,2,7]}'),
+        ("note", b'{"Driver": [ 535 , 550 ]}'), ("note", b'{"DRIVER":[]}'), ("note", b'{"driver":"x","driver":[1]}'),
+        ("note", b'{"driver":[1,]}'), ("note", b'{"driver":[1234567890]}'), ("note", b'{"driver":[' + b"1," * 64 + b'1]}'),
+        ("note", b'{"driver":[' + b"1," * 63 + b'1]}'), ("note", b'"driver"\x00:[1]'), ("note", b'{"driver":[1 2]}'),
         ("dri", b"card1::pci-0000:01:00.0-card"), ("dri", b"renderD128::pci-0000:01:00.0-render"), ("dri", b"card::x"),
         ("dri", b"card12345678::x"), ("dri", b"renderD::x"), ("dri", b"render1::x"), ("dri", b"card1::a/b"), ("dri", b"card1::.."),
         ("dri", b"card1:::x"), ("dri", b"card1::a::b"), ("dri", b"cardx::y"), ("dri", b"card\xd9\xa1::y"),
@@ -76,7 +83,7 @@ def corpus(seed, count):
     cases += [("utf8", case) for case in (b"\xc0\x80", b"\xe0\x80\x80", b"\xed\x9f\xbf", b"\xed\xa0\x80", b"\xf4\x8f\xbf\xbf",
                                           b"\xf4\x90\x80\x80", b"\xc3", b"\xc3\xa9", b"\xf0\x9f\x98\x80")]
     for _ in range(count):
-        kind = rng.choice(["link", "link", "dir", "version", "utf8", "elf", "dri"])
+        kind = rng.choice(["link", "link", "dir", "version", "utf8", "elf", "dri", "note"])
         if kind == "elf":  # a valid ET_DYN header of either class and byte order, then mutated
             order = rng.choice([1, 2])
             header = bytearray(b"\x7fELF" + bytes([rng.choice([1, 2]), order]) + bytes(58))
@@ -84,6 +91,10 @@ def corpus(seed, count):
             for _ in range(rng.choice([0, 0, 1, 2])):
                 header[rng.randrange(0, 18)] = rng.choice([0, 1, 2, 3, 0x7f, rng.randrange(256)])
             raw = bytes(header[:rng.choice([64, 64, 18, 17, rng.randrange(0, 64)])])
+        elif kind == "note":
+            raw = b"".join(rng.choice([b'"driver"', b'"Driver"', b'"drivers"', b":", b"[", b"]", b",", b" ", b"\n", b"535",
+                                       b"1234567890", b"-1", b"{", b"}", b'"x"', b"\x00", b"\t"])
+                           for _ in range(rng.randrange(0, 16)))
         elif kind == "dri":
             raw = rng.choice([b"card", b"renderD", b"render", b"", b"cardD"]) + b"".join(
                 rng.choice([b"0", b"1", b"9", b"12345", b"x", b":", b"::", b"/", b".", b"..", b"\xc3\xa9", b"\xd9\xa1"])
@@ -101,9 +112,9 @@ def corpus(seed, count):
 
 
 def test_the_c_parsers_agree_with_the_python_hook_on_a_fuzzed_corpus(harness):
-    cases = [(kind, raw) for kind, raw in corpus(20261207, 20000) if b"\0" not in raw or kind == "elf"]
-    # the harness reads NUL-free C strings; an ELF header keeps its NULs (length-delimited)
-    lines = "".join("{} {}\n".format(kind, raw.hex()) for kind, raw in cases if kind == "elf" or b"\0" not in raw)
+    binary = ("elf", "note")  # length-delimited in the harness: they keep their NULs
+    cases = [(kind, raw) for kind, raw in corpus(20261207, 20000) if b"\0" not in raw or kind in binary]
+    lines = "".join("{} {}\n".format(kind, raw.hex()) for kind, raw in cases)
     done = subprocess.run([harness], input=lines, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
