@@ -140,10 +140,105 @@ def choose_version(spec: Dict[str, Any], requested: Optional[str] = None) -> str
     return wanted
 
 
-def generate(driver: Driver, hook: Optional[HookCommand], cdi_version: Optional[str] = None) -> Dict[str, Any]:
-    """The CDI spec for every GPU of ``driver``, with the files of every capability, declaring the
-    lowest cdiVersion that expresses it (or ``cdi_version``; :class:`VersionRefused` when it cannot).
-    Our metadata is not in it: see :func:`metadata`."""
+class Mode:
+    """``cdi generate --mode``, NVIDIA's names: what the spec describes."""
+
+    AUTO = "auto"  #: the GPUs: nvml, or wsl on a WSL2 driver root (the default)
+    NVML = "nvml"  #: the GPUs of a native driver, by index/UUID, MIG devices, all
+    WSL = "wsl"  #: WSL2's one /dev/dxg as "all"
+    MANAGEMENT = "management"  #: one "all" device with every NVIDIA node (monitoring agents)
+    IMEX = "imex"  #: the IMEX channels (kind nvidia.com/imex-channel)
+    GATED = ("nvswitch", "gdrcopy", "gds", "mofed")  #: one "all" device with those nodes
+    ALL = (AUTO, NVML, WSL, MANAGEMENT, IMEX) + GATED
+
+
+#: ``--device-name-strategy``: "0" and "0:1"; "GPU-<uuid>" and "MIG-<uuid>"; "gpu0" and "mig0:1".
+NAME_STRATEGIES = ("index", "uuid", "type-index")
+DEFAULT_NAME_STRATEGIES = ("index", "uuid")
+#: --mode -> the discovery feature of the opt-in devices (driver/discovery.py GATED_DEVICES).
+GATED_FEATURES = {"nvswitch": "NVIDIA_NVSWITCH", "gdrcopy": "NVIDIA_GDRCOPY", "gds": "NVIDIA_GDS", "mofed": "NVIDIA_MOFED"}
+#: Nodes a management spec leaves out (NVIDIA's too): they belong to other modes.
+MANAGEMENT_SKIPPED = ("nvidia-fs", "nvidia-nvswitch", "nvidia-nvlink")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_VENDOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*[A-Za-z0-9]$|^[A-Za-z0-9]$")
+
+
+class GenerateOptions:
+    """What ``cdi generate`` may change about the spec (NVIDIA's options of the same names)."""
+
+    __slots__ = ("mode", "name_strategies", "vendor", "device_class", "all_device", "device_ids")
+
+    def __init__(self, mode: str = Mode.AUTO, name_strategies=DEFAULT_NAME_STRATEGIES, vendor: str = VENDOR,
+                 device_class: Optional[str] = None, all_device: bool = True, device_ids=("all",)) -> None:
+        if mode not in Mode.ALL:
+            raise GpuSetupError("unknown mode {!r}: one of {}".format(mode, ", ".join(Mode.ALL)))
+        unknown = [name for name in name_strategies if name not in NAME_STRATEGIES]
+        if unknown or not name_strategies:
+            raise GpuSetupError("unknown device name strategy {}: use {}".format(
+                ", ".join(repr(name) for name in unknown) or "(none)", ", ".join(NAME_STRATEGIES)))
+        if not _VENDOR.match(vendor) or "." not in vendor and vendor != VENDOR:
+            raise GpuSetupError("invalid CDI vendor {!r}: letters, digits, '-', '_' and '.', a domain name such as "
+                                "nvidia.com".format(vendor))
+        self.mode = mode
+        self.name_strategies = tuple(dict.fromkeys(name_strategies))
+        self.vendor = vendor
+        if device_class is None:
+            device_class = {Mode.IMEX: "imex-channel"}.get(mode, mode if mode in Mode.GATED else CLASS)
+        if not _VENDOR.match(device_class) or "." in device_class:
+            raise GpuSetupError("invalid CDI class {!r}: letters, digits, '-' and '_'".format(device_class))
+        self.device_class = device_class
+        self.all_device = all_device
+        self.device_ids = tuple(device_ids) or ("all",)
+
+    @property
+    def kind(self) -> str:
+        return "{}/{}".format(self.vendor, self.device_class)
+
+
+def _gpu_names(gpu: Any, strategies: Tuple[str, ...]) -> List[str]:
+    names = {"index": str(gpu.index), "uuid": gpu.uuid, "type-index": "gpu{}".format(gpu.index)}
+    return [names[strategy] for strategy in strategies if names[strategy]]
+
+
+def _mig_names(mig: Any, strategies: Tuple[str, ...]) -> List[str]:
+    names = {"index": mig.name, "uuid": mig.uuid, "type-index": "mig" + mig.name}
+    return [names[strategy] for strategy in strategies if names[strategy]]
+
+
+def _selected(driver: Driver, device_ids: Tuple[str, ...]) -> Tuple[List[Any], List[Any]]:
+    """(GPUs, MIG devices) that ``--device-id`` values name (``all``: every one)."""
+    from nvdocker_setup.driver.mig import is_mig_selector
+
+    if "all" in device_ids:
+        return list(driver.gpus), [] if driver.wsl else list(driver.mig.devices())
+    gpus, migs = [], []
+    for selector in device_ids:
+        if is_mig_selector(selector):
+            found = driver.mig.find(selector)
+            if found not in migs:
+                migs.append(found)
+        else:
+            gpu = driver.find_gpu(selector)
+            if gpu not in gpus:
+                gpus.append(gpu)
+    return gpus, migs
+
+
+def generate(driver: Driver, hook: Optional[HookCommand], cdi_version: Optional[str] = None,
+             options: Optional[GenerateOptions] = None) -> Dict[str, Any]:
+    """The CDI spec for the GPUs of ``driver`` (all of them, or ``options.device_ids``), with the
+    files of every capability, declaring the lowest cdiVersion that expresses it (or
+    ``cdi_version``; :class:`VersionRefused` when it cannot). Our metadata is not in it: see
+    :func:`metadata`. ``options.mode`` other than nvml/wsl/auto: :func:`generate_for_mode`."""
+    options = options or GenerateOptions()
+    if options.mode not in (Mode.AUTO, Mode.NVML, Mode.WSL):
+        return generate_for_mode(driver, hook, options, cdi_version)
+    if options.mode == Mode.WSL and not driver.wsl:
+        raise GpuSetupError("--mode wsl: the driver under {} is not WSL2's (no /dev/dxg with /usr/lib/wsl/lib)".format(
+            driver.root), hint="leave --mode out (auto) to describe this driver")
+    if options.mode == Mode.NVML and driver.wsl:
+        raise GpuSetupError("--mode nvml: the driver under {} is WSL2's".format(driver.root),
+                            hint="leave --mode out (auto) or use --mode wsl")
     if not driver.gpus:
         raise GpuSetupError(
             "no NVIDIA GPU found under {}: a CDI spec needs at least one device".format(driver.proc_root),
@@ -153,29 +248,85 @@ def generate(driver: Driver, hook: Optional[HookCommand], cdi_version: Optional[
     per_gpu = []
     if driver.wsl:  # one /dev/dxg for every GPU: only "all" names what a container gets
         devices.append({"name": ALL_DEVICE, "containerEdits": gpu_edits(driver, driver.gpus[0]).to_cdi()})
-    for gpu in [] if driver.wsl else driver.gpus:
+    gpus, migs = ([], []) if driver.wsl else _selected(driver, options.device_ids)
+    for gpu in gpus:
         edits = gpu_edits(driver, gpu, ALL_CAPABILITIES, hook)  # the spec carries every capability's files
         per_gpu.append(edits)
-        devices.append({"name": str(gpu.index), "containerEdits": edits.to_cdi()})
-        devices.append({"name": gpu.uuid, "containerEdits": edits.to_cdi()})
-    for mig in [] if driver.wsl else driver.mig.devices():  # "0:1", and MIG-<uuid> where known
+        devices += [{"name": name, "containerEdits": edits.to_cdi()} for name in _gpu_names(gpu, options.name_strategies)]
+    for mig in migs:  # "0:1", and MIG-<uuid> where known
         edits = driver.mig.edits(mig)
         per_gpu.append(edits)
-        devices.append({"name": mig.name, "containerEdits": edits.to_cdi()})
-        if mig.uuid:
-            devices.append({"name": mig.uuid, "containerEdits": edits.to_cdi()})
-    if not driver.wsl:
+        devices += [{"name": name, "containerEdits": edits.to_cdi()} for name in _mig_names(mig, options.name_strategies)]
+    if not driver.wsl and options.all_device and per_gpu:
         devices.append({"name": ALL_DEVICE, "containerEdits": ContainerEdits().merged(*per_gpu).to_cdi()})
+    if not devices:
+        raise GpuSetupError("the spec would have no device (--no-all-device with no other name)",
+                            hint="drop --no-all-device or add a --device-name-strategy")
     common = common_edits(driver, ALL_CAPABILITIES, hook)
     common.env.extend(CDI_ONLY_ENV)
     spec: Dict[str, Any] = {
         "cdiVersion": "",
-        "kind": KIND,
+        "kind": options.kind,
         "devices": devices,
         "containerEdits": common.to_cdi(),
     }
     spec["cdiVersion"] = choose_version(spec, cdi_version)
     return spec
+
+
+def management_nodes(driver: Driver) -> List[Any]:
+    """Every NVIDIA character device a management (monitoring) container gets: ``/dev/nvidia*``
+    but the opt-in ones (:data:`MANAGEMENT_SKIPPED`), the MIG capability nodes and the IMEX channel
+    nodes, each as root's own node (the trust rules of every node)."""
+    import os as _os
+
+    found = []
+    for directory, prefix in (("/dev", "nvidia"), ("/dev/nvidia-caps", "nvidia-cap"),
+                              ("/dev/nvidia-caps-imex-channels", "channel")):
+        try:
+            names = sorted(_os.listdir(_os.path.join(driver.dev_root, _os.path.relpath(directory, "/dev"))))[:4096]
+        except OSError:
+            continue
+        for name in names:
+            if not name.startswith(prefix) or name.startswith(MANAGEMENT_SKIPPED):
+                continue
+            node = driver.device_node(directory + "/" + name)
+            if node is not None:
+                found.append(node)
+    return found
+
+
+def generate_for_mode(driver: Driver, hook: Optional[HookCommand], options: GenerateOptions,
+                      cdi_version: Optional[str] = None) -> Dict[str, Any]:
+    """The specs of the other modes, each one ``all`` device (NVIDIA's shapes): ``management``
+    (every NVIDIA node, and the driver files of every capability for the tools), the opt-in
+    devices' (``nvswitch``, ``gdrcopy``, ``gds``, ``mofed``), or ``imex`` (one device per channel)."""
+    if options.mode == Mode.IMEX:
+        spec = generate_imex(driver, cdi_version)
+        if spec is None:
+            raise GpuSetupError("--mode imex: the driver under {} has no IMEX channel nodes".format(driver.root),
+                                hint="create them (nvidia-modprobe -i <n>) or leave --mode out")
+        spec["kind"] = options.kind
+        return spec
+    common = ContainerEdits()
+    if options.mode == Mode.MANAGEMENT:
+        common = common_edits(driver, ALL_CAPABILITIES, hook)
+        common.env.extend(CDI_ONLY_ENV)
+        shared = {node.path for node in common.device_nodes}  # the control nodes, once
+        nodes = [node for node in management_nodes(driver) if node.path not in shared]
+    else:
+        nodes = driver.gated_device_nodes(GATED_FEATURES[options.mode])
+    if not nodes:
+        raise GpuSetupError("--mode {}: no such device node under {}".format(options.mode, driver.dev_root),
+                            hint="load the driver of those devices, or leave --mode out")
+    result: Dict[str, Any] = {
+        "cdiVersion": "",
+        "kind": options.kind,
+        "devices": [{"name": ALL_DEVICE, "containerEdits": ContainerEdits(device_nodes=nodes).to_cdi()}],
+        "containerEdits": common.to_cdi(),
+    }
+    result["cdiVersion"] = choose_version(result, cdi_version)
+    return result
 
 
 def generate_imex(driver: Driver, cdi_version: Optional[str] = None) -> Optional[Dict[str, Any]]:
@@ -294,12 +445,14 @@ def _header_value(value: str) -> str:
 
 
 def render(spec: Dict[str, Any], as_json: bool, meta: Optional[Dict[str, str]] = None) -> bytes:
-    """JSON, or YAML that is JSON plus a comment header holding ``meta``: every YAML parser reads
-    it (JSON is a subset of YAML 1.2 flow style), no consumer reads the comments, and we read both
-    back without a YAML library. JSON has no comments, so ``meta`` is not written there."""
-    body = json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
+    """JSON, or block YAML (:mod:`nvdocker_setup.cdi.yamlio`, which reads it back without a YAML
+    library) after a comment header holding ``meta``: no consumer reads the comments. JSON has no
+    comments, so ``meta`` is not written there."""
     if as_json:
-        return body.encode("utf-8")
+        return (json.dumps(spec, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    from nvdocker_setup.cdi import yamlio
+
+    body = yamlio.dumps(spec)
     meta = meta or {}
     header = "# CDI spec for the NVIDIA GPUs, written by nvdocker-setup cdi generate (driver {}).\n".format(
         meta.get(DRIVER_VERSION_ANNOTATION) or "unknown"
@@ -332,17 +485,25 @@ def header_metadata(data: bytes) -> Dict[str, str]:
 
 
 def parse(data: bytes, source: str) -> Dict[str, Any]:
-    """A spec written by :func:`render`; other YAML needs PyYAML, imported only then."""
+    """A spec written by :func:`render` (JSON, block YAML of our subset, or the JSON-in-YAML of
+    earlier releases); other YAML needs PyYAML, imported only then."""
+    from nvdocker_setup.cdi import yamlio
+
     text = data.decode("utf-8")
     stripped = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     try:
         value = json.loads(stripped)
     except ValueError:
         try:
+            value = yamlio.loads(text)
+        except ValueError:
+            value = None
+    if value is None:
+        try:
             import yaml
         except ImportError:
             raise GpuSetupError(
-                "{} is YAML that is not JSON, and PyYAML is not installed to read it".format(source)
+                "{} is YAML outside the subset nvdocker-setup writes, and PyYAML is not installed to read it".format(source)
             ) from None
         value = yaml.safe_load(text)
     if not isinstance(value, dict):

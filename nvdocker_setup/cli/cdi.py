@@ -18,13 +18,6 @@ from nvdocker_setup.cli import common, options, output
 app = typer.Typer(help="Generate and inspect the CDI spec for the NVIDIA GPUs.", no_args_is_help=True)
 
 
-def output_option():
-    return typer.Option(
-        DEFAULT_OUTPUT, "--output", "-o", metavar="PATH",
-        help="where to write the spec: a .json name writes JSON, any other YAML; - prints it",
-    )
-
-
 def driver_root_option():
     return typer.Option(
         None, "--driver-root", metavar="DIR",
@@ -89,34 +82,81 @@ def _check(spec) -> None:
 
 @app.command("generate")
 def generate(
-    output_path: str = output_option(),
+    output_path: str = typer.Option(
+        DEFAULT_OUTPUT, "--output", "-o", metavar="PATH", envvar="NVDOCKER_CDI_OUTPUT",
+        help="where to write the spec; - prints it (env NVDOCKER_CDI_OUTPUT)",
+    ),
     driver_root: Optional[str] = driver_root_option(),
     cdi_version: Optional[str] = typer.Option(
-        None, "--cdi-version", metavar="X.Y.Z",
+        None, "--cdi-version", metavar="X.Y.Z", envvar="NVDOCKER_CDI_VERSION",
         help="declare this cdiVersion instead of the lowest one that expresses the spec (refused when lower than that)",
+    ),
+    mode: str = typer.Option(
+        "auto", "--mode", metavar="MODE", envvar="NVDOCKER_CDI_MODE",
+        help="what the spec describes: auto (the GPUs: nvml, or wsl on WSL2), nvml, wsl, management (one all device "
+             "with every NVIDIA node, for monitoring agents), imex (the IMEX channels), nvswitch, gdrcopy, gds, mofed "
+             "(one all device with those nodes)",
+    ),
+    name_strategies: Optional[List[str]] = typer.Option(  # noqa: B008 (typer.Option)
+        None, "--device-name-strategy", metavar="STRATEGY", envvar="NVDOCKER_CDI_DEVICE_NAME_STRATEGY",
+        help="how GPUs are named, repeatable: index (0, 0:1), uuid (GPU-..., MIG-...), type-index (gpu0, mig0:1); "
+             "default index and uuid",
+    ),
+    vendor: str = typer.Option("nvidia.com", "--vendor", metavar="VENDOR", envvar="NVDOCKER_CDI_VENDOR",
+                               help="the kind's vendor (kind = VENDOR/CLASS)"),
+    device_class: Optional[str] = options.option(
+        None, "--class", metavar="CLASS", envvar="NVDOCKER_CDI_CLASS",
+        help="the kind's class (default: gpu; imex-channel for --mode imex; the mode's name for nvswitch, gdrcopy, gds, mofed)",
+    ),
+    no_all_device: bool = options.option(False, "--no-all-device", envvar="NVDOCKER_CDI_NO_ALL_DEVICE",
+                                         help="no device named all"),
+    device_ids: Optional[List[str]] = typer.Option(  # noqa: B008 (typer.Option)
+        None, "--device-id", metavar="ID", envvar="NVDOCKER_CDI_DEVICE_ID",
+        help="only these GPUs or MIG devices (index, UUID, <gpu>:<mig>), repeatable; default all",
+    ),
+    spec_format: Optional[str] = options.option(
+        None, "--format", metavar="FORMAT", envvar="NVDOCKER_CDI_FORMAT",
+        help="yaml or json (default: json for a .json output, else yaml)",
+    ),
+    dev_root: Optional[str] = options.option(
+        None, "--dev-root", metavar="DIR", envvar="NVDOCKER_CDI_DEV_ROOT",
+        help="the root whose dev/ holds the device nodes, when not the driver root's (a driver container: /)",
     ),
     as_json: bool = options.json_option(),
 ) -> None:
     """Write a CDI spec (kind nvidia.com/gpu; devices by index, UUID, MIG <gpu>:<mig> and all), atomically,
-    mode 0644; IMEX channels, when the host has some, go to <output>-imex-channel (kind nvidia.com/imex-channel)."""
+    mode 0644; IMEX channels, when the host has some, go to <output>-imex-channel (kind nvidia.com/imex-channel).
+    Every option can also come from the environment (NVDOCKER_CDI_<OPTION>, as the refresh service's env file sets them)."""
     with common.reporting(as_json):
         from nvdocker_setup.cdi import spec as cdi_spec
         from nvdocker_setup.driver.discovery import discover
         from nvdocker_setup.errors import UsageError
 
+        if spec_format not in (None, "yaml", "json"):
+            raise UsageError("--format must be yaml or json, got {!r}".format(spec_format), reference="usage")
+        try:
+            generate_options = cdi_spec.GenerateOptions(
+                mode=mode, name_strategies=_words(name_strategies) or cdi_spec.DEFAULT_NAME_STRATEGIES, vendor=vendor,
+                device_class=device_class, all_device=not no_all_device, device_ids=_words(device_ids) or ("all",))
+        except Exception as exc:
+            from nvdocker_setup.driver.errors import GpuSetupError
+
+            if not isinstance(exc, GpuSetupError):
+                raise
+            raise UsageError(exc.message, reference="usage", hint=exc.hint) from None
         with gpu_errors():
             config = _runtime_config(driver_root)
-            driver = discover(config.driver_root, config.mps_pipe_dir)
+            driver = discover(config.driver_root, config.mps_pipe_dir, dev_root=dev_root)
             try:
-                spec = cdi_spec.generate(driver, config.hook_command(), cdi_version=cdi_version)
+                spec = cdi_spec.generate(driver, config.hook_command(), cdi_version=cdi_version, options=generate_options)
             except cdi_spec.VersionRefused as refused:
                 raise UsageError(str(refused), reference="cdi-version",
                                  hint="leave --cdi-version out to write the lowest version that expresses the spec") from None
-            imex = cdi_spec.generate_imex(driver, cdi_version=cdi_version)
+            imex = cdi_spec.generate_imex(driver, cdi_version=cdi_version) if mode in ("auto", "nvml") else None
         _check(spec)
         if imex is not None:
             _check(imex)
-        as_json_file = cdi_spec.is_json_path(output_path)
+        as_json_file = spec_format == "json" if spec_format else cdi_spec.is_json_path(output_path)
         data = cdi_spec.render(spec, as_json=as_json_file, meta=cdi_spec.metadata(driver))
         for note in driver.refused[:32]:  # the spec leaves them out; say so on stderr, whatever the format
             typer.echo("warning: left out {} (a host path a container gets must be root's alone; "
@@ -149,6 +189,64 @@ def generate(
             out.print("  IMEX channels in {}".format(imex_output))
         for name in names:
             out.print("  " + name)
+
+
+transform_app = typer.Typer(help="Rewrite a CDI spec.", no_args_is_help=True)
+app.add_typer(transform_app, name="transform")
+
+
+@transform_app.command("root")
+def transform_root(
+    from_root: str = typer.Option(..., "--from", metavar="DIR", help="the root to replace (absolute)"),
+    to_root: str = typer.Option(..., "--to", metavar="DIR", help="the root to put in its place (absolute)"),
+    relative_to: str = typer.Option("host", "--relative-to", metavar="SIDE",
+                                    help="host (host paths: nodes' hostPath, mounts' hostPath, hook paths) or container"),
+    input_path: str = typer.Option("-", "--input", metavar="PATH", help="the spec to read; - reads standard input"),
+    output_path: str = typer.Option("-", "--output", "-o", metavar="PATH",
+                                    help="where to write it (atomically, mode 0644); - prints it"),
+    spec_format: Optional[str] = options.option(None, "--format", metavar="FORMAT",
+                                                help="yaml or json (default: the input's, or the output's .json name)"),
+) -> None:
+    """Replace a root of a CDI spec's paths (a spec generated under a driver container's root, used
+    where that root is mounted elsewhere): only at a path component boundary; any tool's spec."""
+    with common.reporting(False):
+        import sys
+
+        from nvdocker_setup.cdi import spec as cdi_spec
+        from nvdocker_setup.cdi import transform
+        from nvdocker_setup.errors import UsageError
+
+        if relative_to not in transform.RELATIVE_TO or spec_format not in (None, "yaml", "json"):
+            raise UsageError("--relative-to must be host or container and --format yaml or json", reference="usage")
+        with gpu_errors():
+            if input_path == "-":
+                data = sys.stdin.buffer.read(64 << 20)
+            else:
+                _spec_exists(input_path)
+                with open(input_path, "rb") as handle:
+                    data = handle.read(64 << 20)
+            spec = cdi_spec.parse(data, input_path if input_path != "-" else "standard input")
+        try:
+            moved = transform.transform_root(spec, from_root, to_root, relative_to)
+        except ValueError as exc:
+            raise UsageError(str(exc), reference="usage") from None
+        meta = cdi_spec.header_metadata(data)
+        if cdi_spec.DRIVER_ROOT_ANNOTATION in meta and relative_to == "host":
+            meta[cdi_spec.DRIVER_ROOT_ANNOTATION] = transform.transform_path(
+                meta[cdi_spec.DRIVER_ROOT_ANNOTATION], from_root, to_root)
+        was_json = data.lstrip().startswith(b"{")
+        as_json = spec_format == "json" if spec_format else (
+            cdi_spec.is_json_path(output_path) if output_path != "-" else was_json)
+        rendered = cdi_spec.render(moved, as_json=as_json, meta=meta)
+        if output_path == "-":
+            typer.echo(rendered.decode("utf-8"), nl=False)
+            return
+        _write_spec(output_path, rendered)
+
+
+def _words(values: Optional[List[str]]) -> List[str]:
+    """Repeated options, each also a comma or space list (how an environment variable gives several)."""
+    return [word for value in values or () for word in value.replace(",", " ").split()]
 
 
 def _write_spec(path: str, data: bytes) -> bool:

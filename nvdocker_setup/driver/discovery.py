@@ -866,12 +866,19 @@ def discover_wsl(root: str) -> Optional[Driver]:
     return Driver(root=root, version=version, gpus=[gpu], proc_root=proc_root, dev_root=dev_root, wsl=True)
 
 
-def discover(root: str = "/", mps_pipe_dir: Optional[str] = None) -> Driver:
+def discover(root: str = "/", mps_pipe_dir: Optional[str] = None, dev_root: Optional[str] = None) -> Driver:
     """The driver under ``root``; a :class:`GpuSetupError` when no NVIDIA driver is loaded there.
-    ``mps_pipe_dir``: where the admin runs the MPS control daemon (default :data:`caps.MPS_PIPE_DIR`)."""
+    ``mps_pipe_dir``: where the admin runs the MPS control daemon (default :data:`caps.MPS_PIPE_DIR`).
+    ``dev_root``: the root whose ``dev/`` holds the device nodes, when not the driver root's (a
+    driver container's files under /run/nvidia/driver, its nodes in the host's /dev)."""
     driver = _discover(os.path.abspath(root or "/"))
     if mps_pipe_dir:
         driver.mps_pipe_dir = mps_pipe_dir
+    if dev_root:
+        if not os.path.isdir(os.path.join(dev_root, "dev")):
+            raise GpuSetupError("the device root {} has no dev/ directory".format(dev_root),
+                                hint="--dev-root names the root that contains dev/ (often /)")
+        driver.dev_root = os.path.join(os.path.abspath(dev_root), "dev")
     return driver
 
 
