@@ -10,6 +10,11 @@
    bundle without the request; and the peak RSS of our Python create step. Targets: <= +15 ms
    (issue #26), <= 30 MiB.
 
+``--driver real`` runs the create benchmark on NVIDIA's real driver files instead (Debian 12's 535
+packages in their Debian layout, tests/support/real_driver.py; fetched into the test cache when
+missing); ``--capabilities CAPS`` sets ``NVIDIA_DRIVER_CAPABILITIES`` in the requesting bundle
+(unset by default: utility,compute). The header line says which driver root and capabilities ran.
+
 ``--guard`` (what ``make bench`` runs as root): passthrough and create only, three rounds; exit 1
 when every round's create median is over +20 ms or every round's passthrough median over +1 ms
 (three consecutive medians, so one noisy round cannot fail it). A regression guard, not a test.
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -95,7 +101,7 @@ def bench_passthrough(launcher: str, runc: str, workdir: str, runs: int) -> floa
     return launcher_median - runc_median
 
 
-def make_bundle(path: str, request_gpus: bool) -> bytes:
+def make_bundle(path: str, request_gpus: bool, capabilities: Optional[str] = None) -> bytes:
     """A busybox bundle like the ones dockerd hands over, as config.json bytes to restore."""
     rootfs = os.path.join(path, "rootfs")
     if not os.path.isdir(rootfs):
@@ -103,8 +109,10 @@ def make_bundle(path: str, request_gpus: bool) -> bytes:
         shutil.copy2(shutil.which("busybox") or "/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
         for command in ("sh", "true", "ls"):
             os.symlink("busybox", os.path.join(rootfs, "bin", command))
-    subprocess.run(["runc", "spec", "--bundle", path], check=True)
     spec_file = os.path.join(path, "config.json")
+    if os.path.lexists(spec_file):  # a later --guard round: `runc spec` refuses to overwrite it
+        os.unlink(spec_file)
+    subprocess.run(["runc", "spec", "--bundle", path], check=True)
     with open(spec_file) as handle:
         spec = json.load(handle)
     os.unlink(spec_file)
@@ -113,6 +121,8 @@ def make_bundle(path: str, request_gpus: bool) -> bytes:
     spec["root"]["readonly"] = False
     if request_gpus:
         spec["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all")
+        if capabilities is not None:
+            spec["process"]["env"].append("NVIDIA_DRIVER_CAPABILITIES=" + capabilities)
     return json.dumps(spec).encode()
 
 
@@ -128,12 +138,13 @@ def untrusted_copy(launcher: str, workdir: str) -> str:
     return copy
 
 
-def bench_create(launcher: str, runc: str, workdir: str, driver_root: str, runs: int, rss: bool = True) -> float:
+def bench_create(launcher: str, runc: str, workdir: str, driver_root: str, runs: int, rss: bool = True,
+                 capabilities: Optional[str] = None) -> float:
     root = os.path.join(workdir, "create-root")
     bundles = {"runc": os.path.join(workdir, "bundle-plain"), "ours": os.path.join(workdir, "bundle-gpu"),
                "python-hook": os.path.join(workdir, "bundle-gpu-python-hook")}
-    specs = {"runc": make_bundle(bundles["runc"], False), "ours": make_bundle(bundles["ours"], True),
-             "python-hook": make_bundle(bundles["python-hook"], True)}
+    specs = {"runc": make_bundle(bundles["runc"], False), "ours": make_bundle(bundles["ours"], True, capabilities),
+             "python-hook": make_bundle(bundles["python-hook"], True, capabilities)}
     bundles["edited"] = bundles["ours"]
     env = dict(os.environ, NVDOCKER_DRIVER_ROOT=driver_root)
     samples = {"runc": [], "ours": [], "edited": [], "python-hook": []}
@@ -226,7 +237,8 @@ def guard(launcher: str, runc: str, workdir: str, driver_root: str, args: argpar
     for round_number in range(3):
         print("-- round {} of 3".format(round_number + 1))
         passthrough.append(bench_passthrough(launcher, runc, workdir, args.passthrough_runs) * 1000)
-        create.append(bench_create(launcher, runc, workdir, driver_root, args.create_runs, rss=False) * 1000)
+        create.append(bench_create(launcher, runc, workdir, driver_root, args.create_runs, rss=False,
+                                   capabilities=args.capabilities) * 1000)
     failed = 0
     for what, values, limit in (("passthrough", passthrough, GUARD_PASSTHROUGH_MS), ("2-GPU create", create, GUARD_CREATE_MS)):
         over = all(value > limit for value in values)
@@ -242,6 +254,11 @@ def main() -> None:
     parser.add_argument("--create-runs", type=int, default=41)
     parser.add_argument("--docker-runs", type=int, default=31)
     parser.add_argument("--skip-docker", action="store_true")
+    parser.add_argument("--driver", choices=("simulated", "real"), default="simulated",
+                        help="the create benchmark's driver root: the simulated 2-GPU root (default), or NVIDIA's real "
+                             "535 driver files in their Debian layout (tests/support/real_driver.py)")
+    parser.add_argument("--capabilities", metavar="CAPS", default=None,
+                        help="NVIDIA_DRIVER_CAPABILITIES of the requesting bundle (default: unset, i.e. utility,compute)")
     parser.add_argument("--guard", action="store_true",
                         help="three rounds of passthrough and create; exit 1 when all three medians are over the limits")
     args = parser.parse_args()
@@ -256,18 +273,26 @@ def main() -> None:
     os.chmod(workdir, 0o755)
     try:
         launcher = build_launcher(os.path.join(workdir, "bin"))
-        driver = build_driver_root(os.path.join(workdir, "driver-root"))
-        print("python {} | runc {} | launcher {}".format(
+        if args.driver == "real":
+            from tests.support.real_driver import ensure_real_driver
+
+            real = ensure_real_driver()
+            driver_root, shown = real.debian, "real {} (Debian layout) {}".format(real.version, real.debian)
+        else:
+            driver_root = build_driver_root(os.path.join(workdir, "driver-root")).path
+            shown = "simulated " + driver_root
+        print("python {} | runc {} | launcher {} | driver root {} | NVIDIA_DRIVER_CAPABILITIES {}".format(
             sys.version.split()[0],
             subprocess.run([runc, "--version"], stdout=subprocess.PIPE, universal_newlines=True).stdout.split()[2],
-            launcher,
+            launcher, shown,
+            "unset (utility,compute)" if args.capabilities is None else args.capabilities,
         ))
         if args.guard:
-            sys.exit(guard(launcher, runc, workdir, driver.path, args))
+            sys.exit(guard(launcher, runc, workdir, driver_root, args))
         bench_passthrough(launcher, runc, workdir, args.passthrough_runs)
-        bench_create(launcher, runc, workdir, driver.path, args.create_runs)
+        bench_create(launcher, runc, workdir, driver_root, args.create_runs, capabilities=args.capabilities)
         if not args.skip_docker:
-            bench_docker_run(launcher, workdir, driver.path, args.docker_runs)
+            bench_docker_run(launcher, workdir, driver_root, args.docker_runs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

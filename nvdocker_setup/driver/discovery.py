@@ -87,8 +87,8 @@ def resolve_in_root(root: str, path: str) -> Optional[Tuple[str, str]]:
     return found
 
 
-def resolve_trusted(root: str, path: str,
-                    check_root: bool = True) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
+def resolve_trusted(root: str, path: str, check_root: bool = True,
+                    memo: Optional[Dict[str, os.stat_result]] = None) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
     """``((host path, resolved path inside the root), None)`` when ``path`` exists under ``root`` and
     only root could have decided what it is; ``(None, None)`` when it does not exist; ``(None, why)``
     when a user could have: every directory looked in is root's and not group/other-writable (a sticky
@@ -97,8 +97,10 @@ def resolve_trusted(root: str, path: str,
     group/other-writable (device nodes, sockets, FIFOs and sticky directories aside: their mode bits
     let nobody replace them). With driver root ``/`` this is what keeps a user's ``/tmp/nvidia-mps ->
     /etc`` (or a real directory of theirs there) out of every GPU container. ``check_root=False``
-    skips the driver root's own chain, for a caller that has checked it already."""
-    return _walk(root, path, True, check_root)
+    skips the driver root's own chain, for a caller that has checked it already. ``memo`` (one
+    :class:`Driver`'s, so one discovery pass) keeps the ``lstat`` of the directories walked through,
+    which every library under ``/usr/lib/x86_64-linux-gnu`` shares."""
+    return _walk(root, path, True, check_root, memo)
 
 
 def _unsafe(info: os.stat_result, final: bool) -> Optional[str]:
@@ -115,8 +117,8 @@ def _unsafe(info: os.stat_result, final: bool) -> Optional[str]:
     return None
 
 
-def _walk(root: str, path: str, trusted: bool,
-          check_root: bool = True) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
+def _walk(root: str, path: str, trusted: bool, check_root: bool = True,
+          memo: Optional[Dict[str, os.stat_result]] = None) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
     base = "/" if _is_host_root(root) else root
     if trusted and check_root and not _is_host_root(root):
         # the driver root itself (a driver container's /run/nvidia/driver) must be root's alone too
@@ -143,10 +145,14 @@ def _walk(root: str, path: str, trusted: bool,
                 resolved.pop()
             continue
         candidate = os.path.join(base, *resolved, part)
-        try:
-            info = os.lstat(candidate)
-        except OSError:
-            return None, None
+        info = memo.get(candidate) if memo is not None and pending else None
+        if info is None:
+            try:
+                info = os.lstat(candidate)
+            except OSError:
+                return None, None
+            if memo is not None and pending and stat.S_ISDIR(info.st_mode):
+                memo[candidate] = info
         if stat.S_ISLNK(info.st_mode):
             if trusted and info.st_uid != 0:
                 return None, "the symlink {} is owned by uid {}, not root".format(candidate, info.st_uid)
@@ -260,6 +266,8 @@ class Driver:
         self.wsl = wsl
         self._cache: Optional[List[CacheEntry]] = None
         self._mig: Optional[Mig] = None
+        #: The lstat of every directory walked through by this discovery pass (resolve_trusted's memo).
+        self._walked: Dict[str, os.stat_result] = {}
 
     @property
     def version_known(self) -> bool:
@@ -465,7 +473,7 @@ class Driver:
         if self._root_problem:
             self._refuse(path, "the driver root " + self._root_problem)
             return None
-        found, problem = resolve_trusted(self.root, path, check_root=False)
+        found, problem = resolve_trusted(self.root, path, check_root=False, memo=self._walked)
         if problem is not None:
             self._refuse(path, problem)
             return None
@@ -515,6 +523,7 @@ class Driver:
         for host, container in listed:
             directories.setdefault(posixpath.dirname(host), posixpath.dirname(container))
         found: List[Tuple[str, str]] = []
+        cached = {prefix for prefix in known if any(_matches(entry.name, prefix) for entry in self.cache_entries())}
         for host_dir, container_dir in sorted(directories.items()):
             inner = host_dir if _is_host_root(self.root) else host_dir[len(self.root.rstrip("/")):]
             try:
@@ -528,7 +537,7 @@ class Driver:
                 if prefix is not None:
                     # a listed library comes from here only when the ld cache has no entry of it at all:
                     # where it has one, that entry decided (and may have been refused for its link)
-                    if prefix not in wanted or any(_matches(entry.name, prefix) for entry in self.cache_entries()):
+                    if prefix not in wanted or prefix in cached:
                         continue
                 elif not unlisted:
                     continue
