@@ -129,6 +129,11 @@ def create_device_nodes(
         help="create nvidiactl, nvidia-modeset, nvidia-uvm and nvidia-uvm-tools (the only kind made so far)",
     ),
     driver_root: str = driver_root_option(),
+    load_kernel_modules: bool = options.option(
+        False, "--load-kernel-modules", envvar="NVDOCKER_LOAD_KMODS",
+        help="first load nvidia, nvidia-uvm and nvidia-modeset with modprobe (env NVDOCKER_LOAD_KMODS=true; "
+             "only with the driver root /)",
+    ),
     dry_run: bool = options.option(False, "--dry-run", help="list what would be made and write nothing"),
     as_json: bool = options.json_option(),
 ) -> None:
@@ -147,5 +152,7 @@ def create_device_nodes(
             raise UsageError("say which nodes to create: --control-devices",
                              hint="nvdocker-setup system create-device-nodes --control-devices")
         with device_errors():
+            if load_kernel_modules and not dry_run:
+                devices.load_kernel_modules(driver_root)
             report = devices.create_control_nodes(driver_root, dry_run=dry_run)
     _render(report, as_json, "node")

@@ -27,7 +27,7 @@ from nvdocker_setup.driver.errors import GpuSetupError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, Iterator, List, Optional, Tuple
+    from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 PROC_DEVICES = "/proc/devices"
 DEV_CHAR = "/dev/char"
@@ -334,6 +334,46 @@ def _link(fd: Optional[int], root: str, directory: str, name: str, link: str, ta
 
 
 # -- control nodes -----------------------------------------------------------------------------
+
+
+#: The modules whose control nodes create_control_nodes makes, in load order (nvidia first).
+KERNEL_MODULES = ("nvidia", "nvidia-uvm", "nvidia-modeset")
+MODPROBE_PATHS = ("/usr/sbin/modprobe", "/sbin/modprobe")
+MODPROBE_DEADLINE_S = 60
+
+
+def load_kernel_modules(root: str = "/", modprobe_paths: Sequence[str] = MODPROBE_PATHS) -> List[str]:
+    """``modprobe -a nvidia nvidia-uvm nvidia-modeset`` (the first of ``modprobe_paths`` that is
+    a trusted program: root's, in root's directories), with an explicit environment and a
+    deadline; the modules asked for. Only for the host's own driver (root ``/``): a driver
+    container loads its own modules."""
+    import subprocess
+
+    from nvdocker_setup.driver.discovery import resolve_trusted
+
+    if root not in ("", "/"):
+        raise GpuSetupError("--load-kernel-modules loads the host's modules: it needs the driver root /, not {}".format(root),
+                            hint="a driver container loads its own modules; leave --load-kernel-modules out")
+    program = None
+    for candidate in modprobe_paths:
+        found, problem = resolve_trusted("/", candidate)
+        if found is not None and problem is None:
+            program = candidate
+            break
+    if program is None:
+        raise GpuSetupError("no trusted modprobe at {}".format(" or ".join(modprobe_paths)),
+                            hint="install kmod, or load the modules another way and leave --load-kernel-modules out")
+    try:
+        done = subprocess.run([program, "-a"] + list(KERNEL_MODULES), env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                              cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=MODPROBE_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        raise GpuSetupError("{} did not finish within {} s".format(program, MODPROBE_DEADLINE_S)) from None
+    if done.returncode != 0:
+        raise GpuSetupError("{} -a {} failed (status {}): {}".format(
+            program, " ".join(KERNEL_MODULES), done.returncode, (done.stdout or "").strip()[-500:]),
+            hint="check that the NVIDIA driver matches the running kernel (dkms status)")
+    return list(KERNEL_MODULES)
 
 
 def create_control_nodes(root: str = "/", dry_run: bool = False, host_proc_devices: str = PROC_DEVICES) -> Report:

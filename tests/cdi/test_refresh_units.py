@@ -59,6 +59,10 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path):
     command.parent.mkdir(parents=True)
     command.write_text("#!/bin/sh\n")
     command.chmod(0o755)
+    shell = root / "bin/sh"  # ExecCondition's; every host has one, the scratch root does not
+    shell.parent.mkdir(parents=True)
+    shell.write_text("#!/bin/sh\n")
+    shell.chmod(0o755)
     done = systemd_units.verify(root, ["lib/systemd/system/" + PATH_UNIT, "lib/systemd/system/" + SERVICE])
     assert done.returncode == 0 and not done.stdout.strip(), done.stdout
     # and it does catch a broken unit: a specifier PathChanged= does not know
@@ -173,3 +177,110 @@ def test_the_service_command_refreshes_the_spec_after_a_driver_upgrade(tmp_path)
     out = exec_start(spec_path, upgraded, tmp_path)
     assert out.startswith("no change:"), out
     assert os.stat(str(spec_path)).st_mtime_ns == replaced.st_mtime_ns
+
+
+# -- modules, control nodes and the admin's settings first (issue #23, item 4) -------------------------------
+
+
+def service_command(key):
+    """ExecStartPre/ExecCondition as written: the program's argv without systemd's prefixes."""
+    value = unit(SERVICE).get("Service", key)
+    argv = shlex.split(value)
+    argv[0] = argv[0].lstrip("-+!@:")
+    return argv
+
+
+def environment_file(path):
+    """KEY=VALUE lines as systemd's EnvironmentFile= reads them (comments and blanks skipped)."""
+    found = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";")):
+            key, _, value = line.partition("=")
+            found[key.strip()] = value.strip().strip('"')
+    return found
+
+
+def test_the_service_loads_the_admins_settings_and_creates_the_control_nodes_first():
+    service = unit(SERVICE)
+    assert service.get("Service", "EnvironmentFile") == "-/etc/nvdocker/cdi-refresh.env"
+    pre = service.get("Service", "ExecStartPre")
+    assert pre.startswith("-+/usr/bin/nvdocker-setup system create-device-nodes --control-devices")
+    # the shipped settings file only documents: every line a comment
+    shipped = (UNITS / "cdi-refresh.env").read_text().splitlines()
+    assert shipped and all(not line.strip() or line.startswith("#") for line in shipped)
+    assert "#NVDOCKER_LOAD_KMODS=true" in shipped
+
+
+def test_exec_condition_runs_only_with_a_driver_or_when_the_admin_loads_the_modules():
+    """The exact ExecCondition on this host: without a loaded driver or WSL2 it skips the unit,
+    unless NVDOCKER_LOAD_KMODS=true."""
+    argv = service_command("ExecCondition")
+    present = os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/dxg")
+    plain = subprocess.run(argv, env={"PATH": SYSTEM_PATH})
+    assert plain.returncode == (0 if present else 1)
+    loading = subprocess.run(argv, env={"PATH": SYSTEM_PATH, "NVDOCKER_LOAD_KMODS": "true"})
+    assert loading.returncode == 0
+
+
+def test_exec_start_pre_then_exec_start_with_the_admins_settings_on_a_simulated_root(tmp_path):
+    """A host that booted without its control nodes and an env file that names devices by
+    type-index: ExecStartPre makes the nodes, ExecStart writes the spec as the settings say."""
+    driver = driver_root_or_skip(str(tmp_path / "driver"))
+    for name in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset"):
+        os.unlink(os.path.join(driver.path, "dev", name))
+    with open(os.path.join(driver.path, "proc/devices"), "w") as handle:
+        handle.write("Character devices:\n195 nvidia-frontend\n508 nvidia-uvm\n\nBlock devices:\n  8 sd\n")
+    env_file = tmp_path / "cdi-refresh.env"
+    env_file.write_text("# the admin's\nNVDOCKER_CDI_DEVICE_NAME_STRATEGY=type-index\nNVDOCKER_CDI_NO_ALL_DEVICE=true\n")
+    env = {"PATH": os.environ.get("PATH", SYSTEM_PATH), "LC_ALL": "C.UTF-8", "HOME": str(tmp_path),
+           "PYTHONPATH": str(REPO), "NO_COLOR": "1", "COLUMNS": "200"}
+    env.update(environment_file(env_file))
+    pre = service_command("ExecStartPre")
+    done = subprocess.run([sys.executable, "-m", "nvdocker_setup"] + pre[1:] + ["--driver-root", driver.path], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert os.path.exists(os.path.join(driver.path, "dev/nvidiactl"))
+    spec_path = tmp_path / "run/cdi/nvdocker.yaml"
+    argv = shlex.split(unit(SERVICE).get("Service", "ExecStart"))
+    argv[argv.index("--output") + 1] = str(spec_path)
+    absent = tmp_path / "no-runtime.conf"
+    absent.write_text("")
+    env.update({"NVDOCKER_RUNTIME_CONFIG": str(absent), "NVDOCKER_DRIVER_ROOT": driver.path})
+    done = subprocess.run([sys.executable, "-m", "nvdocker_setup"] + argv[1:], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    spec = cdi_spec.load(str(spec_path))
+    assert [device["name"] for device in spec["devices"]] == ["gpu0", "gpu1"]
+    assert "/dev/nvidiactl" in [node["path"] for node in spec["containerEdits"]["deviceNodes"]]
+
+
+def test_load_kernel_modules_runs_the_hosts_modprobe_before_the_nodes(tmp_path):
+    """NVDOCKER_LOAD_KMODS=true (the env file's switch): modprobe -a nvidia nvidia-uvm
+    nvidia-modeset by absolute path with a clean environment, then the nodes. Run in a private
+    mount namespace whose /usr/sbin holds only a recorder named modprobe; this host has no NVIDIA module, so the
+    node step then fails saying so (the refresh service ignores that step's failure)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        if os.environ.get("CI") == "true":
+            raise AssertionError("CI=true: this test needs root and unshare")
+        return
+    record = tmp_path / "modprobe.args"
+    fake = tmp_path / "modprobe"
+    fake.write_text("#!/bin/sh\necho \"$@\" > {}\nenv | sort >> {}\n".format(record, record))
+    fake.chmod(0o755)
+    env = {"PATH": SYSTEM_PATH, "PYTHONPATH": str(REPO), "LC_ALL": "C.UTF-8", "NVDOCKER_LOAD_KMODS": "true", "SECRET": "x"}
+    done = subprocess.run(
+        # a root-owned tmpfs over /usr/sbin (this machine may have no kmod at all) with the recorder in it
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         'mount -t tmpfs -o mode=0755 nvdocker-test /usr/sbin && cp "$0" /usr/sbin/modprobe && exec "$@"',
+         str(fake), sys.executable, "-m", "nvdocker_setup", "system", "create-device-nodes", "--control-devices"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    lines = record.read_text().splitlines()
+    assert lines[0] == "-a nvidia nvidia-uvm nvidia-modeset", lines
+    assert not [line for line in lines[1:] if line.startswith("SECRET=")], "modprobe gets a clean environment"
+    if not os.path.exists("/proc/driver/nvidia/version"):
+        assert done.returncode != 0 and "NVIDIA driver is not loaded" in done.stderr, done.stderr
+    refused = subprocess.run([sys.executable, "-m", "nvdocker_setup", "system", "create-device-nodes", "--control-devices",
+                              "--driver-root", str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             universal_newlines=True, timeout=60)
+    assert refused.returncode != 0 and "needs the driver root /" in refused.stderr, refused.stderr

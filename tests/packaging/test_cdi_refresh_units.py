@@ -26,7 +26,11 @@ def test_the_deb_ships_the_units_in_nvdocker_setup(debs, tmp_path):
     root = support.extract_debs([debs["nvdocker-toolkit"], debs["nvdocker-setup"]], tmp_path / "root")
     for unit in UNITS:
         assert (root / DEB_UNIT_DIR.lstrip("/") / unit).read_bytes() == (REPO / "systemd" / unit).read_bytes()
-    # verify, as installed: ExecStart's /usr/bin/nvdocker-setup is the packaged one
+    # verify, as installed: ExecStart's /usr/bin/nvdocker-setup is the packaged one; ExecCondition's
+    # /bin/sh is every host's (the extracted tree holds only our packages)
+    (root / "bin").mkdir(exist_ok=True)
+    (root / "bin/sh").write_text("#!/bin/sh\n")
+    (root / "bin/sh").chmod(0o755)
     done = systemd_units.verify(root, [DEB_UNIT_DIR.lstrip("/") + unit for unit in UNITS])
     assert done.returncode == 0 and not done.stdout.strip(), done.stdout
 

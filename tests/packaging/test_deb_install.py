@@ -241,8 +241,15 @@ def test_no_daemon_json_opt_outs_failures_and_reload(chroot, debs):
     assert "asked dockerd to reload its configuration" in done.stdout
     assert "restart" not in log and "start docker" not in log and "stop" not in log, log
 
+    # the spec the refresh service keeps in /run/cdi names our hook: it goes with the package, a
+    # foreign one (NVIDIA's) stays
+    root.write("/run/cdi/nvdocker.yaml", "# CDI spec for the NVIDIA GPUs, written by nvdocker-setup cdi generate (driver x).\n"
+               'cdiVersion: "0.5.0"\n')
+    root.write("/run/cdi/nvidia.yaml", 'cdiVersion: "0.5.0"\n')
+
     # removing the whole stack at once: nvdocker2's prerm still finds the CLI
     root.apt("remove nvdocker-toolkit nvdocker-setup nvdocker2")
+    assert not root.exists("/run/cdi/nvdocker.yaml") and root.exists("/run/cdi/nvidia.yaml")
     assert root.read(DAEMON_JSON) == b'{"log-level": "warn"}\n'
     assert not (installed_version(root, "nvdocker-toolkit") or "").startswith("install ok installed")
     assert not root.exists("/usr/bin/nvidia-container-runtime-hook")
