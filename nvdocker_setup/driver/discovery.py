@@ -268,6 +268,8 @@ class Driver:
         self._mig: Optional[Mig] = None
         #: The lstat of every directory walked through by this discovery pass (resolve_trusted's memo).
         self._walked: Dict[str, os.stat_result] = {}
+        #: libraries() per (capabilities, word size): the mounts and the links both need them.
+        self._libraries: Dict[Tuple[Tuple[str, ...], int], List[Tuple[str, str]]] = {}
 
     @property
     def version_known(self) -> bool:
@@ -489,12 +491,13 @@ class Driver:
         if self.wsl:
             return self._wsl_libraries(capabilities) if word_size == 64 else []
         capabilities = tuple(capabilities)
-        prefixes = caps.libraries_for(capabilities)
+        memo_key = (capabilities, word_size)
+        if memo_key in self._libraries:
+            return list(self._libraries[memo_key])
+        prefixes = frozenset(caps.libraries_for(capabilities))
         found: Dict[str, Tuple[str, str]] = {}
         for entry in self.cache_entries():
-            if entry.word_size != word_size or not entry.name.startswith(prefixes):
-                continue
-            if not any(_matches(entry.name, prefix) for prefix in prefixes):
+            if entry.word_size != word_size or _matching_prefix(entry.name, prefixes) is None:
                 continue
             located = self.locate_library(entry.path)
             if located is not None:
@@ -502,7 +505,9 @@ class Driver:
         if capabilities:
             for located in self.directory_libraries(list(found.values()), capabilities):
                 found.setdefault(located[1], located)
-        return [found[key] for key in sorted(found)]
+        result = [found[key] for key in sorted(found)]
+        self._libraries[memo_key] = result
+        return list(result)
 
     def directory_libraries(self, listed: List[Tuple[str, str]], capabilities: Sequence[str]) -> List[Tuple[str, str]]:
         """``(host path, container path)`` of the driver's libraries the ld cache did not give: the
@@ -514,8 +519,8 @@ class Driver:
         if self.wsl or not self.version_known:
             return []
         suffix = ".so." + self.version
-        known = caps.libraries_for(caps.ALL_CAPABILITIES)
-        wanted = caps.libraries_for(capabilities)
+        known = frozenset(caps.libraries_for(caps.ALL_CAPABILITIES))
+        wanted = frozenset(caps.libraries_for(capabilities))
         unlisted = caps.UNLISTED_LIBRARIES_CAPABILITY in capabilities
         # (a library the ld cache names is mounted from its entry; a driver upgrade without ldconfig,
         # or a library the lists do not know, is found here)
@@ -523,7 +528,7 @@ class Driver:
         for host, container in listed:
             directories.setdefault(posixpath.dirname(host), posixpath.dirname(container))
         found: List[Tuple[str, str]] = []
-        cached = {prefix for prefix in known if any(_matches(entry.name, prefix) for entry in self.cache_entries())}
+        cached = {_matching_prefix(entry.name, known) for entry in self.cache_entries()}
         for host_dir, container_dir in sorted(directories.items()):
             inner = host_dir if _is_host_root(self.root) else host_dir[len(self.root.rstrip("/")):]
             try:
@@ -533,7 +538,7 @@ class Driver:
             except OSError:
                 continue
             for name in names:
-                prefix = next((prefix for prefix in known if _matches(name, prefix)), None)
+                prefix = _matching_prefix(name, known)
                 if prefix is not None:
                     # a listed library comes from here only when the ld cache has no entry of it at all:
                     # where it has one, that entry decided (and may have been refused for its link)
@@ -573,11 +578,12 @@ class Driver:
             directory, _, name = container.rpartition("/")
             mounted.setdefault(directory, set()).add(name)
         prefixes = caps.libraries_for(capabilities)
+        prefix_set = frozenset(prefixes)
         located_dirs: Dict[str, Optional[Tuple[str, str]]] = {}
         found: Dict[Tuple[str, str], str] = {}  # (container directory, name) -> target
         present: List[Tuple[str, str]] = []  # names that will resolve in the container
         for entry in self.cache_entries():
-            if entry.word_size != word_size or not any(_matches(entry.name, prefix) for prefix in prefixes):
+            if entry.word_size != word_size or _matching_prefix(entry.name, prefix_set) is None:
                 continue
             parent, _, name = entry.path.rpartition("/")
             if parent not in located_dirs:
@@ -763,6 +769,21 @@ class Driver:
 def _matches(name: str, prefix: str) -> bool:
     """``libcuda.so`` matches ``libcuda.so`` and ``libcuda.so.1``, not ``libcuda.so_x``."""
     return name == prefix or (name.startswith(prefix) and name[len(prefix)] == ".")
+
+
+def _matching_prefix(name: str, prefixes: "frozenset") -> Optional[str]:
+    """The prefix of ``prefixes`` (SONAME prefixes, each ending in ``.so``) that ``name`` matches
+    as :func:`_matches` says, found by set lookups of its ``.so`` stems instead of a scan of every
+    prefix (the hot path of a GPU container start: ~100 cache entries times ~50 prefixes)."""
+    at = name.find(".so")
+    while at >= 0:
+        end = at + 3
+        if end == len(name) or name[end] == ".":
+            stem = name[:end]
+            if stem in prefixes:
+                return stem
+        at = name.find(".so", at + 1)
+    return None
 
 
 def _plain_target(target: str, directory: str) -> Optional[str]:

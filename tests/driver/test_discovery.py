@@ -136,3 +136,18 @@ def test_a_gpu_without_its_device_node_says_how_to_create_it(tmp_path):
     os.unlink(os.path.join(root.path, "dev/nvidiactl"))
     with pytest.raises(GpuSetupError):
         driver.control_device_nodes()
+
+
+def test_the_fast_prefix_lookup_matches_the_plain_rule():
+    """_matching_prefix (set lookups, the hot path) says exactly what scanning with _matches says."""
+    from nvdocker_setup.driver import capabilities as caps
+    from nvdocker_setup.driver.discovery import _matches, _matching_prefix
+
+    prefixes = caps.libraries_for(caps.ALL_CAPABILITIES)
+    assert all(prefix.endswith(".so") for prefix in prefixes)
+    names = [prefix + suffix for prefix in prefixes for suffix in ("", ".1", ".550.54.14", "_x", ".so", "x")]
+    names += ["libcuda.so.so.1", "libcuda.sox.1", "lib.so", ".so", "libnvidia-ml.so.1.so", "libcuda", "libcudaso.1"]
+    prefix_set = frozenset(prefixes)
+    for name in names:
+        scanned = [prefix for prefix in prefixes if _matches(name, prefix)]
+        assert (_matching_prefix(name, prefix_set) is not None) == bool(scanned), name
