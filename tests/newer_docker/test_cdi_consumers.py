@@ -343,3 +343,65 @@ def test_a_spec_with_annotations_as_older_releases_wrote(consumer, driver_root, 
         assert done.returncode == 0, "{}: {}".format(consumer.shown, done.stderr[-600:])
     else:
         assert done.returncode != 0 and UNRESOLVABLE in done.stderr, consumer.shown
+
+
+# -- nvidia-ctk's generate options and modes (issue #23) ----------------------------------------------------
+
+
+def _generate(tmp_path_factory, root, *options):
+    out = tmp_path_factory.mktemp("options")
+    no_config = out / "no-runtime.conf"
+    no_config.write_text("")
+    output.reset_consoles()
+    try:
+        runner = CliRunner(mix_stderr=False)  # click < 8.2
+    except TypeError:
+        runner = CliRunner()
+    result = runner.invoke(app, ["cdi", "generate", "--driver-root", root, "--output", str(out / "spec.yaml")] + list(options),
+                           env={"NVDOCKER_RUNTIME_CONFIG": str(no_config), "COLUMNS": "200", "NO_COLOR": "1"},
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return (out / "spec.yaml").read_bytes()
+
+
+def _devices_in(done):
+    found = {}
+    for line in done.stdout.splitlines():
+        path, _, numbers = line.rpartition(" ")
+        if path.startswith("/dev/nvidia"):
+            major, minor = numbers.split(":")
+            found[path] = (int(major, 16), int(minor, 16))
+    return found
+
+
+@pytest.fixture(scope="module")
+def option_specs(tmp_path_factory):
+    mig_root = simulated_mig_root_fixture(tmp_path_factory)
+    return {
+        "named": _generate(tmp_path_factory, mig_root.path, "--device-name-strategy", "type-index", "--no-all-device",
+                           "--vendor", "example.com", "--class", "accel"),
+        "management": _generate(tmp_path_factory, mig_root.path, "--mode", "management"),
+    }
+
+
+def test_another_kind_and_type_index_names_are_what_consumers_resolve(consumer, option_specs):
+    """`--vendor example.com --class accel --device-name-strategy type-index --no-all-device`:
+    example.com/accel=gpu1 is GPU 1 and the control nodes, and there is no =all."""
+    done = consumer.run(option_specs["named"], "spec.yaml", "example.com/accel=gpu1", LIST_DEVICES)
+    assert done.returncode == 0, "{}: {}".format(consumer.shown, done.stderr[-2000:])
+    expected = dict(CONTROL_NODES)
+    expected["/dev/nvidia1"] = (NVIDIA_MAJOR, 1)
+    assert _devices_in(done) == expected, consumer.shown
+    refused = consumer.run(option_specs["named"], "spec.yaml", "example.com/accel=all")
+    assert refused.returncode != 0 and UNRESOLVABLE in refused.stderr
+
+
+def test_a_management_spec_gives_every_nvidia_node(consumer, option_specs):
+    """--mode management: one all device with both GPUs, every MIG capability node and every IMEX
+    channel, for a monitoring agent."""
+    done = consumer.run(option_specs["management"], "spec.yaml", "nvidia.com/gpu=all", LIST_DEVICES)
+    assert done.returncode == 0, "{}: {}".format(consumer.shown, done.stderr[-2000:])
+    found = _devices_in(done)
+    assert {"/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl"} <= set(found)
+    assert {"/dev/nvidia-caps/nvidia-cap21", "/dev/nvidia-caps/nvidia-cap22"} <= set(found)
+    assert {"/dev/nvidia-caps-imex-channels/channel0", "/dev/nvidia-caps-imex-channels/channel1"} <= set(found)
