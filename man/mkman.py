@@ -133,6 +133,33 @@ nvdocker\-setup restore \-\-latest
 .fi
 """
 
+# The same jobs, command for command (README "Coming from nvidia-ctk").
+MAIN_NVIDIA_CTK = r"""
+.TP
+\fBnvidia\-ctk runtime configure \-\-runtime=docker [\-\-set\-as\-default]\fR
+\fBnvdocker\-setup install [\-\-default\-runtime]\fR, or \fBnvdocker\-setup runtime configure\fR with the
+same options.
+.TP
+\fBnvidia\-ctk runtime configure \-\-runtime=containerd\fR
+\fBnvdocker\-setup install \-\-engine containerd\fR.
+.TP
+\fBnvidia\-ctk cdi generate [\-\-mode M] [\-\-device\-name\-strategy S] [\-\-vendor V] [\-\-class C] [\-\-no\-all\-device] [\-\-device\-id ID] [\-\-format F] [\-\-dev\-root D]\fR
+\fBnvdocker\-setup cdi generate\fR with the same options (each also from \fBNVDOCKER_CDI_\fIOPTION\fR in
+the environment); the default output is \fI/etc/cdi/nvdocker.yaml\fR.
+.TP
+\fBnvidia\-ctk cdi list\fR
+\fBnvdocker\-setup cdi list\fR: every spec directory, and which file each device name comes from.
+.TP
+\fBnvidia\-ctk cdi transform root \-\-from A \-\-to B\fR
+\fBnvdocker\-setup cdi transform root \-\-from A \-\-to B\fR.
+.TP
+\fBnvidia\-ctk system create\-device\-nodes \-\-control\-devices [\-\-load\-kernel\-modules]\fR
+\fBnvdocker\-setup system create\-device\-nodes \-\-control\-devices [\-\-load\-kernel\-modules]\fR.
+.TP
+\fBnvidia\-ctk system create\-dev\-char\-symlinks\fR
+\fBnvdocker\-setup system create\-dev\-char\-symlinks\fR.
+"""
+
 # Prose for verb pages, after the DESCRIPTION taken from the verb's docstring.
 VERB_NOTES = {
     "install": r"""
@@ -331,6 +358,7 @@ def main_page(group, verbs: Dict[str, object], version: str, exit_source: str) -
     lines += [".SH FILES", MAIN_FILES.strip()]
     lines += [".SH ENVIRONMENT", MAIN_ENVIRONMENT.strip()]
     lines += [".SH EXAMPLES", MAIN_EXAMPLES.strip()]
+    lines += [".SH COMING FROM NVIDIA\\-CTK", MAIN_NVIDIA_CTK.strip()]
     see = ["\\fB{}\\fR({})".format(troff_literal("{}-{}".format(PROG, verb)), SECTION) for verb in sorted(verbs)]
     see += ["\\fBdockerd\\fR(8)"]
     lines += [".SH SEE ALSO", ",\n".join(see)]
