@@ -184,9 +184,14 @@ def _backup_facts(backup: Any) -> str:
     return "{} bytes, sha256 {}".format(backup.size, (backup.sha256 or "")[:12])
 
 
+#: The header line of the plain (piped) listing; the fields are separated by two spaces.
+BACKUPS_HEADER = "NAME  SOURCE  SIZE  SHA256  REASON"
+
+
 def backups_plain_lines(backups: Sequence[Any]) -> List[str]:
-    """One line per backup, oldest first: ``name  source  size|absent  sha256[:12]|-  reason``."""
-    return ["{}  {}  {}  {}  {}".format(
+    """A header (:data:`BACKUPS_HEADER`), then one line per backup, oldest first: ``name  source
+    size|absent  sha256[:12]|-  reason`` (``--json`` for scripts that want no parsing)."""
+    return [BACKUPS_HEADER] + ["{}  {}  {}  {}  {}".format(
         backup.name, backup.source, backup.size if backup.existed else "absent",
         (backup.sha256 or "-")[:12] if backup.existed else "-", _one_line(backup.reason)) for backup in backups]
 

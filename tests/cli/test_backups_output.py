@@ -63,7 +63,8 @@ def test_backups_screen(kind):
 
 
 def test_plain_backups_are_one_line_each_with_the_path_whole():
-    lines = _screen("plain").splitlines()
+    header, *lines = _screen("plain").splitlines()
+    assert header == "NAME  SOURCE  SIZE  SHA256  REASON"
     assert len(lines) == len(BACKUPS)
     fields = [line.split("  ") for line in lines]
     assert [item[0] for item in fields] == [backup.name for backup in BACKUPS]
@@ -77,7 +78,8 @@ def test_backups_list_through_the_cli(cli):
     assert cli.install().exit_code == 0
     piped = cli("backups", "list", env={"COLUMNS": "80"})
     assert piped.exit_code == 0
-    [line] = piped.stdout.splitlines()
+    header, line = piped.stdout.splitlines()
+    assert header.split("  ") == ["NAME", "SOURCE", "SIZE", "SHA256", "REASON"]
     assert re.match(r"^\d{8}T\d{6}\.\d{6}Z-\d{4}  " + re.escape(os.path.realpath(str(cli.config))) + r"  \d+  [0-9a-f]{12}  "
                     r"install nvidia$", line), line
     terminal = cli("backups", "list", env={"COLUMNS": "40", "FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"})
