@@ -231,11 +231,20 @@ def test_show_reports_entry_default_and_rule(cli):
     assert report["installed_by_us"] is True
     text = cli("show")
     assert "installed by nvdocker-setup: yes" in text.stdout
+    assert "next:" in text.stdout and "doctor" in text.stdout and "uninstall" in text.stdout
 
 
 def test_show_defaults_to_runc(cli):
     shown = cli("show", "--json")
     assert shown.json["default_runtime"] == "runc" and shown.json["exists"] is False
+    assert "next:            sudo nvdocker-setup install adds it" in cli("show").stdout
+
+
+def test_show_names_a_foreign_entrys_owner_and_the_way_beside_it(cli):
+    cli.config.write_text('{"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}\n')
+    text = cli("show").stdout
+    assert "owner:           NVIDIA's nvidia-container-toolkit" in text, text
+    assert "--runtime-name nvdocker" in text and "--force" in text
 
 
 def test_config_option_beats_the_environment(cli, tmp_path):
