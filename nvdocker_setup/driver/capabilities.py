@@ -60,6 +60,8 @@ LIBRARIES: Dict[str, Tuple[str, ...]] = {
         "libnvidia-cbl.so",
         "libnvidia-egl-gbm.so",
         "libnvidia-egl-wayland.so",
+        "libnvidia-vulkan-producer.so",
+        "libnvidia-present.so",
     ),
     DISPLAY: (),
     NGX: ("libnvidia-ngx.so",),
