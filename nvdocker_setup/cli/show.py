@@ -56,7 +56,9 @@ _OWNERS = (
 def _binary(entry) -> Optional[str]:
     if not isinstance(entry, dict):
         return None
-    options = entry.get("options") if isinstance(entry.get("options"), dict) else {}
+    options = entry.get("options")
+    if not isinstance(options, dict):
+        options = {}
     for value in (entry.get("path"), options.get("BinaryName"), entry.get("BinaryName")):
         if isinstance(value, str) and value:
             return value

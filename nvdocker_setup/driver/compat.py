@@ -23,29 +23,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
     from typing import List, Optional, Tuple
 
-#: Where CUDA images keep the forward-compatibility libraries (NVIDIA's hook looks there too).
-COMPAT_DIR = "/usr/local/cuda/compat"
+# The version rules and the compat directory live in the leaf module the runtime imports anyway.
+from nvdocker_setup.driver.versions import COMPAT_DIR, MAX_VERSION_CHARS, MAX_VERSION_PARTS, parse_version  # noqa: E402,F401
+
 #: How many entries of the compat directory are looked at, at most (CUDA's has about ten).
 MAX_ENTRIES = 256
-#: A driver version: at most this many characters and numeric components.
-MAX_VERSION_CHARS = 32
-MAX_VERSION_PARTS = 4
 LIBRARY_PREFIX = "libcuda.so."
 _ELF_HEADER_BYTES = 64
 _ET_DYN = 3
-
-
-def parse_version(text: str) -> Optional[Tuple[int, ...]]:
-    """``"550.54.14"`` -> ``(550, 54, 14)``; None unless 2 to :data:`MAX_VERSION_PARTS` parts of
-    ASCII digits (a driver version; ``libcuda.so.1``, the SONAME link, is not one)."""
-    if not isinstance(text, str) or len(text) > MAX_VERSION_CHARS:
-        return None
-    parts = text.split(".")
-    if not 2 <= len(parts) <= MAX_VERSION_PARTS:
-        return None
-    if not all(part and len(part) <= 8 and part.isascii() and part.isdigit() for part in parts):
-        return None
-    return tuple(int(part) for part in parts)
 
 
 def uses_compat(compat: Tuple[int, ...], host: Tuple[int, ...]) -> bool:

@@ -303,6 +303,12 @@ class Driver:
             hint="request an index or UUID from that list (nvidia-smi -L shows them), or all",
         )
 
+    def may_have_mig(self) -> bool:
+        """Whether a GPU has MIG on (its ``capabilities/gpu<N>/mig`` exists, what the MIG module reads
+        first), so that a container start on a host without MIG never imports it."""
+        base = os.path.join(self.proc_root, "capabilities")
+        return not self.wsl and any(os.path.isdir(os.path.join(base, "gpu{}".format(gpu.minor), "mig")) for gpu in self.gpus)
+
     @property
     def mig(self) -> Mig:
         """The MIG devices and IMEX channels (read on first use: see :mod:`nvdocker_setup.driver.mig`)."""

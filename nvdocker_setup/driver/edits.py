@@ -51,14 +51,14 @@ class HookCommand:
         need not read the container state, which saves it the JSON parsing. ``links`` are
         ``(target, container directory, name)``: the same interpreter start creates them before
         it runs ldconfig, so the new names are in the container's ld cache too. With
-        ``host_driver_version`` (a version :func:`compat.parse_version` reads; anything else is
+        ``host_driver_version`` (a version :func:`versions.parse_version` reads; anything else is
         left out) the hook also puts the image's CUDA forward-compatibility directory first in
         the ld cache when its ``libcuda.so.<version>`` is of a newer driver branch."""
-        from nvdocker_setup.driver import compat
+        from nvdocker_setup.driver.versions import COMPAT_DIR, parse_version
 
         argv = self.args + ["update-ldcache"]
-        if host_driver_version is not None and compat.parse_version(host_driver_version) is not None:
-            argv += ["--cuda-compat-dir", compat.COMPAT_DIR, "--host-driver-version", host_driver_version]
+        if host_driver_version is not None and parse_version(host_driver_version) is not None:
+            argv += ["--cuda-compat-dir", COMPAT_DIR, "--host-driver-version", host_driver_version]
         argv += ["--ldconfig", self.ldconfig]
         if rootfs is not None:
             argv += ["--rootfs", rootfs]
