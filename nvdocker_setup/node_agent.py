@@ -426,7 +426,9 @@ class Log:
 
     def __call__(self, event: str, message: str, **data: Any) -> None:
         if self.as_json:
-            line = json.dumps(dict({"event": event, "message": message}, **data), sort_keys=True, default=str)
+            # compact, one object per line, like the error object (cli/output.py json_lines)
+            line = json.dumps(dict({"event": event, "message": message}, **data), sort_keys=True, default=str,
+                              separators=(",", ":"), ensure_ascii=False)
         else:
             line = "node-agent: {}: {}".format(event, message)
         self.stream.write(line + "\n")

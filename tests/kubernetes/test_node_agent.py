@@ -144,6 +144,8 @@ def test_setup_and_teardown_against_a_host_root(tmp_path, engine):
     assert str(host).encode() not in written
     assert json.loads(Path(options.ready_file).read_text())["runtime_path"] == options.runtime_path
     assert [e["event"] for e in out.events()] == ["files", "install", "ready"]
+    for line in out.lines:  # compact JSON, one object per line (what log shippers read)
+        assert line == json.dumps(json.loads(line), sort_keys=True, separators=(",", ":"), ensure_ascii=False), line
 
     again = agent.NodeAgent(options, agent.Log(True, out)).setup()  # a restarted pod: nothing to do
     assert not again.changed and config.read_bytes() == written
