@@ -36,6 +36,12 @@ options:
       - The runtime entry to check.
     type: str
     default: nvidia
+  engine:
+    description:
+      - Whose configuration and daemon to check. C(auto) is the engine whose daemon runs on the host.
+    type: str
+    choices: [docker, containerd, auto]
+    default: docker
   config:
     description:
       - The engine's configuration file to check. Default is the file the running daemon reads.
@@ -59,7 +65,8 @@ options:
     type: str
   fail_on_problems:
     description:
-      - Fail the task when a check failed. Warnings never fail it.
+      - Fail the task when a check failed. Warnings never fail it. With C(false), each failed check is
+        an Ansible warning (shown in the play's output) instead.
     type: bool
     default: true
   set_facts:
@@ -92,6 +99,11 @@ EXAMPLES = r"""
     checks: [config-parse, config-runtime-entry, daemon-reachable, daemon-runtime-loaded]
     fail_on_problems: false
   register: doctor
+
+- name: The containerd checks on a Kubernetes node
+  nvdocker.gpu.doctor:
+    engine: containerd
+  become: true
 
 - name: Show the fixes
   ansible.builtin.debug:
@@ -151,6 +163,7 @@ def main():
         argument_spec=dict(
             checks=dict(type="list", elements="str", default=[]),
             runtime_name=dict(type="str", default="nvidia"),
+            engine=dict(type="str", default="docker", choices=["docker", "containerd", "auto"]),
             config=dict(type="path"),
             driver_root=dict(type="path"),
             state_dir=dict(type="path"),
@@ -164,7 +177,7 @@ def main():
     )
     params = module.params
     cli = find_cli(module, params["cli_path"])
-    argv = [cli, "doctor", "--json", "--runtime-name", params["runtime_name"]]
+    argv = [cli, "doctor", "--json", "--runtime-name", params["runtime_name"], "--engine", params["engine"]]
     for check in params["checks"]:
         argv += ["--check", check]
     for option in ("config", "driver_root", "state_dir", "smoke_image"):
@@ -202,6 +215,10 @@ def main():
             hint=first.get("hint"),
             **returned
         )
+    for check in checks:  # not failing the task: the failures are still in the play's output
+        if check.get("status") == "fail":
+            module.warn("nvdocker-setup doctor: {0} failed: {1} (fix: {2})".format(
+                check.get("id"), check.get("detail"), check.get("hint") or "see its hint"))
     module.exit_json(**returned)
 
 

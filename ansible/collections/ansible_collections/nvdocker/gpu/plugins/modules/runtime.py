@@ -131,6 +131,28 @@ options:
       - Seconds to wait for another nvdocker-setup run on the host to finish.
     type: float
     default: 10
+  allow_unsafe_runtime:
+    description:
+      - Accept a runtime binary that is missing (also with I(default_runtime)), that a non-root user could
+        replace, or that one could create (C(--allow-unsafe-runtime)). Only with I(state=present).
+    type: bool
+    default: false
+  in_place:
+    description:
+      - Rewrite the configuration file in place when it cannot be replaced atomically (a bind-mounted
+        daemon.json; C(--in-place)).
+    type: bool
+    default: false
+  drop_in:
+    description:
+      - containerd 2.1+, I(state=present) - write the handler to a drop-in file that config.toml imports
+        (C(conf.d/99-nvdocker.toml) beside it) instead of editing config.toml (C(--drop-in)).
+    type: bool
+    default: false
+  drop_in_path:
+    description:
+      - The drop-in file (implies I(drop_in)).
+    type: path
   cli_path:
     description:
       - Path of the nvdocker-setup binary on the host. Default is C(nvdocker-setup) on the host's PATH.
@@ -293,6 +315,14 @@ def build_argv(cli, params, check_mode):
             argv.append("--default-runtime")
         if params["cdi"]:
             argv.append("--cdi")
+        if params["allow_unsafe_runtime"]:
+            argv.append("--allow-unsafe-runtime")
+        if params["drop_in"] or params["drop_in_path"]:
+            argv.append("--drop-in")
+        if params["drop_in_path"]:
+            argv += ["--drop-in-path", params["drop_in_path"]]
+    if params["in_place"]:
+        argv.append("--in-place")
     if params["force"]:
         argv.append("--force")
     if params["allow_container_restart"]:
@@ -347,6 +377,10 @@ def main():
             restart_command=dict(type="str"),
             timeout=dict(type="float", default=60),
             lock_timeout=dict(type="float", default=10),
+            allow_unsafe_runtime=dict(type="bool", default=False),
+            in_place=dict(type="bool", default=False),
+            drop_in=dict(type="bool", default=False),
+            drop_in_path=dict(type="path"),
             cli_path=dict(type="path"),
         ),
         required_if=[("service_manager", "command", ["restart_command"])],
@@ -354,7 +388,8 @@ def main():
     )
     params = module.params
     if params["state"] == "absent":
-        for name in ("runtime_path", "runtime_args", "default_runtime", "cdi"):
+        for name in ("runtime_path", "runtime_args", "default_runtime", "cdi", "allow_unsafe_runtime", "drop_in",
+                     "drop_in_path"):
             if params[name]:
                 module.warn("{0} is ignored with state=absent".format(name))
     cli = find_cli(module, params["cli_path"])
