@@ -877,12 +877,19 @@ static const char *confine_mounts(const char *rootfs)
 	}
 	free(points);
 	free(buffer);
-	/* the backstop: whatever mountinfo said, the container's /proc must not be a procfs now */
-	char proc[PATH_MAX + 8];
+	/* the backstop: whatever mountinfo said, the container's /proc must not be a procfs now;
+	 * reached without following a symlink (an image's /proc -> /some/host/path is no procfs of
+	 * the container's, and root must not look up a host path the image chose) */
 	struct statfs fs;
-	snprintf(proc, sizeof(proc), "%s/proc", real);
-	if (statfs(proc, &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC) {
-		snprintf(reason, sizeof(reason), "procfs still mounted at %s", proc);
+	int root_fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int proc_fd = root_fd >= 0 ? openat(root_fd, "proc", O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
+	int procfs = proc_fd >= 0 && fstatfs(proc_fd, &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC;
+	if (proc_fd >= 0)
+		close(proc_fd);
+	if (root_fd >= 0)
+		close(root_fd);
+	if (procfs) {
+		snprintf(reason, sizeof(reason), "procfs still mounted at %s/proc", real);
 		return reason;
 	}
 	return NULL;

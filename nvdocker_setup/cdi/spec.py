@@ -505,7 +505,12 @@ def parse(data: bytes, source: str) -> Dict[str, Any]:
             raise GpuSetupError(
                 "{} is YAML outside the subset nvdocker-setup writes, and PyYAML is not installed to read it".format(source)
             ) from None
-        value = yaml.safe_load(text)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:  # its message quotes the file: say where, not what
+            mark = getattr(exc, "problem_mark", None)
+            raise GpuSetupError("{} is not valid YAML{}".format(
+                source, " (line {})".format(mark.line + 1) if mark is not None else "")) from None
     if not isinstance(value, dict):
         raise GpuSetupError("{} is not a CDI spec (not an object)".format(source))
     return value
@@ -518,15 +523,46 @@ class Document(NamedTuple):
     header: Dict[str, str]
 
 
+#: The largest spec file read (ours are a few KiB; NVIDIA's management specs under 1 MiB).
+MAX_SPEC_BYTES = 16 << 20
+
+
 def _read(path: str) -> bytes:
+    """A spec file's bytes, read the way root may read a file in a directory others can write to
+    (spec directories can be anybody's): a symlink only when root owns it, only a regular file
+    (a FIFO never blocks, a device is never opened: O_NONBLOCK, then fstat), at most
+    :data:`MAX_SPEC_BYTES`."""
+    import stat as _stat
+
+    def refused(why: str) -> GpuSetupError:
+        return GpuSetupError("cannot read the CDI spec {}: {}".format(path, why),
+                             hint="write one with nvdocker-setup cdi generate")
+
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        info = os.lstat(path)
+        if _stat.S_ISLNK(info.st_mode) and info.st_uid != 0 and os.geteuid() == 0:
+            raise refused("a symlink owned by uid {} (not followed)".format(info.st_uid))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise GpuSetupError(
-            "cannot read the CDI spec {}: {}".format(path, exc.strerror or exc),
-            hint="write one with nvdocker-setup cdi generate",
-        ) from None
+        raise refused(exc.strerror or str(exc)) from None
+    try:
+        if not _stat.S_ISREG(os.fstat(fd).st_mode):
+            raise refused("not a regular file")
+        chunks = []
+        size = 0
+        while size <= MAX_SPEC_BYTES:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_SPEC_BYTES:
+            raise refused("larger than {} bytes".format(MAX_SPEC_BYTES))
+        return b"".join(chunks)
+    except OSError as exc:
+        raise refused(exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
 
 
 def load_document(path: str) -> Document:

@@ -325,29 +325,31 @@ def list_devices(
             return
         out = output.console()
         unicode = out.is_terminal and out.encoding.lower().startswith("utf")
+        # what a spec file says is anybody's text: no control character reaches the terminal
         if searched:
             for line in name_table(searched, names):
-                out.print(line, highlight=False, markup=False, soft_wrap=not out.is_terminal)
+                out.print(_printable(line), highlight=False, markup=False, soft_wrap=not out.is_terminal)
             out.print("")
         title = "{} (cdiVersion {}, generated for driver {})".format(path, spec.get("cdiVersion"), recorded or "unknown")
         for line in device_tree(title, devices, common_edits, unicode=unicode):
-            out.print(line, highlight=False, markup=False, soft_wrap=not out.is_terminal)
+            out.print(_printable(line), highlight=False, markup=False, soft_wrap=not out.is_terminal)
         if imex is not None:
             title = "{} (IMEX channels, cdiVersion {})".format(imex["spec"], imex["cdiVersion"])
             for line in device_tree(title, imex["devices"], None, unicode=unicode):
-                out.print(line, highlight=False, markup=False, soft_wrap=not out.is_terminal)
+                out.print(_printable(line), highlight=False, markup=False, soft_wrap=not out.is_terminal)
         warnings = output.console(stderr=True)
         from rich.markup import escape
 
         for spec_file in files:
             if spec_file.error is not None:
                 warnings.print("[bold yellow]warning:[/] {} is not a readable CDI spec: {}".format(
-                    escape(spec_file.path), escape(spec_file.error)), highlight=False)
+                    escape(_printable(spec_file.path)), escape(_printable(spec_file.error))), highlight=False)
         for name in names:
             if name.conflict:
                 warnings.print("[bold yellow]warning:[/] {} is defined by {} in one directory: CDI consumers drop it "
                                "(\"conflicting device\"); remove one of them".format(
-                                   escape(name.name), escape(" and ".join(name.conflict))), highlight=False)
+                                   escape(_printable(name.name)), escape(_printable(" and ".join(name.conflict)))),
+                               highlight=False)
         if stale:
             warnings.print(
                 "[bold yellow]warning:[/] the spec is stale: the driver is now {}; run nvdocker-setup cdi generate".format(current)
@@ -356,6 +358,13 @@ def list_devices(
             warnings.print(
                 "[bold yellow]warning:[/] the IMEX spec {} is stale: {}; run nvdocker-setup cdi generate".format(
                     escape(imex["spec"]), escape(imex["stale_reason"])), highlight=False)
+
+
+def _printable(text: Any, limit: int = 2000) -> str:
+    """``text`` with every control character (C0, DEL, C1) as ``?`` and cut at ``limit``: spec files
+    can be anybody's, and an escape sequence in one must not rewrite what the admin reads."""
+    shown = "".join("?" if ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 else char for char in str(text))
+    return shown if len(shown) <= limit else shown[:limit] + "... ({} characters)".format(len(shown))
 
 
 def _spec_dirs(ctx: Any) -> List[Tuple[str, str]]:
@@ -416,8 +425,8 @@ def _read_spec_file(shown: str, directory: str, priority: int, host_path: str) -
         value, _ = cdi_spec.load_document(host_path)
     except GpuSetupError as error:
         return listing.SpecFile(shown, directory, priority, None, error.message)
-    except Exception as exc:  # noqa: BLE001 - a YAML or decoding error of whatever parser read it
-        return listing.SpecFile(shown, directory, priority, None, "not valid JSON or YAML: {}".format(exc))
+    except Exception as exc:  # noqa: BLE001 - a decoding or nesting error of whatever parser read it
+        return listing.SpecFile(shown, directory, priority, None, "not valid JSON or YAML ({})".format(type(exc).__name__))
     if not isinstance(value, dict):
         return listing.SpecFile(shown, directory, priority, None, "not a JSON object")
     return listing.SpecFile(shown, directory, priority, value, None)
@@ -474,10 +483,20 @@ def name_table(searched: List[Tuple[str, str]], names: List[Any]) -> List[str]:
     return lines
 
 
+def _dicts(value: Any) -> List[Dict[str, Any]]:
+    """The mappings of a list read from a spec (anything else in it, or a non-list, is skipped)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _edits_of(holder: Dict[str, Any]) -> Dict[str, Any]:
+    edits = holder.get("containerEdits")
+    return edits if isinstance(edits, dict) else {}
+
+
 def _devices(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
     devices = []
-    for device in spec.get("devices") or ():
-        nodes = [node.get("path") for node in (device.get("containerEdits") or {}).get("deviceNodes") or ()]
+    for device in _dicts(spec.get("devices")):
+        nodes = [node.get("path") for node in _dicts(_edits_of(device).get("deviceNodes"))]
         devices.append({"name": "{}={}".format(spec.get("kind"), device.get("name")), "device_nodes": nodes})
     return devices
 
@@ -494,11 +513,7 @@ def _imex_listing(path: str, driver: Any) -> Optional[Dict[str, Any]]:
         return None
     try:
         spec, header = cdi_spec.load_document(imex_path)
-    except (GpuSetupError, ValueError, UnicodeError):  # not a spec we wrote: someone else's file
-        return None
-    except Exception as exc:  # PyYAML's errors, where it is installed
-        if type(exc).__module__.split(".")[0] != "yaml":
-            raise
+    except (GpuSetupError, ValueError, UnicodeError, RecursionError):  # not a spec we wrote: someone else's file
         return None
     if spec.get("kind") != cdi_spec.IMEX_KIND:
         return None
@@ -511,15 +526,17 @@ def _imex_listing(path: str, driver: Any) -> Optional[Dict[str, Any]]:
 
 def _common_edits(spec: Dict[str, Any]) -> Dict[str, List[str]]:
     """What every device of the spec brings along: node paths, mounts (container paths), hooks."""
-    edits = spec.get("containerEdits") or {}
+    edits = _edits_of(spec)
     hooks = []
-    for hook in edits.get("hooks") or ():
-        args = hook.get("args") or []
-        command = next((arg for arg in args[1:] if not arg.startswith(("-", "/"))), "")
+    for hook in _dicts(edits.get("hooks")):
+        args = hook.get("args")
+        if not isinstance(args, list):
+            args = []
+        command = next((arg for arg in args[1:] if isinstance(arg, str) and not arg.startswith(("-", "/"))), "")
         hooks.append("{} {} {}".format(hook.get("hookName", "?"), hook.get("path", "?"), command).strip())
     return {
-        "device_nodes": [str(node.get("path")) for node in edits.get("deviceNodes") or ()],
-        "mounts": [str(mount.get("containerPath")) for mount in edits.get("mounts") or ()],
+        "device_nodes": [str(node.get("path")) for node in _dicts(edits.get("deviceNodes"))],
+        "mounts": [str(mount.get("containerPath")) for mount in _dicts(edits.get("mounts"))],
         "hooks": hooks,
     }
 

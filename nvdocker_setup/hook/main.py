@@ -305,15 +305,24 @@ _PROC_SUPER_MAGIC = 0x9FA0
 
 
 def _is_procfs(path: str) -> bool:
-    """Whether ``path`` is a procfs mount (statfs's f_type), where /proc/1/root leads out of any
-    chroot. ``ctypes`` is imported here only: this runs once per hook, after the namespace is made."""
+    """Whether ``path`` is a procfs mount (fstatfs's f_type), where /proc/1/root leads out of any
+    chroot. Reached with O_PATH|O_NOFOLLOW: an image's /proc that is a symlink to a host path is no
+    procfs of the container's, and root must not look that host path up. ``ctypes`` is imported
+    here only: this runs once per hook, after the namespace is made."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    buffer = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on 64-bit Linux
-    if libc.statfs(os.fsencode(path), buffer) != 0:
+    try:
+        fd = os.open(path, getattr(os, "O_PATH", 0o10000000) | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
         return False
-    return ctypes.c_long.from_buffer(buffer).value == _PROC_SUPER_MAGIC
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buffer = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on 64-bit Linux
+        if libc.fstatfs(fd, buffer) != 0:
+            return False
+        return ctypes.c_long.from_buffer(buffer).value == _PROC_SUPER_MAGIC
+    finally:
+        os.close(fd)
 
 
 def run_confined(argv: Sequence[str], root: str) -> int:

@@ -249,3 +249,52 @@ def test_spec_dir_replaces_the_default_directories(cli, tmp_path):
     done = cli("cdi", "list", "--root", str(host), "--spec-dir", "/mine", "--json")
     report = json.loads(done.stdout)
     assert report["spec_dirs"] == [{"path": "/mine", "source": "--spec-dir"}] and report["spec"] == "/mine/nvdocker.yaml"
+
+
+# -- spec files that are anybody's (the second attacker review) ---------------------------------------------
+
+
+def test_fifos_devices_and_users_symlinks_in_a_spec_dir_are_skipped_not_read(cli, tmp_path):
+    import time
+
+    host = host_with_specs(cli, tmp_path, "/etc/cdi/nvdocker.yaml")
+    spec_dir = host / "etc/cdi"
+    os.mkfifo(str(spec_dir / "fifo.yaml"))
+    os.symlink("/dev/zero", str(spec_dir / "zero.yaml"))
+    secret = tmp_path / "secret"
+    secret.write_text("root: only\n")
+    os.chmod(str(secret), 0o600)
+    os.symlink(str(secret), str(spec_dir / "users.yaml"))
+    os.lchown(str(spec_dir / "users.yaml"), 65534, 65534)
+    started = time.monotonic()
+    done = cli("cdi", "list", "--root", str(host), "--json")
+    assert time.monotonic() - started < 20 and done.exit_code == 0, done.stderr
+    errors = {os.path.basename(f["path"]): f["error"] for f in json.loads(done.stdout)["spec_files"] if f["error"]}
+    assert "not a regular file" in errors["fifo.yaml"] and "not a regular file" in errors["zero.yaml"]
+    if os.geteuid() == 0:
+        assert "a symlink owned by uid 65534" in errors["users.yaml"]
+    assert "only" not in done.stdout and "only" not in done.stderr
+
+
+def test_control_characters_in_a_spec_never_reach_the_terminal(cli, tmp_path):
+    host = tmp_path / "host"
+    (host / "etc/cdi").mkdir(parents=True)
+    (host / "etc/cdi/evil.json").write_text(json.dumps({
+        "cdiVersion": "0.5.0", "kind": "nvidia.com/gpu",
+        "devices": [{"name": "all", "containerEdits": {"deviceNodes": [{"path": "/dev/nvidia0\x1b]0;PWNED\x07\x1b[2J"}]}},
+                    {"name": "0\x1b[1A\x1b[2Kfake line"}, "not a device"]}))
+    done = cli("cdi", "list", "--root", str(host))
+    assert done.exit_code == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout and "\x1b" not in done.stderr
+    assert "nvidia.com/gpu=0?[1A?[2Kfake line" in done.stdout
+
+
+def test_a_malformed_spec_is_listed_without_an_internal_error(cli, tmp_path):
+    host = tmp_path / "host"
+    (host / "etc/cdi").mkdir(parents=True)
+    (host / "etc/cdi/a.json").write_text(json.dumps({
+        "cdiVersion": "0.5.0", "kind": "nvidia.com/gpu", "devices": [{"name": "all", "containerEdits": "x"}, "x", 5],
+        "containerEdits": {"hooks": [{"args": ["a", 5, None]}, "x"], "deviceNodes": "x", "mounts": [1]}}))
+    (host / "etc/cdi/a-imex-channel.json").write_text("[" * 100000 + "]" * 100000)
+    done = cli("cdi", "list", "--root", str(host))
+    assert done.exit_code == 0 and "internal" not in done.stderr, done.stderr

@@ -415,3 +415,14 @@ def test_the_python_hooks_ldconfig_has_a_deadline_too(monkeypatch):
     with pytest.raises(GpuSetupError, match="did not finish within 1 s and was killed"):
         hook_main.run(["/bin/sleep", "30"])
     assert time.monotonic() - started < 10
+
+
+def test_an_images_proc_symlink_is_not_followed_by_the_procfs_backstop(run_hook, tmp_path):
+    """The image's /proc -> /proc (a host path once the hook looks it up from outside the chroot) is
+    no procfs of the container's: the backstop looks at the link itself (O_PATH|O_NOFOLLOW), so the
+    hook neither refuses the image nor looks up a host path it chose (the second attacker review)."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink("/proc", str(root / "proc"))
+    done = run_hook(["update-ldcache", "--ldconfig", "/bin/true", "--rootfs", str(root), "--folder", LIB_DIR])
+    assert done.returncode == 0, done.stderr
