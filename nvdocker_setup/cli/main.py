@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 
 from nvdocker_setup import __version__
 from nvdocker_setup.cli import backups, cdi, common, doctor, install, options, restore, runtime, show, system, uninstall
+from nvdocker_setup.cli import config as config_cli
 from nvdocker_setup.cli import node_agent as node_agent_cli
 
 PROG = "nvdocker-setup"
@@ -99,6 +100,7 @@ app.add_typer(backups.app, name="backups")
 app.add_typer(cdi.app, name="cdi")
 app.command("doctor")(doctor.doctor)
 app.add_typer(runtime.app, name="runtime")
+app.command("config")(config_cli.config)
 app.add_typer(system.app, name="system")
 app.command("node-agent")(node_agent_cli.node_agent)
 

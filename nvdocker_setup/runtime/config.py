@@ -30,6 +30,18 @@ and the C launcher can scan for ``runtimes`` in a few lines.
     # true: no NVIDIA_REQUIRE_* check for any container (NVIDIA's disable-require; one image can
     # set NVIDIA_DISABLE_REQUIRE=true instead)
     disable-require = false
+    # what our log gets: error, warning, info (a line for each GPU container) or debug (every
+    # decision); unset: debug with debug = true, else warning
+    log-level =
+    # true: device nodes without linux.resources.devices cgroup rules (rootless runtimes cannot set
+    # them; NVIDIA's nvidia-container-cli.no-cgroups)
+    no-cgroups = false
+    # the driver capabilities containers may ask for (a comma list, or all); a request for another
+    # is refused, and NVIDIA_DRIVER_CAPABILITIES=all means these
+    supported-driver-capabilities = all
+    # true: NVIDIA_IMEX_CHANNELS and the IMEX device-list mounts are ignored (NVIDIA's
+    # features.ignore-imex-channel-requests)
+    ignore-imex-channel-requests = false
 
 Format, shared with ``launcher/nvdocker-runtime.c``: ``[section]`` lines, ``key = value`` or
 ``key: value``, ``#``/``;`` comment lines, indented lines continue the previous value. Keys
@@ -45,11 +57,11 @@ import os
 import stat
 import sys
 
-from nvdocker_setup.driver.errors import GpuSetupError
+from nvdocker_setup.driver.errors import GpuSetupError, quoted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
-    from typing import Dict, List, Mapping, Optional, Sequence
+    from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
     from nvdocker_setup.driver.edits import HookCommand
 
@@ -71,6 +83,19 @@ VOLUME_MOUNTS_KEY = "accept-device-list-as-volume-mounts"
 #: NVIDIA's ``disable-require``: true skips every NVIDIA_REQUIRE_* check, as the image's
 #: NVIDIA_DISABLE_REQUIRE does for one container.
 DISABLE_REQUIRE_KEY = "disable-require"
+LOG_LEVEL_KEY = "log-level"
+#: Our log's levels, least to most verbose: errors are always written (when there is a log).
+LOG_LEVELS = ("error", "warning", "info", "debug")
+DEFAULT_LOG_LEVEL = "warning"
+#: True: injected device nodes get no ``linux.resources.devices`` rule (NVIDIA's ``no-cgroups``).
+NO_CGROUPS_KEY = "no-cgroups"
+SUPPORTED_CAPABILITIES_KEY = "supported-driver-capabilities"
+IGNORE_IMEX_KEY = "ignore-imex-channel-requests"
+#: Every key the runtime reads from ``[runtime]`` (``nvdocker-setup config`` edits these; others
+#: in the file are tolerated and ignored).
+KEYS = ("runtimes", "driver-root", "log", LOG_LEVEL_KEY, "debug", "hook-path", "ldconfig", ENVVAR_UNPRIVILEGED_KEY,
+        VOLUME_MOUNTS_KEY, MPS_PIPE_DIR_KEY, DISABLE_REQUIRE_KEY, NO_CGROUPS_KEY, SUPPORTED_CAPABILITIES_KEY,
+        IGNORE_IMEX_KEY)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -116,7 +141,8 @@ class RuntimeConfig:
     """Settings after defaults, the file and the environment are applied."""
 
     __slots__ = ("path", "runtimes", "driver_root", "log", "debug", "hook_path", "ldconfig",
-                 "accept_envvar_unprivileged", "accept_volume_mounts", "mps_pipe_dir", "native_hook", "disable_require")
+                 "accept_envvar_unprivileged", "accept_volume_mounts", "mps_pipe_dir", "native_hook", "disable_require",
+                 "log_level", "no_cgroups", "supported_capabilities", "ignore_imex_channels")
 
     def __init__(
         self,
@@ -131,6 +157,10 @@ class RuntimeConfig:
         accept_volume_mounts: bool = False,
         mps_pipe_dir: Optional[str] = None,
         disable_require: bool = False,
+        log_level: Optional[str] = None,
+        no_cgroups: bool = False,
+        supported_capabilities: Optional[Sequence[str]] = None,
+        ignore_imex_channels: bool = False,
     ) -> None:
         self.path = path
         self.runtimes: List[str] = list(runtimes)
@@ -143,6 +173,13 @@ class RuntimeConfig:
         self.accept_volume_mounts = accept_volume_mounts
         self.mps_pipe_dir = mps_pipe_dir
         self.disable_require = disable_require
+        #: One of LOG_LEVELS: ``log-level``, else debug with ``debug = true``, else warning.
+        self.log_level = log_level or ("debug" if debug else DEFAULT_LOG_LEVEL)
+        self.no_cgroups = no_cgroups
+        #: The driver capabilities a container may ask for; None: every one.
+        self.supported_capabilities: Optional[Tuple[str, ...]] = (
+            None if supported_capabilities is None else tuple(supported_capabilities))
+        self.ignore_imex_channels = ignore_imex_channels
         #: The C launcher's path when it started us and is trusted (runtime/main.py
         #: NATIVE_HOOK_FLAG): the same binary, started as NATIVE_HOOK_NAME, is the ld cache hook.
         self.native_hook: Optional[str] = None
@@ -156,6 +193,29 @@ class RuntimeConfig:
         if self.native_hook:
             return HookCommand(self.native_hook, [NATIVE_HOOK_NAME], self.ldconfig)
         return HookCommand(sys.executable, [sys.executable, "-I", "-S", hook_script()], self.ldconfig)
+
+    def driver_capabilities(self, value: Optional[str]) -> Tuple[str, ...]:
+        """``NVIDIA_DRIVER_CAPABILITIES`` under ``supported-driver-capabilities``: ``all`` is every
+        supported one, the default (unset, empty) those of it that are supported, and an explicit
+        request for another is refused naming the allowed ones (NVIDIA's runtime drops it silently,
+        and the container then misses libraries without a word)."""
+        from nvdocker_setup.driver.capabilities import ALL_CAPABILITIES, parse_capabilities
+
+        requested = parse_capabilities(value)
+        allowed = self.supported_capabilities
+        if allowed is None:
+            return requested
+        names = [item.strip().lower() for item in (value or "").split(",") if item.strip()]
+        if not names or "all" in names:
+            return tuple(name for name in (ALL_CAPABILITIES if names else requested) if name in allowed)
+        refused = [name for name in requested if name not in allowed]
+        if refused:
+            raise GpuSetupError(
+                "NVIDIA_DRIVER_CAPABILITIES={} asks for {}, which this host does not give ({} = {})".format(
+                    quoted(value, 120), ", ".join(refused), SUPPORTED_CAPABILITIES_KEY, ",".join(allowed) or "none"),
+                hint="ask for {} or all".format(", ".join(allowed)) if allowed else "ask for none",
+            )
+        return requested
 
 
 #: argv[0] under which the C launcher is the ld cache hook (launcher/launcher.h LDCACHE_HOOK_NAME).
@@ -191,7 +251,23 @@ def load(environ: Mapping[str, str] = os.environ) -> RuntimeConfig:
         path = None
     except OSError as exc:
         raise GpuSetupError("cannot read {}: {}".format(source, exc.strerror or exc)) from None
+    config = from_values(values, source, path)
+    if environ.get(DRIVER_ROOT_ENV):
+        config.driver_root = environ[DRIVER_ROOT_ENV]
+    if environ.get(MPS_PIPE_DIR_ENV):
+        config.mps_pipe_dir = checked_mps_pipe_dir(environ[MPS_PIPE_DIR_ENV], MPS_PIPE_DIR_ENV)
+    return config
+
+
+def from_values(values: Mapping[str, str], source: str = "config", path: Optional[str] = None) -> RuntimeConfig:
+    """The settings of a ``[runtime]`` section (keys lower case, as :func:`parse_ini` gives them),
+    checked; the environment plays no part (:func:`load` applies it after). ``nvdocker-setup config``
+    checks an edited file with this before writing it."""
     runtimes = values.get("runtimes", "").replace(",", " ").split()
+    log_level = values.get(LOG_LEVEL_KEY, "").strip().lower() or None
+    if log_level is not None and log_level not in LOG_LEVELS:
+        raise GpuSetupError("{}: {} must be one of {}, got {!r}".format(
+            source, LOG_LEVEL_KEY, ", ".join(LOG_LEVELS), values[LOG_LEVEL_KEY]))
     config = RuntimeConfig(
         path=path,
         runtimes=runtimes or DEFAULT_RUNTIMES,
@@ -204,15 +280,38 @@ def load(environ: Mapping[str, str] = os.environ) -> RuntimeConfig:
             values.get(ENVVAR_UNPRIVILEGED_KEY, "true"), ENVVAR_UNPRIVILEGED_KEY, source),
         accept_volume_mounts=_boolean(values.get(VOLUME_MOUNTS_KEY, ""), VOLUME_MOUNTS_KEY, source),
         disable_require=_boolean(values.get(DISABLE_REQUIRE_KEY, ""), DISABLE_REQUIRE_KEY, source),
+        log_level=log_level,
+        no_cgroups=_boolean(values.get(NO_CGROUPS_KEY, ""), NO_CGROUPS_KEY, source),
+        supported_capabilities=parse_supported_capabilities(values.get(SUPPORTED_CAPABILITIES_KEY, ""), source),
+        ignore_imex_channels=_boolean(values.get(IGNORE_IMEX_KEY, ""), IGNORE_IMEX_KEY, source),
     )
-    if environ.get(DRIVER_ROOT_ENV):
-        config.driver_root = environ[DRIVER_ROOT_ENV]
-    mps = environ.get(MPS_PIPE_DIR_ENV) or values.get(MPS_PIPE_DIR_KEY) or None
-    if mps is not None:
-        config.mps_pipe_dir = checked_mps_pipe_dir(mps, MPS_PIPE_DIR_ENV if environ.get(MPS_PIPE_DIR_ENV) else source)
+    if values.get(MPS_PIPE_DIR_KEY):
+        config.mps_pipe_dir = checked_mps_pipe_dir(values[MPS_PIPE_DIR_KEY], source)
     if config.hook_path and not os.path.isabs(config.hook_path):
         raise GpuSetupError("{}: hook-path must be absolute, got {!r}".format(source, config.hook_path))
     return config
+
+
+def parse_supported_capabilities(value: str, source: str = "config") -> Optional[Tuple[str, ...]]:
+    """``supported-driver-capabilities``: None (empty or ``all``: every capability) or the listed
+    ones, each a capability this runtime knows."""
+    names = [item.strip().lower() for item in value.split(",") if item.strip()]
+    if not names or "all" in names:
+        return None
+    from nvdocker_setup.driver.capabilities import ALL_CAPABILITIES
+
+    unknown = [name for name in names if name not in ALL_CAPABILITIES]
+    if unknown:
+        raise GpuSetupError("{}: {} names an unknown driver capability {!r}".format(
+            source, SUPPORTED_CAPABILITIES_KEY, unknown[0][:60]),
+            hint="use a comma list of {}, or all".format(", ".join(ALL_CAPABILITIES)))
+    return tuple(name for name in ALL_CAPABILITIES if name in names)
+
+
+def check_trusted(path: str) -> None:
+    """What :func:`load` checks of the file at ``path`` before reading it (as root: root's alone);
+    ``nvdocker-setup config`` refuses to edit a file the runtime would refuse."""
+    _check_owner(path, os.stat(path))
 
 
 def _check_owner(source: str, info: os.stat_result) -> None:

@@ -28,7 +28,7 @@ from nvdocker_setup.runtime import config as runtime_config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs the runtime ~5 ms
-    from typing import List, Optional, Sequence, Tuple
+    from typing import List, Optional, Sequence, Tuple, Union
 
     from nvdocker_setup.driver.discovery import Driver
     from nvdocker_setup.driver.model import ContainerEdits
@@ -47,15 +47,19 @@ MAX_MESSAGE_CHARS = 2000
 
 
 class Log:
-    """Our own log file (``log`` in runtime.conf): errors always, decisions with ``debug``."""
+    """Our own log file (``log`` in runtime.conf): errors always, then up to ``log-level``
+    (:data:`~nvdocker_setup.runtime.config.LOG_LEVELS`; ``True`` is debug, ``False`` warning)."""
 
-    def __init__(self, path: Optional[str], debug: bool) -> None:
+    def __init__(self, path: Optional[str], level: Union[bool, str]) -> None:
         self.path = path
-        self.debug_enabled = debug and bool(path)
+        if isinstance(level, bool):
+            level = "debug" if level else runtime_config.DEFAULT_LOG_LEVEL
+        self.rank = runtime_config.LOG_LEVELS.index(level)
+        self.debug_enabled = bool(path) and level == "debug"
         self.started = time.perf_counter()
 
     def write(self, level: str, message: str) -> None:
-        if not self.path:
+        if not self.path or (level in runtime_config.LOG_LEVELS and runtime_config.LOG_LEVELS.index(level) > self.rank):
             return
         line = "{} {} pid={} +{:.1f}ms {}\n".format(
             _timestamp(), level, os.getpid(), (time.perf_counter() - self.started) * 1000, message
@@ -65,6 +69,9 @@ class Log:
                 handle.write(line)
         except OSError:
             pass  # a log we cannot write must not stop containers
+
+    def info(self, message: str) -> None:
+        self.write("info", message)
 
     def debug(self, message: str) -> None:
         if self.debug_enabled:
@@ -126,7 +133,8 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
     path = spec.spec_path(parsed.bundle or os.getcwd())
     _data, value = spec.read_spec(path)
     notes: List[str] = []
-    wanted = request.resolve(value, config.accept_envvar_unprivileged, config.accept_volume_mounts, notes)
+    wanted = request.resolve(value, config.accept_envvar_unprivileged, config.accept_volume_mounts, notes,
+                             ignore_imex=config.ignore_imex_channels)
     for note in notes:
         log.debug("create {}: {}".format(parsed.container_id, note))
     if wanted is None:
@@ -141,8 +149,8 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
         for item in refused[:32]:  # bounded: one line each, the container still starts without them
             log.write("warning", "create {}: left out {} (a host path must be root's alone; `nvdocker-setup doctor` "
                       "names it too)".format(parsed.container_id, item[:400]))
-        spec.apply_edits(value, edits)
-        log.debug(
+        _apply_edits(value, edits, config.no_cgroups)
+        log.info(
             "create {}: {}; {} device nodes, {} mounts, {} hooks".format(
                 parsed.container_id, wanted.describe(), len(edits.device_nodes), len(edits.mounts), len(edits.hooks)
             )
@@ -151,6 +159,31 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
         log.debug("create {}: removed dockerd's --gpus hook or the device-list mounts, no device requested".format(
             parsed.container_id))
     spec.write_atomically(path, spec.encode(value))
+
+
+def _apply_edits(value: dict, edits: ContainerEdits, no_cgroups: bool) -> None:
+    """The edits into the spec; with ``no-cgroups`` (runtime.conf) the device nodes come without their
+    ``linux.resources.devices`` rules, which a rootless runtime cannot apply (NVIDIA's no-cgroups)."""
+    from nvdocker_setup.runtime import spec
+
+    linux = value.get("linux")
+    resources = linux.get("resources") if isinstance(linux, dict) else None
+    had_resources = isinstance(linux, dict) and "resources" in linux
+    had_rules = isinstance(resources, dict) and "devices" in resources
+    rules = resources.get("devices") if isinstance(resources, dict) else None
+    kept = len(rules) if isinstance(rules, list) else None
+    spec.apply_edits(value, edits)
+    if not no_cgroups or not edits.device_nodes:
+        return
+    resources = value["linux"]["resources"]
+    if kept is not None:
+        del resources["devices"][kept:]
+    elif had_rules:
+        resources["devices"] = rules  # null, as it was
+    else:
+        del resources["devices"]
+        if not resources and not had_resources:
+            del value["linux"]["resources"]
 
 
 def edits_for(wanted: GpuRequest, config: RuntimeConfig, rootfs: Optional[str] = None,
@@ -187,34 +220,40 @@ def _gated_edits(wanted: GpuRequest, driver: Driver) -> List[ContainerEdits]:
             for feature in GATED_DEVICES if wanted.env.get(feature, "").strip().lower() == "enabled"]
 
 
-def _device_edits(wanted: GpuRequest, config: RuntimeConfig, driver: Driver, rootfs: Optional[str]) -> ContainerEdits:
+def _check_requirements(wanted: GpuRequest, driver: Driver) -> None:
+    """NVIDIA_REQUIRE_* (imported only for an image that sets one)."""
     from nvdocker_setup.driver import requirements
-    from nvdocker_setup.driver.capabilities import parse_capabilities
+
+    if not requirements.disabled(wanted.env) and requirements.requirement_values(wanted.env):
+        requirements.check(wanted.env, requirements.Facts(driver.version, driver.cuda_version, _models(driver, wanted)))
+
+
+def _device_edits(wanted: GpuRequest, config: RuntimeConfig, driver: Driver, rootfs: Optional[str]) -> ContainerEdits:
     from nvdocker_setup.driver.edits import common_edits, drm_links, gpu_edits
-    from nvdocker_setup.driver.mig import is_mig_selector
     from nvdocker_setup.driver.model import ContainerEdits
     from nvdocker_setup.runtime.request import DRIVER_CAPABILITIES, VISIBLE_DEVICES
 
-    capabilities = parse_capabilities(wanted.env.get(DRIVER_CAPABILITIES))
+    capabilities = config.driver_capabilities(wanted.env.get(DRIVER_CAPABILITIES))
     if wanted.all_devices:
         if not driver.gpus:
             raise GpuSetupError(
                 "{}=all but no NVIDIA GPU was found under {}".format(VISIBLE_DEVICES, driver.proc_root),
                 hint="check nvidia-smi -L on the host",
             )
-        # as NVIDIA's all: every GPU and every MIG device
+        # as NVIDIA's all: every GPU and every MIG device (the MIG module only where a GPU has MIG on)
         gpus = list(driver.gpus)
-        devices = [driver.mig.edits(device) for device in driver.mig.devices()]
+        devices = [driver.mig.edits(device) for device in driver.mig.devices()] if driver.may_have_mig() else []
     else:
+        from nvdocker_setup.driver.mig import is_mig_selector
+
         gpus, devices = [], []
         for selector in wanted.devices:
             if is_mig_selector(selector):
                 devices.append(driver.mig.edits(driver.mig.find(selector)))
             else:
                 gpus.append(driver.find_gpu(selector))
-    if not config.disable_require and not requirements.disabled(wanted.env) and requirements.requirement_values(wanted.env):
-        requirements.check(wanted.env, requirements.Facts(driver.version, driver.cuda_version,
-                                                          _models(driver, wanted)))
+    if not config.disable_require and any(name.startswith("NVIDIA_REQUIRE_") for name in wanted.env):
+        _check_requirements(wanted, driver)
     hook = config.hook_command()
     per_gpu = [gpu_edits(driver, gpu, capabilities) for gpu in gpus]
     # every GPU's /dev/dri/by-path links in one hook run
@@ -263,7 +302,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if parsed.is_create:
                 raise
             config = runtime_config.RuntimeConfig()  # never block delete/kill over a config typo
-        log = Log(config.log, config.debug)
+        log = Log(config.log, config.log_level)
         config.native_hook = native_hook
         if real_runtime is None:
             real_runtime = runtime_config.find_real_runtime(config, os.environ, exclude=[sys.argv[0]])

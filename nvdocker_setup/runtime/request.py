@@ -13,7 +13,9 @@ A container requests GPUs through any of:
   plugin writes and an image cannot; when any is present ``NVIDIA_VISIBLE_DEVICES`` is ignored and
   the mounts are removed from the spec. IMEX channels come the same way, as NVIDIA's do:
   ``/var/run/nvidia-container-devices/imex/<channel>`` (a number or ``all``); when any is present
-  ``NVIDIA_IMEX_CHANNELS`` is ignored. Only mounts of ``/dev/null`` count, for both.
+  ``NVIDIA_IMEX_CHANNELS`` is ignored. Only mounts of ``/dev/null`` count, for both. With
+  ``ignore-imex-channel-requests = true`` neither the IMEX mounts nor ``NVIDIA_IMEX_CHANNELS``
+  count (the mounts then stay in the spec, as any other mount).
 
 ``NVIDIA_VISIBLE_DEVICES`` items may also be CDI names of kind ``nvidia.com/gpu``
 (``nvidia.com/gpu=0``, ``nvidia.com/gpu=all``); other kinds are refused. With
@@ -451,13 +453,20 @@ def dockerd_set_visible_devices(spec: Dict[str, Any]) -> bool:
 
 def resolve(
     spec: Dict[str, Any], accept_envvar_unprivileged: bool = True, accept_volume_mounts: bool = False,
-    notes: Optional[List[str]] = None,
+    notes: Optional[List[str]] = None, ignore_imex: bool = False,
 ) -> Optional[GpuRequest]:
     """The container's request, or None when it asked for nothing (the spec stays untouched).
-    The two flags are runtime.conf's policy; ``notes`` collects why a request was ignored."""
+    The flags are runtime.conf's policy (``ignore_imex``: ``ignore-imex-channel-requests``, under
+    which neither ``NVIDIA_IMEX_CHANNELS`` nor the IMEX device-list mounts count, and those mounts
+    stay as they are); ``notes`` collects why a request was ignored."""
     env = environment(spec)
     check_request_sizes(env, spec)
     env = legacy_defaults(env)
+    if ignore_imex and IMEX_CHANNELS in env:
+        if notes is not None:
+            notes.append("{} ignored: ignore-imex-channel-requests = true".format(IMEX_CHANNELS))
+        env = dict(env)
+        del env[IMEX_CHANNELS]
     imex, mig_config, mig_monitor = extra_requests(env, spec, accept_envvar_unprivileged, notes)
     hook_indexes = nvidia_hook_indexes(spec)
     sources: List[str] = []
@@ -469,6 +478,12 @@ def resolve(
         notes.append("mounts under {} whose source is not /dev/null ignored (an image VOLUME makes those)".format(
             DEVICE_LIST_ROOT))
     listed = [entry for entry in listed if entry[2]]
+    if ignore_imex:
+        imex_prefix = DEVICE_LIST_ROOT + "/" + IMEX_MOUNT_DIR + "/"
+        if notes is not None and any(entry[1].startswith(imex_prefix) for entry in listed):
+            notes.append("the IMEX channels under {}/{} ignored: ignore-imex-channel-requests = true".format(
+                DEVICE_LIST_ROOT, IMEX_MOUNT_DIR))
+        listed = [entry for entry in listed if not entry[1].startswith(imex_prefix)]
     mount_indexes = [position for position, _, _ in listed]
     listed, imex_from_mounts = split_imex_mounts(listed)
     if imex_from_mounts:

@@ -49,7 +49,7 @@ def cdi_env(tmp_path, driver_root):
 def test_every_schema_is_valid_and_requires_the_envelope():
     names = sorted(path.stem for path in SCHEMAS.glob("*.json"))
     assert names == sorted(["install", "uninstall", "restore", "show", "backups-list", "doctor", "doctor-list",
-                            "cdi-generate", "cdi-list", "system", "error"])
+                            "cdi-generate", "cdi-list", "system", "config", "error"])
     for name in names:
         value = schema(name)
         jsonschema.Draft7Validator.check_schema(value)
@@ -197,6 +197,21 @@ def test_system_verbs_validate(cli, tmp_path, driver_root):
     unsafe = conforms(cli("system", "create-dev-char-symlinks", "--driver-root", root, "--dev-char-path",
                           "/dev/char/escape", "--json"), "error", ExitStatus.TRUST_CHECK_FAILED)
     assert unsafe["error"]["id"] == "unsafe-path"
+
+
+def test_config_verb_validates(cli, tmp_path):
+    conf = tmp_path / "runtime.conf"
+    conf.write_text("# mine\n[runtime]\nruntimes = runc\n")
+    listed = conforms(cli("config", "--list", "--config", str(conf), "--json"), "config")
+    assert listed["action"] == "list" and {"no-cgroups", "log-level"} <= {k["key"] for k in listed["keys"]}
+    got = conforms(cli("config", "--get", "nvidia-container-cli.no-cgroups", "--config", str(conf), "--json"), "config")
+    assert got["key"] == "no-cgroups" and got["value"] == "false" and got["set"] is False
+    printed = conforms(cli("config", "--set", "no-cgroups", "--config", str(conf), "--json"), "config")
+    assert printed["written"] is None and printed["would_change"] is True and "no-cgroups = true" in printed["content"]
+    done = conforms(cli("config", "--set", "no-cgroups", "--in-place", "--config", str(conf), "--json"), "config")
+    assert done["changed"] is True and done["backup"] and done["written"] == str(conf)
+    unknown = conforms(cli("config", "--set", "bogus=1", "--config", str(conf), "--json"), "error", ExitStatus.USAGE)
+    assert unknown["error"]["id"] == "config-key-unknown"
 
 
 def test_envelope_cannot_be_overwritten():
