@@ -156,6 +156,9 @@ the environment); the default output is \fI/etc/cdi/nvdocker.yaml\fR.
 \fBnvidia\-ctk system create\-device\-nodes \-\-control\-devices [\-\-load\-kernel\-modules]\fR
 \fBnvdocker\-setup system create\-device\-nodes \-\-control\-devices [\-\-load\-kernel\-modules]\fR.
 .TP
+\fBnvidia\-ctk config \-\-set KEY=VALUE \-\-in\-place\fR
+\fBnvdocker\-setup config \-\-set KEY=VALUE \-\-in\-place\fR (runtime.conf; nvidia\-ctk's key names where they map).
+.TP
 \fBnvidia\-ctk system create\-dev\-char\-symlinks\fR
 \fBnvdocker\-setup system create\-dev\-char\-symlinks\fR.
 """

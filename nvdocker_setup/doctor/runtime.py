@@ -117,9 +117,12 @@ def runtime_config(facts: Facts):
     hook = values.get("hook-path")
     if hook and not hook.startswith("/"):
         problems.append("hook-path must be absolute, got {!r}".format(hook))
-    debug = values.get("debug", "").strip().lower()
-    if debug not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
-        problems.append("debug must be true or false, got {!r}".format(values.get("debug")))
+    from nvdocker_setup.runtime.config import from_values
+
+    try:  # every key as the runtime reads it (log-level, no-cgroups, booleans...): doctor agrees with it
+        from_values(values, path)
+    except GpuSetupError as error:
+        problems.append(error.message)
     if problems:
         return fail("{}: {}".format(path, "; ".join(problems)), "fix {} (see its comments for each key)".format(path))
     shown = ", ".join("{} = {}".format(key, values[key]) for key in ("runtimes", "driver-root", "hook-path") if values.get(key))

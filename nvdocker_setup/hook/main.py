@@ -668,7 +668,7 @@ def find_nvidia_cli(environ: Dict[str, str]) -> Optional[str]:
 
 
 def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, driver_root: str, ldconfig: str,
-                    disable_require: bool = False) -> Optional[List[str]]:
+                    disable_require: bool = False, no_cgroups: bool = False) -> Optional[List[str]]:
     """The ``nvidia-container-cli configure`` command NVIDIA's hook would run; None: no request."""
     from nvdocker_setup.driver import requirements
     from nvdocker_setup.driver.capabilities import parse_capabilities
@@ -689,6 +689,8 @@ def nvidia_cli_argv(cli: str, spec: Dict[str, Any], pid: int, rootfs: str, drive
     if driver_root not in ("", "/"):
         argv.append("--root={}".format(driver_root))
     argv += ["--load-kmods", "configure", "--ldconfig=@{}".format(ldconfig)]
+    if no_cgroups:  # runtime.conf's no-cgroups: NVIDIA's CLI then sets up no device cgroup either
+        argv.append("--no-cgroups")
     if devices:
         argv.append("--device={}".format(",".join(devices)))
     # as NVIDIA's hook: the MIG and IMEX requests go on to nvidia-container-cli
@@ -713,7 +715,8 @@ def prestart(stdin, environ: Dict[str, str]) -> int:
     config = load(environ)
     pid = state.get("pid") or 0
     rootfs = rootfs_of(bundle, spec)
-    argv = nvidia_cli_argv(cli or CLI_NAME, spec, pid, rootfs, config.driver_root, config.ldconfig, config.disable_require)
+    argv = nvidia_cli_argv(cli or CLI_NAME, spec, pid, rootfs, config.driver_root, config.ldconfig, config.disable_require,
+                           config.no_cgroups)
     if argv is None:
         return 0  # not a GPU container (NVIDIA_VISIBLE_DEVICES unset, empty or void)
     checked_rootfs(rootfs)

@@ -184,3 +184,11 @@ def test_toolkit_config_auto_mode_on_tegra(host):
     host.write("/etc/nv_tegra_release", "# R35 (release), REVISION: 4.1\n")
     result = host.run("toolkit-config")
     assert result.status == "warn" and "csv (Tegra host)" in result.detail
+
+
+
+def test_runtime_config_agrees_with_the_runtime_on_every_key(host):
+    """A value the runtime refuses (here a log-level it does not know) fails doctor's check too."""
+    host.write("/etc/nvdocker/runtime.conf", "[runtime]\nlog-level = chatty\n")
+    result = host.run("runtime-config")
+    assert result.status == "fail" and "log-level" in result.detail, result.detail
