@@ -376,8 +376,16 @@ def _devices_in(done):
 
 @pytest.fixture(scope="module")
 def option_specs(tmp_path_factory):
+    import stat
+
+    from tests.support.driver_root import driver_root_or_skip
+
     mig_root = simulated_mig_root_fixture(tmp_path_factory)
+    switch_root = driver_root_or_skip(str(tmp_path_factory.mktemp("nvswitch-root") / "root"))
+    for name, minor in (("nvidia-nvswitchctl", 255), ("nvidia-nvswitch0", 0)):
+        os.mknod(os.path.join(switch_root.path, "dev", name), stat.S_IFCHR | 0o666, os.makedev(NVSWITCH_MAJOR, minor))
     return {
+        "nvswitch": _generate(tmp_path_factory, switch_root.path, "--mode", "nvswitch"),
         "named": _generate(tmp_path_factory, mig_root.path, "--device-name-strategy", "type-index", "--no-all-device",
                            "--vendor", "example.com", "--class", "accel"),
         "management": _generate(tmp_path_factory, mig_root.path, "--mode", "management"),
@@ -394,6 +402,16 @@ def test_another_kind_and_type_index_names_are_what_consumers_resolve(consumer, 
     assert _devices_in(done) == expected, consumer.shown
     refused = consumer.run(option_specs["named"], "spec.yaml", "example.com/accel=all")
     assert refused.returncode != 0 and UNRESOLVABLE in refused.stderr
+
+
+NVSWITCH_MAJOR = 241
+
+
+def test_an_opt_in_devices_spec_gives_its_nodes(consumer, option_specs):
+    """--mode nvswitch: kind nvidia.com/nvswitch, one all device with the NVSwitch nodes only."""
+    done = consumer.run(option_specs["nvswitch"], "spec.yaml", "nvidia.com/nvswitch=all", LIST_DEVICES)
+    assert done.returncode == 0, "{}: {}".format(consumer.shown, done.stderr[-2000:])
+    assert _devices_in(done) == {"/dev/nvidia-nvswitchctl": (NVSWITCH_MAJOR, 255), "/dev/nvidia-nvswitch0": (NVSWITCH_MAJOR, 0)}
 
 
 def test_a_management_spec_gives_every_nvidia_node(consumer, option_specs):
