@@ -42,6 +42,9 @@ and the C launcher can scan for ``runtimes`` in a few lines.
     # true: NVIDIA_IMEX_CHANNELS and the IMEX device-list mounts are ignored (NVIDIA's
     # features.ignore-imex-channel-requests)
     ignore-imex-channel-requests = false
+    # true: the container's process does not get the groups of the device nodes it is given (by
+    # default it does, as with NVIDIA's runtime, so that a non-root user can open /dev/dri/renderD*)
+    no-additional-gids-for-device-nodes = false
 
 Format, shared with ``launcher/nvdocker-runtime.c``: ``[section]`` lines, ``key = value`` or
 ``key: value``, ``#``/``;`` comment lines, indented lines continue the previous value. Keys
@@ -91,11 +94,13 @@ DEFAULT_LOG_LEVEL = "warning"
 NO_CGROUPS_KEY = "no-cgroups"
 SUPPORTED_CAPABILITIES_KEY = "supported-driver-capabilities"
 IGNORE_IMEX_KEY = "ignore-imex-channel-requests"
+#: NVIDIA's feature flag of the same name: true keeps the process's groups as the image set them.
+NO_ADDITIONAL_GIDS_KEY = "no-additional-gids-for-device-nodes"
 #: Every key the runtime reads from ``[runtime]`` (``nvdocker-setup config`` edits these; others
 #: in the file are tolerated and ignored).
 KEYS = ("runtimes", "driver-root", "log", LOG_LEVEL_KEY, "debug", "hook-path", "ldconfig", ENVVAR_UNPRIVILEGED_KEY,
         VOLUME_MOUNTS_KEY, MPS_PIPE_DIR_KEY, DISABLE_REQUIRE_KEY, NO_CGROUPS_KEY, SUPPORTED_CAPABILITIES_KEY,
-        IGNORE_IMEX_KEY)
+        IGNORE_IMEX_KEY, NO_ADDITIONAL_GIDS_KEY)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -142,7 +147,8 @@ class RuntimeConfig:
 
     __slots__ = ("path", "runtimes", "driver_root", "log", "debug", "hook_path", "ldconfig",
                  "accept_envvar_unprivileged", "accept_volume_mounts", "mps_pipe_dir", "native_hook", "disable_require",
-                 "log_level", "no_cgroups", "supported_capabilities", "ignore_imex_channels")
+                 "log_level", "no_cgroups", "supported_capabilities", "ignore_imex_channels",
+                 "no_additional_gids")
 
     def __init__(
         self,
@@ -161,6 +167,7 @@ class RuntimeConfig:
         no_cgroups: bool = False,
         supported_capabilities: Optional[Sequence[str]] = None,
         ignore_imex_channels: bool = False,
+        no_additional_gids: bool = False,
     ) -> None:
         self.path = path
         self.runtimes: List[str] = list(runtimes)
@@ -180,6 +187,7 @@ class RuntimeConfig:
         self.supported_capabilities: Optional[Tuple[str, ...]] = (
             None if supported_capabilities is None else tuple(supported_capabilities))
         self.ignore_imex_channels = ignore_imex_channels
+        self.no_additional_gids = no_additional_gids
         #: The C launcher's path when it started us and is trusted (runtime/main.py
         #: NATIVE_HOOK_FLAG): the same binary, started as NATIVE_HOOK_NAME, is the ld cache hook.
         self.native_hook: Optional[str] = None
@@ -284,6 +292,7 @@ def from_values(values: Mapping[str, str], source: str = "config", path: Optiona
         no_cgroups=_boolean(values.get(NO_CGROUPS_KEY, ""), NO_CGROUPS_KEY, source),
         supported_capabilities=parse_supported_capabilities(values.get(SUPPORTED_CAPABILITIES_KEY, ""), source),
         ignore_imex_channels=_boolean(values.get(IGNORE_IMEX_KEY, ""), IGNORE_IMEX_KEY, source),
+        no_additional_gids=_boolean(values.get(NO_ADDITIONAL_GIDS_KEY, ""), NO_ADDITIONAL_GIDS_KEY, source),
     )
     if values.get(MPS_PIPE_DIR_KEY):
         config.mps_pipe_dir = checked_mps_pipe_dir(values[MPS_PIPE_DIR_KEY], source)

@@ -149,7 +149,7 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
         for item in refused[:32]:  # bounded: one line each, the container still starts without them
             log.write("warning", "create {}: left out {} (a host path must be root's alone; `nvdocker-setup doctor` "
                       "names it too)".format(parsed.container_id, item[:400]))
-        _apply_edits(value, edits, config.no_cgroups)
+        _apply_edits(value, edits, config.no_cgroups, not config.no_additional_gids)
         log.info(
             "create {}: {}; {} device nodes, {} mounts, {} hooks".format(
                 parsed.container_id, wanted.describe(), len(edits.device_nodes), len(edits.mounts), len(edits.hooks)
@@ -161,10 +161,35 @@ def prepare_bundle(parsed: RuntimeArgs, config: RuntimeConfig, log: Log) -> None
     spec.write_atomically(path, spec.encode(value))
 
 
-def _apply_edits(value: dict, edits: ContainerEdits, no_cgroups: bool) -> None:
+def device_node_groups(value: dict, edits: ContainerEdits) -> None:
+    """Add to the process's ``additionalGids`` the group of every injected device node that its
+    group may open and others may not (``/dev/dri/renderD*``, group render, 0660), as NVIDIA's
+    runtime does: a non-root user in the container can then use it. The nodes' numbers come from
+    the host's own nodes (root's, trusted); nothing of the image decides them."""
+    groups = []
+    for node in edits.device_nodes:
+        mode = node.file_mode or 0
+        if node.gid and mode & 0o060 and not mode & 0o006 and node.gid not in groups:
+            groups.append(node.gid)
+    process = value.get("process")
+    if not groups or not isinstance(process, dict):
+        return
+    user = process.setdefault("user", {"uid": 0, "gid": 0})
+    if not isinstance(user, dict):
+        return
+    present = user.get("additionalGids")
+    present = list(present) if isinstance(present, list) else []
+    user["additionalGids"] = present + [gid for gid in groups if gid not in present]
+
+
+def _apply_edits(value: dict, edits: ContainerEdits, no_cgroups: bool, groups: bool = True) -> None:
     """The edits into the spec; with ``no-cgroups`` (runtime.conf) the device nodes come without their
-    ``linux.resources.devices`` rules, which a rootless runtime cannot apply (NVIDIA's no-cgroups)."""
+    ``linux.resources.devices`` rules, which a rootless runtime cannot apply (NVIDIA's no-cgroups);
+    unless ``no-additional-gids-for-device-nodes``, the process gets the nodes' groups."""
     from nvdocker_setup.runtime import spec
+
+    if groups:
+        device_node_groups(value, edits)
 
     linux = value.get("linux")
     resources = linux.get("resources") if isinstance(linux, dict) else None

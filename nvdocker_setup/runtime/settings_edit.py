@@ -84,6 +84,8 @@ KEYS = (
         "the driver capabilities a container may ask for (comma list or all); others are refused"),
     Key(runtime_config.IGNORE_IMEX_KEY, BOOLEAN, "false",
         "true: NVIDIA_IMEX_CHANNELS and the IMEX device-list mounts are ignored"),
+    Key(runtime_config.NO_ADDITIONAL_GIDS_KEY, BOOLEAN, "false",
+        "true: the container's process does not get the groups of the device nodes it is given"),
 )
 BY_NAME = {key.name: key for key in KEYS}
 
@@ -100,6 +102,7 @@ ALIASES = {
     "accept-nvidia-visible-devices-envvar-when-unprivileged": runtime_config.ENVVAR_UNPRIVILEGED_KEY,
     "accept-nvidia-visible-devices-as-volume-mounts": runtime_config.VOLUME_MOUNTS_KEY,
     "features.ignore-imex-channel-requests": runtime_config.IGNORE_IMEX_KEY,
+    "features.no-additional-gids-for-device-nodes": runtime_config.NO_ADDITIONAL_GIDS_KEY,
     "nvidia-container-runtime-hook.disable-require": runtime_config.DISABLE_REQUIRE_KEY,
 }
 #: NVIDIA's log levels (logrus) that ours stand for.
@@ -394,6 +397,7 @@ def effective(text: str, source: str = "runtime.conf") -> List[Tuple[Key, str, b
         runtime_config.SUPPORTED_CAPABILITIES_KEY: ",".join(config.supported_capabilities)
         if config.supported_capabilities is not None else "all",
         runtime_config.IGNORE_IMEX_KEY: _text(config.ignore_imex_channels),
+        runtime_config.NO_ADDITIONAL_GIDS_KEY: _text(config.no_additional_gids),
     }
     return [(key, shown[key.name], bool(values.get(key.name, "").strip())) for key in KEYS]
 

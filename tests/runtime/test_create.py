@@ -302,3 +302,36 @@ def test_an_opt_in_node_a_user_owns_or_a_symlink_is_not_given(tmp_path, gated_ro
     write_bundle(tmp_path / "b", base_spec(["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_GDS=enabled"]))
     devices = {d["path"] for d in create(tmp_path / "b", gated_root)["linux"]["devices"]}
     assert "/dev/nvidia-fs0" in devices and not {"/dev/nvidia-fs1", "/dev/nvidia-fs2"} & devices
+
+
+# -- the device nodes' groups (NVIDIA's default; no-additional-gids-for-device-nodes opts out) --------------
+
+
+@pytest.fixture
+def drm_root(tmp_path):
+    from tests.support.driver_root import add_drm, build_driver_root, drm_names, missing_tools
+
+    if os.geteuid() != 0 or missing_tools():
+        pytest.skip("the simulated root needs root, gcc and ldconfig")
+    root = build_driver_root(str(tmp_path / "root"))
+    add_drm(root.path, root.gpus)
+    card, render = drm_names(root.gpus[1])
+    os.chown(os.path.join(root.path, "dev/dri", card), 0, 44)  # video, 0660 as udev makes it
+    os.chown(os.path.join(root.path, "dev/dri", render), 0, 109)  # render
+    os.chmod(os.path.join(root.path, "dev/dri", render), 0o660)
+    return root
+
+
+def test_a_graphics_container_gets_the_groups_of_its_drm_nodes(tmp_path, drm_root):
+    """A non-root user in the container can open /dev/dri/renderD*: the process gets the nodes'
+    groups (0660 nodes only; a world-usable node needs none), after the image's own."""
+    spec = base_spec(["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_DRIVER_CAPABILITIES=graphics,compute,utility"])
+    spec["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [27]}
+    write_bundle(tmp_path / "b", spec)
+    done = create(tmp_path / "b", drm_root)
+    assert done["process"]["user"]["additionalGids"] == [27, 44, 109]
+    write_bundle(tmp_path / "c", spec)
+    kept = create(tmp_path / "c", drm_root, no_additional_gids=True)
+    assert kept["process"]["user"]["additionalGids"] == [27]
+    write_bundle(tmp_path / "d", base_spec(["NVIDIA_VISIBLE_DEVICES=1"]))  # no DRM node: nothing added
+    assert "additionalGids" not in create(tmp_path / "d", drm_root).get("process", {}).get("user", {})
